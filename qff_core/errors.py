@@ -1,0 +1,48 @@
+"""Exceptions named by what the caller can do about them (after QCEngine).
+
+``InputError`` and its subclasses: fix the input, never retried. ``ResourceError``: a program,
+package or memory is missing; try elsewhere. ``ConvergenceError``: change settings.
+``TransientError``: worth a retry.
+"""
+
+from __future__ import annotations
+
+
+class QffError(Exception):
+    """Base class of every error qff raises on purpose."""
+
+
+class InputError(QffError, ValueError):
+    """The input is wrong; the message says what to fix. Never retried."""
+
+
+class UnknownElementError(InputError):
+    """An element symbol that is not in the periodic table."""
+
+
+class GeometryError(InputError):
+    """Coordinates that cannot describe a molecule: bad shape, NaN/inf, atoms too close."""
+
+
+class GeometryFileError(InputError):
+    """A geometry file (XYZ, YAML) that cannot be parsed."""
+
+
+class SymmetryError(InputError):
+    """A symmetry request that does not fit the molecule (non-unique centre, bad permutation)."""
+
+
+class ModelBuildError(InputError):
+    """Model hyperparameters that cannot be realised for this molecule."""
+
+
+class ResourceError(QffError):
+    """A program, package or resource is missing here; install it or run elsewhere."""
+
+
+class ConvergenceError(QffError):
+    """A calculation did not converge; change its settings."""
+
+
+class TransientError(QffError):
+    """A failure that may go away on retry (network, queue, preempted job)."""

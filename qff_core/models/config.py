@@ -1,0 +1,28 @@
+"""User-facing model hyperparameters (validated; one YAML block or CLI flags)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ModelConfig(BaseModel):
+    """Hyperparameters of an siVQLM or of the generic baseline built on the same qubits."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: Literal["invariant", "generic"] = "invariant"
+    depth: int = Field(6, ge=0, le=64, description="trainable layers D (D+1 encoding layers)")
+    blocks: int = Field(1, ge=1, le=16, description="repetitions B of each trainable block")
+    rep: int = Field(2, ge=1, le=8, description="qubits (copies) per encoded atom")
+    pattern: Literal["ring", "all-to-all"] = Field(
+        "ring", description="exchange pairs before closing them under the permutation group"
+    )
+    observable: Literal["singlet", "all-pairs"] = Field(
+        "singlet", description="orbit of the first singlet pair, or every pair of data qubits"
+    )
+    symmetry_breaking: Literal["off", "trainable", "frozen"] = Field(
+        "off", description="RZ(eps) on every qubit after each trainable block (invariant model only)"
+    )
+    symmetrize_inversion: bool = Field(False, description="E = (E(X) + E(-X)) / 2")
