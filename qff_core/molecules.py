@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from qff_core.errors import (
     GeometryError,
     GeometryFileError,
+    InputError,
     SymmetryError,
     UnknownElementError,
 )
@@ -332,7 +333,7 @@ def builtin_molecule(name: str) -> MoleculeSpec:
             "h2o_dimer", ["O", "H", "H", "O", "H", "H"], _WATER_DIMER,
             center="centroid", fragments=[[0, 1, 2], [3, 4, 5]],
         )
-    raise SymmetryError(f"unknown built-in molecule {name!r}; choose one of {', '.join(BUILTIN_NAMES)}")
+    raise InputError(f"unknown built-in molecule {name!r}; choose one of {', '.join(BUILTIN_NAMES)}")
 
 
 BUILTIN_NAMES = ("lih", "h2o", "nh3", "ch4", "h2o_dimer")

@@ -38,6 +38,15 @@ MAX_EXACT_QUBITS = 20
 """Above this the dense statevector no longer fits comfortably in memory."""
 
 
+def bucket_size(n: int) -> int:
+    """Batch size that ``n`` geometries are padded to: the next power of two.
+
+    jit compiles once per input shape; buckets bound the compilations for ragged batches
+    (MD steps, evaluation remainders) to a handful.
+    """
+    return 1 if n <= 1 else 1 << (n - 1).bit_length()
+
+
 def enable_x64() -> None:
     """Turn on float64 in JAX (idempotent); qff's physics needs it."""
     jax.config.update("jax_enable_x64", True)
@@ -235,8 +244,12 @@ class ExactSimulator:
         positions = self.model.molecule.validate_positions(positions_a)
         single = positions.ndim == 2
         batch = positions[None] if single else positions
+        n = len(batch)
+        padded = bucket_size(n)
+        if padded > n:  # pad with copies of the first geometry: one compilation per bucket
+            batch = np.concatenate([batch, np.repeat(batch[:1], padded - n, axis=0)])
         e, f = self.energies_forces(jnp.asarray(theta, dtype=jnp.float64), jnp.asarray(batch))
-        e, f = np.asarray(e), np.asarray(f)
+        e, f = np.asarray(e)[:n], np.asarray(f)[:n]
         return (e[0], f[0]) if single else (e, f)
 
 

@@ -1,0 +1,161 @@
+"""The exact JAX simulator: closed forms, an independent dense reference, forces, batching."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import FINITE_DIFFERENCE_TOL, TEST_BATCH, simulator_for
+from dense_reference import PAULI, energy, heisenberg
+from scipy.linalg import expm
+
+from qff_core.audit import random_geometries
+from qff_core.errors import GeometryError
+from qff_core.execution.exact import (
+    _apply_exchange,
+    axis_rotation,
+    enable_x64,
+    heisenberg_sum_eig,
+    initial_state,
+    su2_encoding,
+)
+from qff_core.models import build_model, init_parameters
+from qff_core.molecules import BUILTIN_NAMES, builtin_molecule
+
+enable_x64()
+
+
+def test_encoding_gate_is_the_closed_form_of_the_exponential(rng):
+    for _ in range(20):
+        v, alpha = rng.normal(size=3), rng.uniform(-4, 4)
+        ref = expm(-0.5j * alpha * sum(c * P for c, P in zip(v, PAULI, strict=True)))
+        assert np.abs(np.asarray(su2_encoding(jnp.asarray(v), alpha)) - ref).max() < 1e-13
+    # At v = 0 the gate is the identity and its derivative is finite.
+    assert np.allclose(np.asarray(su2_encoding(jnp.zeros(3), 1.3)), np.eye(2))
+    jac = jax.jacfwd(lambda v: jnp.real(su2_encoding(v, 1.3)[0, 1]))(jnp.zeros(3))
+    assert np.all(np.isfinite(np.asarray(jac)))
+
+
+def test_encoding_is_su2_equivariant(rng):
+    from qff_core.symmetry import random_rotation
+
+    v, alpha = rng.normal(size=3), 1.7
+    R = random_rotation(rng)
+    # U_R: the SU(2) image of R, from axis-angle.
+    angle = np.arccos(np.clip((np.trace(R) - 1) / 2, -1, 1))
+    axis = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]]) / (2 * np.sin(angle))
+    U = expm(-0.5j * angle * sum(c * P for c, P in zip(axis, PAULI, strict=True)))
+    lhs = np.asarray(su2_encoding(jnp.asarray(R @ v), alpha))
+    rhs = U @ np.asarray(su2_encoding(jnp.asarray(v), alpha)) @ U.conj().T
+    assert np.abs(lhs - rhs).max() < 1e-13
+
+
+def test_axis_rotations_and_exchange_closed_forms(rng):
+    for axis in range(3):
+        a = rng.uniform(-3, 3)
+        assert np.abs(np.asarray(axis_rotation(axis, a)) - expm(-0.5j * a * PAULI[axis])).max() < 1e-14
+    J = 2.9  # large J: where expm-based gates lose accuracy
+    psi = rng.normal(size=(2, 2, 2)) + 1j * rng.normal(size=(2, 2, 2))
+    out = np.asarray(_apply_exchange(jnp.asarray(psi), ((0, 2),), J)).reshape(-1)
+    ref = expm(-1j * J * heisenberg(0, 2, 3)) @ psi.reshape(-1)
+    assert np.abs(out - ref).max() < 1e-12
+
+
+def test_orbit_summed_generator_eigendecomposition():
+    pairs = ((0, 1), (0, 2), (1, 2))
+    support, lam, vec = heisenberg_sum_eig(pairs)
+    h = sum(heisenberg(a, b, 3) for a, b in pairs)
+    assert support == [0, 1, 2]
+    assert np.abs(vec @ np.diag(lam) @ vec.T - h).max() < 1e-12
+    assert sorted(set(np.round(lam, 10))) == [-3.0, 3.0]  # S=1/2 and S=3/2 sectors
+
+
+def test_initial_state_is_a_product_of_singlets():
+    model = build_model(builtin_molecule("h2o"), depth=1)
+    psi = initial_state(model).reshape(-1)
+    singlet = np.array([0, 1, -1, 0]) / np.sqrt(2)
+    assert np.abs(psi - np.kron(singlet, singlet)).max() < 1e-15
+
+
+@pytest.mark.parametrize(
+    ("molecule", "config"),
+    [
+        ("h2o", {"model": "invariant"}),
+        ("h2o", {"model": "generic"}),
+        ("lih", {"model": "invariant", "rep": 1}),  # ancilla
+        ("nh3", {"model": "invariant", "pattern": "all-to-all"}),  # orbit-summed generators
+        ("h2o", {"model": "invariant", "symmetry_breaking": "trainable", "blocks": 2, "symmetrize_inversion": True}),
+        ("ch4", {"model": "invariant", "rep": 1, "observable": "all-pairs"}),
+    ],
+)
+def test_jax_simulator_agrees_with_dense_reference(molecule, config, rng):
+    sim = simulator_for(molecule, **config)
+    model = sim.model
+    theta = init_parameters(model, seed=3, strategy="random")
+    X = random_geometries(model, TEST_BATCH, rng)
+    E, _ = sim.evaluate(theta, X)
+    E_ref = np.array([energy(model, theta, x) for x in X[:3]])
+    E = E[:3]
+    assert np.abs(E - E_ref).max() < 1e-12
+
+
+@pytest.mark.parametrize("name", BUILTIN_NAMES)
+@pytest.mark.parametrize("model_kind", ["invariant", "generic"])
+def test_forces_are_minus_the_gradient(name, model_kind, rng):
+    sim = simulator_for(name, model=model_kind)
+    model = sim.model
+    theta = init_parameters(model, seed=5, strategy="random")
+    h = 1e-5
+    n_atoms = model.molecule.n_atoms
+    # Each geometry with its +h and -h displacements along all 3N coordinates, in one batch.
+    steps = np.eye(3 * n_atoms).reshape(3 * n_atoms, n_atoms, 3) * h
+    per_geometry = 1 + 2 * len(steps)
+    X = random_geometries(model, max(1, 64 // per_geometry), rng)
+    batch = np.concatenate([np.concatenate([x[None], x + steps, x - steps]) for x in X])
+    E, F = sim.evaluate(theta, batch)
+    for k in range(len(X)):
+        sl = slice(k * per_geometry, (k + 1) * per_geometry)
+        e, f = E[sl], F[sl]
+        plus, minus = e[1 : 1 + len(steps)], e[1 + len(steps) :]
+        fd = -(plus - minus).reshape(n_atoms, 3) / (2 * h)
+        assert np.abs(fd - f[0]).max() < FINITE_DIFFERENCE_TOL
+    # The model depends on relative vectors only: no net force.
+    assert np.abs(F.sum(axis=1)).max() < 1e-12
+
+
+@pytest.mark.parametrize("model_kind", ["invariant", "generic"])
+def test_one_at_a_time_equals_batched(model_kind, rng):
+    sim = simulator_for("nh3", model=model_kind)
+    theta = jnp.asarray(init_parameters(sim.model, seed=1, strategy="random"))
+    X = random_geometries(sim.model, TEST_BATCH, rng)
+    batched, _ = sim.evaluate(theta, X)
+    single = jax.jit(sim.energy_fn)
+    one_by_one = np.array([float(single(theta, jnp.asarray(x))) for x in X[:5]])
+    batched = batched[:5]
+    assert np.abs(batched - one_by_one).max() < 1e-13
+
+
+def test_energy_scale_and_offset_are_the_output_map(rng):
+    sim = simulator_for("h2o")
+    model = sim.model
+    theta = init_parameters(model, seed=2)
+    X = random_geometries(model, TEST_BATCH, rng)
+    E1, F1 = sim.evaluate(theta, X)
+    theta2 = theta.copy()
+    theta2[model.scale] *= -2.5
+    theta2[model.offset] = 7.0
+    E2, F2 = sim.evaluate(theta2, X)
+    assert np.allclose(E2, -2.5 * (E1 - theta[model.offset]) + 7.0, atol=1e-12)
+    assert np.allclose(F2, -2.5 * F1, atol=1e-12)
+
+
+def test_evaluate_rejects_bad_geometries():
+    sim = simulator_for("h2o")
+    theta = init_parameters(sim.model)
+    X = np.stack([sim.model.molecule.positions_a] * 2)
+    X[1, 0, 0] = np.nan
+    with pytest.raises(GeometryError, match="NaN"):
+        sim.evaluate(theta, X)
+    with pytest.raises(GeometryError, match="expected 3 atoms"):
+        sim.evaluate(theta, np.zeros((2, 4, 3)))
