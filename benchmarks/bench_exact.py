@@ -122,9 +122,12 @@ def main() -> int:
     rng = np.random.default_rng(0)
     positions = jnp.asarray(random_geometries(model, args.n_geometries, rng, sigma_a=0.05))
     theta = jnp.asarray(init_parameters(model, seed=0, strategy="random"))
-    # Targets: the model itself at other parameters (a realistic, smooth energy surface).
-    sim = compile_exact(model)
-    e_ref, f_ref = sim.energies_forces(jnp.asarray(init_parameters(model, seed=1, strategy="random")), positions)
+    # Targets: a shallower model of the same molecule (a smooth, learnable surface); a
+    # different program, so nothing of it is reused when ours is compiled and timed below.
+    target = build_model(model.molecule, ModelConfig(depth=5, rep=2))
+    e_ref, f_ref = compile_exact(target).energies_forces(
+        jnp.asarray(init_parameters(target, seed=1, strategy="random")), positions
+    )
 
     results: dict = {
         "benchmark": "exact simulator, H2O siVQLM D=6 B=1 rep=2",
@@ -132,20 +135,19 @@ def main() -> int:
         "n_qubits": model.n_qubits,
         "n_parameters": model.n_parameters,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "jax": jax.__version__},
-        "ours": {},
     }
 
-    # --- ours
-    t0 = time.perf_counter()
-    sim = compile_exact(model)
-    build_s = time.perf_counter() - t0
-    first, median, (E, F) = timed(sim.energies_forces, theta, positions, repeats=args.repeats)
-    results["ours"]["energies_forces"] = {"first_call_s": first + build_s, "steady_median_s": median}
-    loss = make_loss(sim.energies_forces)
-    opt, step = make_adam_step(loss)
-    state = opt.init(theta)
-    first, median, _ = timed(step, theta, state, positions, e_ref, f_ref, repeats=args.repeats)
-    results["ours"]["adam_step_energy_force_loss"] = {"first_call_s": first, "steady_median_s": median}
+    # --- ours: layers under lax.scan (default) and unrolled (faster steps, longer compile)
+    for label, unroll in (("ours", False), ("ours_unrolled", True)):
+        t0 = time.perf_counter()
+        sim = compile_exact(model, unroll=unroll)
+        build_s = time.perf_counter() - t0
+        entry = results.setdefault(label, {})
+        first, median, (E, F) = timed(sim.energies_forces, theta, positions, repeats=args.repeats)
+        entry["energies_forces"] = {"first_call_s": first + build_s, "steady_median_s": median}
+        opt, step = make_adam_step(make_loss(sim.energies_forces))
+        first, median, _ = timed(step, theta, opt.init(theta), positions, e_ref, f_ref, repeats=args.repeats)
+        entry["adam_step_energy_force_loss"] = {"first_call_s": first, "steady_median_s": median}
 
     # --- peer
     if not args.no_peer:
@@ -172,16 +174,17 @@ def main() -> int:
                                      repeats=args.peer_repeats)
             peer["adam_step_energy_force_loss"] = {"first_call_s": first, "steady_median_s": median}
             results["pennylane"] = peer
-            results["speedup_steady"] = {
-                k: peer[k]["steady_median_s"] / results["ours"][k]["steady_median_s"]
-                for k in ("energies_forces", "adam_step_energy_force_loss")
-            }
-            results["speedup_first_call"] = {
-                k: peer[k]["first_call_s"] / results["ours"][k]["first_call_s"]
-                for k in ("energies_forces", "adam_step_energy_force_loss")
-            }
+            for label in ("ours", "ours_unrolled"):
+                results[f"speedup_steady_{label}"] = {
+                    k: peer[k]["steady_median_s"] / results[label][k]["steady_median_s"]
+                    for k in ("energies_forces", "adam_step_energy_force_loss")
+                }
+                results[f"speedup_first_call_{label}"] = {
+                    k: peer[k]["first_call_s"] / results[label][k]["first_call_s"]
+                    for k in ("energies_forces", "adam_step_energy_force_loss")
+                }
     results["goals"] = {
-        "adam_step_speedup_ge_10": results.get("speedup_steady", {}).get("adam_step_energy_force_loss", 0) >= 10,
+        "adam_step_speedup_ge_10": results.get("speedup_steady_ours", {}).get("adam_step_energy_force_loss", 0) >= 10,
         "first_call_le_20s": results["ours"]["adam_step_energy_force_loss"]["first_call_s"] <= 20,
     }
     json.dump(results, sys.stdout, indent=2)

@@ -159,3 +159,14 @@ def test_evaluate_rejects_bad_geometries():
         sim.evaluate(theta, X)
     with pytest.raises(GeometryError, match="expected 3 atoms"):
         sim.evaluate(theta, np.zeros((2, 4, 3)))
+
+
+def test_unrolled_layers_equal_scanned_layers(rng):
+    from qff_core.execution.exact import compile_exact
+
+    scanned = simulator_for("h2o")
+    unrolled = compile_exact(scanned.model, unroll=True)
+    theta = init_parameters(scanned.model, seed=6, strategy="random")
+    X = random_geometries(scanned.model, TEST_BATCH, rng)
+    (E1, F1), (E2, F2) = scanned.evaluate(theta, X), unrolled.evaluate(theta, X)
+    assert np.abs(E1 - E2).max() < 1e-13 and np.abs(F1 - F2).max() < 1e-12
