@@ -92,7 +92,7 @@ def cmd_model_show(args: argparse.Namespace) -> int:
 
 
 def cmd_model_audit(args: argparse.Namespace) -> int:
-    """Audit a model's symmetries at random parameters; exit 0 (the numbers are the result)."""
+    """Audit a model's symmetries at random parameters; with ``--check``, exit 1 if one is broken."""
     from qff_core.audit import OPERATIONS, audit_model
 
     model = _model_from_args(args)
@@ -102,8 +102,15 @@ def cmd_model_audit(args: argparse.Namespace) -> int:
              f"({report.n_geometries} random geometries, seed {report.seed}); relative change:"]
     for op in OPERATIONS:
         lines.append(f"  {op:12s} energy {d['energy_rel_error'][op]:.2e}  forces {d['forces_rel_error'][op]:.2e}")
+    # What the model promises: rotation, translation, permutation; inversion where guaranteed.
+    promised = [*OPERATIONS[:3], *(["inversion"] if report.inversion_guaranteed else [])]
+    broken = [op for op in promised if report.max_rel_error[op] >= args.tolerance]
+    d["checked"] = {"operations": promised, "tolerance": args.tolerance, "broken": broken}
+    if args.check:
+        lines.append(f"check ({', '.join(promised)} < {args.tolerance:g}): "
+                     + ("passed" if not broken else f"FAILED for {', '.join(broken)}"))
     _emit(args, d, "\n".join(lines))
-    return 0
+    return 1 if args.check and broken else 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -124,7 +131,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         sim = compile_exact(model)
         report = audit_model(model, seed=args.seed, simulator=sim)
         t_audit = time.perf_counter() - t0
-        theta = init_parameters(model, seed=args.seed, strategy="near_identity")
+        theta = init_parameters(model, seed=args.seed, strategy="random")
         X = random_geometries(model, args.n_geometries, np.random.default_rng(args.seed + 1))
         sim.evaluate(theta, X)  # compile for this batch size
         t0 = time.perf_counter()
@@ -169,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(audit)
     audit.add_argument("--seed", type=int, default=0)
     audit.add_argument("--n-geometries", type=int, default=8)
+    audit.add_argument("--check", action="store_true",
+                       help="exit 1 when a symmetry the model promises is broken beyond --tolerance")
+    audit.add_argument("--tolerance", type=float, default=1e-10, help="relative tolerance of --check")
     audit.set_defaults(func=cmd_model_audit)
 
     demo = sub.add_parser("demo", help="the built-in H2O job")

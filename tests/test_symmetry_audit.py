@@ -92,3 +92,13 @@ def test_audit_cli_json_keys(capsys):
     assert set(out["max_rel_error"]) == {"rotation", "translation", "permutation", "inversion"}
     assert all(isinstance(v, float) for v in out["max_rel_error"].values())
     assert max(out["max_rel_error"].values()) < ENERGY_INVARIANCE_TOL
+
+
+def test_audit_check_flag_fails_on_a_broken_model(capsys):
+    args = ["model", "audit", "--molecule", "h2o", "--depth", str(TEST_DEPTH), "--check", "--json"]
+    assert main([*args, "--model", "invariant"]) == 0
+    ok = json.loads(capsys.readouterr().out)
+    assert ok["checked"]["broken"] == [] and "inversion" in ok["checked"]["operations"]
+    assert main([*args, "--model", "generic"]) == 1
+    bad = json.loads(capsys.readouterr().out)
+    assert {"rotation", "permutation"} <= set(bad["checked"]["broken"])
