@@ -11,7 +11,7 @@ from dense_reference import PAULI, energy, heisenberg
 from scipy.linalg import expm
 
 from qff_core.audit import random_geometries
-from qff_core.errors import GeometryError
+from qff_core.errors import GeometryError, InputError
 from qff_core.execution.exact import (
     _apply_exchange,
     axis_rotation,
@@ -159,6 +159,12 @@ def test_evaluate_rejects_bad_geometries():
         sim.evaluate(theta, X)
     with pytest.raises(GeometryError, match="expected 3 atoms"):
         sim.evaluate(theta, np.zeros((2, 4, 3)))
+    with pytest.raises(InputError, match="has 14 parameters"):
+        sim.evaluate(theta[:-1], X[:1])
+    bad = theta.copy()
+    bad[0] = np.inf
+    with pytest.raises(InputError, match="NaN or infinite"):
+        sim.evaluate(bad, X[:1])
 
 
 def test_unrolled_layers_equal_scanned_layers(rng):

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qff_core.errors import ModelBuildError
+from qff_core.errors import InputError, ModelBuildError
 from qff_core.models.ir import (
     CNOT,
     RZ,
@@ -291,6 +291,14 @@ class ExactSimulator:
 
     def evaluate(self, theta, positions_a) -> tuple[np.ndarray, np.ndarray]:
         """Energies (n,) in eV and forces (n, atoms, 3) in eV/Angstrom for a batch, as numpy."""
+        theta = np.asarray(theta, dtype=np.float64)
+        if theta.shape != (self.model.n_parameters,):
+            raise InputError(
+                f"the {self.model.kind} model of {self.model.molecule.name} has {self.model.n_parameters} "
+                f"parameters; got an array of shape {theta.shape} (build it with init_parameters or load a checkpoint)"
+            )
+        if not np.all(np.isfinite(theta)):
+            raise InputError("the parameter vector holds NaN or infinite values")
         positions = self.model.molecule.validate_positions(positions_a)
         single = positions.ndim == 2
         batch = positions[None] if single else positions
