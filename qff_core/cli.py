@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -190,9 +191,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+JAX_CACHE_ENV = "QFF_JAX_CACHE_DIR"
+DEFAULT_JAX_CACHE = "~/.cache/qff/jax"
+
+
+def _setup_compilation_cache() -> None:
+    """Persistent XLA cache for the command line: ``QFF_JAX_CACHE_DIR`` (``off`` disables it)."""
+    location = os.environ.get(JAX_CACHE_ENV, DEFAULT_JAX_CACHE)
+    if location.lower() in ("", "off", "0", "false", "no"):
+        return
+    from qff_core.execution.exact import enable_compilation_cache
+
+    try:
+        enable_compilation_cache(location)
+    except OSError as exc:  # a read-only home must not stop the job
+        print(f"qff: warning: compilation cache disabled ({location}: {exc.strerror})", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``qff``; returns the exit status."""
     args = build_parser().parse_args(argv)
+    _setup_compilation_cache()
     try:
         return args.func(args)
     except QffError as exc:

@@ -13,7 +13,7 @@ import shutil
 import numpy as np
 import pytest
 
-from qff_core.execution.exact import ExactSimulator, compile_exact
+from qff_core.execution.exact import ExactSimulator, compile_exact, enable_compilation_cache
 from qff_core.models import ModelConfig, build_model
 from qff_core.molecules import builtin_molecule
 
@@ -25,6 +25,13 @@ FINITE_DIFFERENCE_TOL = 1e-6
 
 TEST_DEPTH = 2  # enough layers to exercise the scan; keeps compilation short
 TEST_BATCH = 40  # padded to the 64 bucket: most tests share one compilation per model
+
+
+def pytest_configure(config):
+    # Compiled programs are cached in the checkout (ignored by git): a fresh clone compiles
+    # everything once, later runs of the suite skip XLA compilation.
+    os.environ.setdefault("QFF_JAX_CACHE_DIR", str(config.rootpath / ".jax_cache"))
+    enable_compilation_cache(os.environ["QFF_JAX_CACHE_DIR"])
 
 
 def pytest_collection_modifyitems(config, items):

@@ -126,3 +126,24 @@ def test_cli_errors_say_what_to_fix(tmp_path, capsys):
     assert "NaN" in capsys.readouterr().err
     assert main(["model", "show", "--molecule", "benzene"]) == 2
     assert "choose one of" in capsys.readouterr().err
+
+
+def test_cli_compilation_cache_location(tmp_path, monkeypatch, capsys):
+    import jax
+
+    from qff_core.execution.exact import enable_compilation_cache
+
+    previous = jax.config.jax_compilation_cache_dir
+    cache = tmp_path / "jax-cache"
+    monkeypatch.setenv("QFF_JAX_CACHE_DIR", str(cache))
+    try:
+        assert main(["model", "show", "--molecule", "lih", "--json"]) == 0
+        assert cache.is_dir() and jax.config.jax_compilation_cache_dir == str(cache)
+        monkeypatch.setenv("QFF_JAX_CACHE_DIR", "off")
+        jax.config.update("jax_compilation_cache_dir", None)
+        assert main(["model", "show", "--molecule", "lih", "--json"]) == 0
+        assert jax.config.jax_compilation_cache_dir is None
+    finally:
+        if previous:
+            enable_compilation_cache(previous)
+    capsys.readouterr()
