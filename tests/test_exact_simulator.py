@@ -12,10 +12,10 @@ from scipy.linalg import expm
 
 from qff_core.audit import random_geometries
 from qff_core.errors import GeometryError, InputError
-from qff_core.execution.exact import (
-    _apply_exchange,
+from qff_core.execution.exact import enable_x64
+from qff_core.execution.statevector import (
+    apply_exchange,
     axis_rotation,
-    enable_x64,
     heisenberg_sum_eig,
     initial_state,
     su2_encoding,
@@ -57,7 +57,7 @@ def test_axis_rotations_and_exchange_closed_forms(rng):
         assert np.abs(np.asarray(axis_rotation(axis, a)) - expm(-0.5j * a * PAULI[axis])).max() < 1e-14
     J = 2.9  # large J: where expm-based gates lose accuracy
     psi = rng.normal(size=(2, 2, 2)) + 1j * rng.normal(size=(2, 2, 2))
-    out = np.asarray(_apply_exchange(jnp.asarray(psi), ((0, 2),), J)).reshape(-1)
+    out = np.asarray(apply_exchange(jnp.asarray(psi), ((0, 2),), J)).reshape(-1)
     ref = expm(-1j * J * heisenberg(0, 2, 3)) @ psi.reshape(-1)
     assert np.abs(out - ref).max() < 1e-12
 
@@ -167,12 +167,18 @@ def test_evaluate_rejects_bad_geometries():
         sim.evaluate(bad, X[:1])
 
 
-def test_unrolled_layers_equal_scanned_layers(rng):
+@pytest.mark.parametrize(
+    ("molecule", "config"),
+    [("h2o", {"symmetry_breaking": "trainable"}), ("h2o", {"model": "generic"}),
+     ("nh3", {"pattern": "all-to-all", "depth": 1})],
+)
+def test_every_strategy_and_unrolling_gives_the_same_numbers(molecule, config, rng):
     from qff_core.execution.exact import compile_exact
 
-    scanned = simulator_for("h2o")
-    unrolled = compile_exact(scanned.model, unroll=True)
-    theta = init_parameters(scanned.model, seed=6, strategy="random")
-    X = random_geometries(scanned.model, TEST_BATCH, rng)
-    (E1, F1), (E2, F2) = scanned.evaluate(theta, X), unrolled.evaluate(theta, X)
-    assert np.abs(E1 - E2).max() < 1e-13 and np.abs(F1 - F2).max() < 1e-12
+    model = simulator_for(molecule, **config).model
+    theta = init_parameters(model, seed=6, strategy="random")
+    X = random_geometries(model, TEST_BATCH, rng)
+    E0, F0 = simulator_for(molecule, **config).evaluate(theta, X)
+    for strategy, unroll in (("dense", True), ("dense", False), ("tensor", True), ("tensor", False)):
+        E, F = compile_exact(model, strategy=strategy, unroll=unroll).evaluate(theta, X)
+        assert np.abs(E - E0).max() < 1e-12 and np.abs(F - F0).max() < 1e-11, (strategy, unroll)

@@ -1,25 +1,45 @@
 """The exact executor: a closed-form JAX statevector simulator compiled from the model IR.
 
-Every gate has a closed form (no matrix exponential at run time; an orbit-summed Heisenberg
-generator is eigendecomposed once, at compile time). The state of a batch of geometries is
-one tensor of shape (2,)*n + (batch,): the batch is the last, contiguous axis, so every
-gate is an elementwise operation over long vectors that XLA fuses. The repeated layers run
-under ``lax.scan`` (compile time stays flat in depth); forces and loss gradients come from
-autodiff (forces as the gradient of the summed energies), all in float64.
+Every gate has a closed form (``statevector.py``; an orbit-summed Heisenberg generator is
+eigendecomposed once, at compile time). Two strategies give the same numbers:
+
+* ``tensor``: the batch's state is one tensor (2,)*n + (batch,) and every gate an
+  elementwise operation over it; layers under ``lax.scan``, so compilation stays flat in
+  depth. Scales to ~20 qubits.
+* ``dense`` (few qubits): each run of geometry-independent gates is one 2^n matrix shared
+  by the batch, each encoding layer one Kronecker product per geometry; layers unrolled.
+  Small programs: fast to compile and about twice as fast per training step.
+
+Forces are the gradient of the summed energies (geometries are independent); loss
+gradients with forces in the loss are autodiff through that, all in float64.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import product
 from pathlib import Path
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from qff_core.errors import InputError, ModelBuildError
+from qff_core.execution.statevector import (
+    apply_1q,
+    apply_cnot,
+    apply_exchange,
+    apply_exchange_sum,
+    axis_rotation,
+    cnot_matrix,
+    heisenberg_matrix,
+    heisenberg_sum_eig,
+    initial_state,
+    matmul2,
+    su2_encoding,
+    swap_matrix,
+)
 from qff_core.models.ir import (
     CNOT,
     RZ,
@@ -39,6 +59,8 @@ from qff_core.models.ir import (
 
 MAX_EXACT_QUBITS = 20
 """Above this the dense statevector no longer fits comfortably in memory."""
+DENSE_MAX_QUBITS = 4
+"""Up to this many qubits ``strategy="auto"`` applies layers as 2^n matrices."""
 
 
 def bucket_size(n: int) -> int:
@@ -66,105 +88,6 @@ def enable_compilation_cache(cache_dir: str | Path, min_compile_seconds: float =
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_seconds)
     return path
-
-
-# ----------------------------------------------------------------------------- gate algebra
-# 2x2 matrices have shape (2, 2) or (2, 2, batch); states (2,)*n + (batch,).
-
-
-def su2_encoding(v: jnp.ndarray, alpha: jnp.ndarray) -> jnp.ndarray:
-    """exp(-i alpha v.sigma / 2) = cos(phi/2) I - i sin(phi/2) n.sigma, phi = alpha |v|.
-
-    ``v`` has shape (3, ...). Written with sin(phi/2)/|v| = (alpha/2) sinc(phi/(2 pi)) so that
-    it and its derivatives stay finite for v -> 0.
-    """
-    r2 = jnp.sum(v * v, axis=0)
-    r = jnp.where(r2 > 0, jnp.sqrt(jnp.where(r2 > 0, r2, 1.0)), 0.0)
-    half = 0.5 * alpha * r
-    c = jnp.cos(half)
-    k = 0.5 * alpha * jnp.sinc(half / jnp.pi)
-    nx, ny, nz = k * v[0], k * v[1], k * v[2]
-    return jnp.array([[c - 1j * nz, -1j * nx - ny], [-1j * nx + ny, c + 1j * nz]])
-
-
-def axis_rotation(axis: int, angle: jnp.ndarray) -> jnp.ndarray:
-    """RX, RY or RZ(angle) = exp(-i angle P / 2) as a 2x2 matrix (batched over angle's shape)."""
-    c, s = jnp.cos(0.5 * angle), jnp.sin(0.5 * angle)
-    zero = jnp.zeros_like(c)
-    if axis == 0:
-        return jnp.array([[c + 0j, -1j * s], [-1j * s, c + 0j]])
-    if axis == 1:
-        return jnp.array([[c, -s], [s, c]]) + 0j
-    return jnp.array([[c - 1j * s, zero], [zero, c + 1j * s]])
-
-
-def matmul2(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
-    """Product of 2x2 matrices, each plain (2, 2) or batched (2, 2, batch)."""
-    return jnp.einsum("ij...,jk...->ik...", a, b)
-
-
-def heisenberg_sum_eig(pairs: tuple[tuple[int, int], ...]) -> tuple[list[int], np.ndarray, np.ndarray]:
-    """Support qubits, eigenvalues and real eigenvectors of sum sigma_i.sigma_j (= 2 SWAP - 1)."""
-    support = sorted({q for p in pairs for q in p})
-    local = {q: i for i, q in enumerate(support)}
-    s = len(support)
-    dim = 2**s
-    idx = np.arange(dim)
-    h = np.zeros((dim, dim))
-    for i, j in pairs:
-        bi, bj = s - 1 - local[i], s - 1 - local[j]  # qubit support[0] is the most significant bit
-        flip = ((idx >> bi) ^ (idx >> bj)) & 1
-        h[idx ^ (flip << bi) ^ (flip << bj), idx] += 2.0
-        h -= np.eye(dim)
-    lam, vec = np.linalg.eigh(h)
-    return support, lam, vec
-
-
-def _apply_1q(psi: jnp.ndarray, u: jnp.ndarray, q: int) -> jnp.ndarray:
-    # Elementwise (no dot products): XLA fuses it into one loop over the state.
-    a, b = jnp.take(psi, 0, axis=q), jnp.take(psi, 1, axis=q)
-    return jnp.stack([u[0, 0] * a + u[0, 1] * b, u[1, 0] * a + u[1, 1] * b], axis=q)
-
-
-def _apply_cnot(psi: jnp.ndarray, control: int, target: int) -> jnp.ndarray:
-    t = target - (target > control)
-    zero = jnp.take(psi, 0, axis=control)
-    one = jnp.flip(jnp.take(psi, 1, axis=control), axis=t)
-    return jnp.stack([zero, one], axis=control)
-
-
-def _apply_exchange(psi: jnp.ndarray, pairs, j: jnp.ndarray) -> jnp.ndarray:
-    # exp(-i J sigma.sigma) = e^{iJ} (cos 2J - i sin 2J SWAP)
-    c, s = jnp.cos(2 * j), jnp.sin(2 * j)
-    phase = jnp.exp(1j * j)
-    for a, b in pairs:
-        psi = phase * (c * psi - 1j * s * jnp.swapaxes(psi, a, b))
-    return psi
-
-
-def _apply_exchange_sum(psi: jnp.ndarray, eig, j: jnp.ndarray) -> jnp.ndarray:
-    support, lam, vec = eig
-    n, s = psi.ndim - 1, len(support)
-    moved = jnp.moveaxis(psi, support, list(range(s)))
-    flat = moved.reshape(2**s, -1)
-    flat = vec @ (jnp.exp(-1j * j * lam)[:, None] * (vec.T @ flat))
-    return jnp.moveaxis(flat.reshape((2,) * n + psi.shape[-1:]), list(range(s)), support)
-
-
-def initial_state(model: Model) -> np.ndarray:
-    """The prepared state: singlets on their pairs, |0> elsewhere, as an (2,)*n tensor."""
-    n = model.n_qubits
-    pairs = [g.qubits for g in model.prelude if isinstance(g, Singlet)]
-    psi = np.zeros((2,) * n, dtype=np.complex128)
-    amp = 2.0 ** (-len(pairs) / 2)
-    for bits in product((0, 1), repeat=len(pairs)):
-        index = [0] * n
-        sign = 1.0
-        for (a, b), bit in zip(pairs, bits, strict=True):
-            index[a], index[b] = (0, 1) if bit == 0 else (1, 0)
-            sign *= 1.0 if bit == 0 else -1.0
-        psi[tuple(index)] = sign * amp
-    return psi
 
 
 # ----------------------------------------------------------------------------- compiler
@@ -198,7 +121,8 @@ def _single_qubit_matrices(gates: tuple[Gate, ...], offsets: np.ndarray) -> Call
             if cls is Encode:
                 mats = jax.vmap(su2_encoding)(x[aux], params[first])
             elif cls is EncodeAxis:
-                angles = params[first][:, None] * x[aux[:, 0], aux[:, 1]]
+                scales = params[first].reshape(-1, *([1] * (x.ndim - 2)))
+                angles = scales * x[aux[:, 0], aux[:, 1]]
                 mats = jnp.stack([axis_rotation(int(a), angles[i]) for i, a in enumerate(aux[:, 1])])
             elif cls is RZ:
                 mats = jax.vmap(lambda a: axis_rotation(2, a))(params[first])
@@ -230,7 +154,7 @@ def _make_sequence(gates: tuple[Gate, ...], eigs: dict) -> Callable:
             nonlocal psi
             for q in list(qubits):
                 if q in pending:
-                    psi = _apply_1q(psi, pending.pop(q), q)
+                    psi = apply_1q(psi, pending.pop(q), q)
 
         for k, (g, lo, hi) in enumerate(zip(gates, offsets[:-1], offsets[1:], strict=True)):
             p = params[lo:hi]
@@ -239,13 +163,13 @@ def _make_sequence(gates: tuple[Gate, ...], eigs: dict) -> Callable:
                 pending[g.qubit] = matmul2(u, pending[g.qubit]) if g.qubit in pending else u
             elif isinstance(g, Exchange):
                 flush({q for pair in g.pairs for q in pair})
-                psi = _apply_exchange(psi, g.pairs, p[0])
+                psi = apply_exchange(psi, g.pairs, p[0])
             elif isinstance(g, ExchangeSum):
                 flush({q for pair in g.pairs for q in pair})
-                psi = _apply_exchange_sum(psi, eigs[g.pairs], p[0])
+                psi = apply_exchange_sum(psi, eigs[g.pairs], p[0])
             elif isinstance(g, CNOT):
                 flush((g.control, g.target))
-                psi = _apply_cnot(psi, g.control, g.target)
+                psi = apply_cnot(psi, g.control, g.target)
             elif isinstance(g, Singlet):
                 continue  # part of the initial state
             else:  # pragma: no cover - every IR gate is handled above
@@ -254,6 +178,87 @@ def _make_sequence(gates: tuple[Gate, ...], eigs: dict) -> Callable:
         return psi
 
     return run
+
+
+# ----------------------------------------------------------------------------- dense strategy
+# For few qubits, a layer is two big operations instead of many small ones: the geometry-
+# independent gates (exchange, CNOT, parameter-only rotations) multiply into one 2^n matrix
+# shared by the batch, the encodings into one Kronecker product per geometry.
+
+
+def _make_dense_sequence(gates: tuple[Gate, ...], n: int) -> Callable:
+    """Like ``_make_sequence``, for one geometry: a flat state (2^n,), whole segments as matrices.
+
+    The caller vmaps it over the batch (the products then run along contiguous memory).
+    """
+    offsets = np.cumsum([0] + [len(gate_params(g)) for g in gates])
+    matrices = _single_qubit_matrices(gates, offsets)
+    dim = 2**n
+    swaps: dict[tuple[int, int], np.ndarray] = {}
+    full_eigs = {}
+    for g in gates:
+        if isinstance(g, (Exchange, ExchangeSum)):
+            for pair in g.pairs:
+                swaps[pair] = swap_matrix(*pair, n)
+        if isinstance(g, ExchangeSum):
+            full_eigs[g.pairs] = np.linalg.eigh(heisenberg_matrix(g.pairs, n))
+    segments: list[tuple[bool, list[int]]] = []  # (single-qubit?, gate positions)
+    for k, g in enumerate(gates):
+        if isinstance(g, Singlet):
+            continue
+        single = isinstance(g, (Encode, EncodeAxis, RZ, Rot))
+        if segments and segments[-1][0] == single:
+            segments[-1][1].append(k)
+        else:
+            segments.append((single, [k]))
+
+    def multi_matrix(g: Gate, p: jnp.ndarray) -> jnp.ndarray:
+        if isinstance(g, Exchange):
+            c, s, phase = jnp.cos(2 * p[0]), jnp.sin(2 * p[0]), jnp.exp(1j * p[0])
+            m = None
+            for pair in g.pairs:
+                factor = phase * (c * np.eye(dim) - 1j * s * swaps[pair])
+                m = factor if m is None else factor @ m
+            return m
+        if isinstance(g, ExchangeSum):
+            lam, vec = full_eigs[g.pairs]
+            return (vec * jnp.exp(-1j * p[0] * lam)) @ vec.T
+        if isinstance(g, CNOT):
+            return jnp.asarray(cnot_matrix(g.control, g.target, n), dtype=jnp.complex128)
+        raise TypeError(f"the exact simulator cannot apply {g!r}")  # pragma: no cover
+
+    def run(psi: jnp.ndarray, params: jnp.ndarray, x: jnp.ndarray) -> jnp.ndarray:
+        single = matrices(params, x)
+        for is_single, ks in segments:
+            if is_single:
+                per_qubit: dict[int, jnp.ndarray] = {}
+                for k in ks:
+                    q = gates[k].qubit
+                    per_qubit[q] = matmul2(single[k], per_qubit[q]) if q in per_qubit else single[k]
+                kron = None
+                for q in range(n):
+                    u = per_qubit.get(q, jnp.eye(2, dtype=jnp.complex128))
+                    kron = u if kron is None else jnp.kron(kron, u)
+                psi = jnp.sum(kron * psi[None, :], axis=1)
+            else:
+                m = None
+                for k in ks:
+                    gm = multi_matrix(gates[k], params[offsets[k] : offsets[k + 1]])
+                    m = gm if m is None else gm @ m
+                psi = m @ psi
+        return psi
+
+    return run
+
+
+def _dense_observable(model: Model) -> np.ndarray:
+    """The observable as a 2^n matrix."""
+    n, dim = model.n_qubits, 2**model.n_qubits
+    obs = model.observable
+    if isinstance(obs, HeisenbergObservable):
+        return heisenberg_matrix(obs.pairs, n) / len(obs.pairs)
+    idx = np.arange(dim)
+    return np.diag(sum(1.0 - 2.0 * ((idx >> (n - 1 - q)) & 1) for q in obs.qubits) / len(obs.qubits))
 
 
 def _make_observable(model: Model) -> Callable[[jnp.ndarray], jnp.ndarray]:
@@ -325,12 +330,16 @@ class ExactSimulator:
         return (e[0], f[0]) if single else (e, f)
 
 
-def compile_exact(model: Model, *, unroll: bool = False) -> ExactSimulator:
+def compile_exact(
+    model: Model, *, strategy: Literal["auto", "dense", "tensor"] = "auto", unroll: bool | None = None
+) -> ExactSimulator:
     """Compile ``model`` into jitted JAX functions over batches of geometries (float64).
 
-    ``unroll=False`` runs the layers under ``lax.scan``: compilation stays short and flat in
-    depth. ``unroll=True`` unrolls them: compilation grows with depth, but a training step
-    with forces in the loss runs about twice as fast (worth it for long training runs).
+    ``strategy``: ``dense`` applies each run of gates as one 2^n matrix (few qubits: small
+    programs, fast); ``tensor`` applies gate by gate on an n-qubit tensor (scales to more
+    qubits); ``auto`` takes ``dense`` up to ``DENSE_MAX_QUBITS``. ``unroll``: unroll the
+    layers instead of ``lax.scan`` (faster steps, compilation grows with depth); by default
+    on for ``dense``, off for ``tensor``. Every choice gives the same numbers.
     """
     enable_x64()
     if model.n_qubits > MAX_EXACT_QUBITS:
@@ -338,32 +347,56 @@ def compile_exact(model: Model, *, unroll: bool = False) -> ExactSimulator:
             f"{model.n_qubits} qubits is beyond the exact simulator ({MAX_EXACT_QUBITS}); "
             "lower rep or use the fragment model"
         )
-    eigs = {g.pairs: heisenberg_sum_eig(g.pairs) for g in model.gates() if isinstance(g, ExchangeSum)}
-    psi0 = jnp.asarray(initial_state(model))[..., None]
-    prelude = _make_sequence(model.prelude, eigs)
-    prelude_idx = jnp.asarray([i for g in model.prelude for i in gate_params(g)], dtype=jnp.int32)
-    observable = _make_observable(model)
+    if strategy == "auto":
+        strategy = "dense" if model.n_qubits <= DENSE_MAX_QUBITS else "tensor"
+    if unroll is None:
+        unroll = strategy == "dense"
     if model.layers:
         structure = [gate_structure(g) for g in model.layers[0]]
         for d, layer in enumerate(model.layers):
             if [gate_structure(g) for g in layer] != structure:
                 raise ModelBuildError(f"layer {d + 1} differs in structure from layer 1; cannot scan")
+    if strategy == "dense":
+        n = model.n_qubits
+        psi0 = jnp.asarray(initial_state(model).reshape(-1))
+        obs_matrix = jnp.asarray(_dense_observable(model))
+
+        def observable(psi: jnp.ndarray) -> jnp.ndarray:
+            return jnp.real(jnp.vdot(psi, obs_matrix @ psi))
+
+        def make(gates: tuple[Gate, ...]) -> Callable:
+            return _make_dense_sequence(gates, n)
+    else:
+        eigs = {g.pairs: heisenberg_sum_eig(g.pairs) for g in model.gates() if isinstance(g, ExchangeSum)}
+        psi0 = jnp.asarray(initial_state(model))[..., None]
+        observable = _make_observable(model)
+
+        def make(gates: tuple[Gate, ...]) -> Callable:
+            return _make_sequence(gates, eigs)
+
+    prelude = make(model.prelude)
+    prelude_idx = jnp.asarray([i for g in model.prelude for i in gate_params(g)], dtype=jnp.int32)
+    if model.layers:
         layer_idx = jnp.asarray(
             [[i for g in layer for i in gate_params(g)] for layer in model.layers], dtype=jnp.int32
         )
-        body = _make_sequence(model.layers[0], eigs)
+        body = make(model.layers[0])
     center = model.molecule.center
     scale, offset = model.scale, model.offset
 
-    def expectation_fn(theta: jnp.ndarray, x: jnp.ndarray) -> jnp.ndarray:
-        psi = jnp.broadcast_to(psi0, psi0.shape[:-1] + x.shape[-1:])
+    def run_circuit(theta: jnp.ndarray, x: jnp.ndarray, psi: jnp.ndarray) -> jnp.ndarray:
         psi = prelude(psi, theta[prelude_idx], x)
         if model.layers:
             def step(state, params):
                 return body(state, params, x), None
 
-            psi, _ = jax.lax.scan(step, psi, theta[layer_idx], unroll=unroll)
+            psi, _ = jax.lax.scan(step, psi, theta[layer_idx], unroll=bool(unroll))
         return observable(psi)
+
+    def expectation_fn(theta: jnp.ndarray, x: jnp.ndarray) -> jnp.ndarray:
+        if strategy == "dense":  # one geometry at a time, vmapped over the trailing batch axis
+            return jax.vmap(run_circuit, in_axes=(None, 2, None))(theta, x, psi0)
+        return run_circuit(theta, x, jnp.broadcast_to(psi0, (*psi0.shape[:-1], x.shape[-1])))
 
     def batch_energies_fn(theta: jnp.ndarray, positions: jnp.ndarray) -> jnp.ndarray:
         origin = positions.mean(axis=1, keepdims=True) if center is None else positions[:, center : center + 1]
