@@ -35,7 +35,7 @@ class AuditReport:
     n_geometries: int
     n_parameters: int
     symmetrize_inversion: bool
-    permutation_group_order: int
+    permutation_group_order: int | None
     inversion_guaranteed: bool
     max_rel_error: dict[str, float]
     energy_rel_error: dict[str, float]

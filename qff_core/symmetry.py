@@ -120,9 +120,12 @@ class PermutationGroup:
             frontier = nxt
         return list(found)
 
-    def order(self, limit: int = 100_000) -> int:
-        """Number of elements (enumerates up to ``limit``)."""
-        return len(self.elements(limit))
+    def order(self, limit: int = 100_000) -> int | None:
+        """Number of elements, or ``None`` when there are more than ``limit`` (not enumerated)."""
+        try:
+            return len(self.elements(limit))
+        except SymmetryError:
+            return None
 
     def random_element(self, rng: np.random.Generator, *, exclude_identity: bool = True) -> Permutation:
         """A random group element: uniform for small groups, a long random word otherwise."""

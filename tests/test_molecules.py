@@ -199,3 +199,14 @@ def test_bad_yaml_specs(tmp_path, text, message):
 def test_unknown_builtin_lists_the_choices():
     with pytest.raises(InputError, match="h2o_dimer"):
         builtin_molecule("benzene")
+
+
+def test_large_groups_are_not_enumerated():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    positions = np.vstack([[0.0, 0.0, 0.0], rng.normal(size=(10, 3)) * 3])
+    mol = make_molecule("c_h10", ["C"] + ["H"] * 10, positions)
+    assert mol.group.order(limit=1000) is None  # 10! elements
+    p = mol.group.random_element(rng)
+    assert p != tuple(range(11)) and p[0] == 0 and sorted(p) == list(range(11))
