@@ -98,7 +98,7 @@ def _single_qubit_matrices(gates: tuple[Gate, ...], offsets: np.ndarray) -> Call
 
     Building all encoding matrices of a layer in one vectorised call keeps the traced
     program small: compilation time and run time both grow with the number of ops.
-    ``x`` has shape (atoms, 3, batch).
+    ``x`` has shape (atoms, 3) or (atoms, 3, batch).
     """
     kinds: dict[type, list[int]] = {}
     for k, g in enumerate(gates):
