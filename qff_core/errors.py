@@ -45,4 +45,8 @@ class ConvergenceError(QffError):
 
 
 class TransientError(QffError):
-    """A failure that may go away on retry (network, queue, preempted job)."""
+    """A failure that may go away on retry (network, queue, preempted job, timeout)."""
+
+
+class EngineError(QffError):
+    """An engine failed for a reason qff cannot classify; the message carries the engine's own."""
