@@ -338,7 +338,7 @@ def builtin_molecule(name: str) -> MoleculeSpec:
 
 BUILTIN_NAMES = ("lih", "h2o", "nh3", "ch4", "h2o_dimer")
 _ALIASES = {"water": "h2o", "(h2o)2": "h2o_dimer", "water_dimer": "h2o_dimer", "ammonia": "nh3",
-            "methane": "ch4", "h2o2_dimer": "h2o_dimer"}
+            "methane": "ch4"}
 
 
 # ----------------------------------------------------------------------------- files
