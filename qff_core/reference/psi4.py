@@ -31,9 +31,12 @@ _INPUT_ERRORS = ("ValidationError", "BasisSetNotFound", "UpgradeHelper", "KeyErr
 
 @cache
 def _cli(executable: str) -> tuple[str, str]:
-    """(version, JSON flag) of a psi4 executable."""
-    version = subprocess.run([executable, "--version"], capture_output=True, text=True, timeout=60).stdout.strip()
-    helptext = subprocess.run([executable, "--help"], capture_output=True, text=True, timeout=60).stdout
+    """(version, JSON flag) of a psi4 executable (run in a scratch directory: psi4 leaves timer.dat)."""
+    with tempfile.TemporaryDirectory(prefix="qff-psi4-") as scratch:
+        def run(flag: str) -> str:
+            return subprocess.run([executable, flag], capture_output=True, text=True, timeout=60, cwd=scratch).stdout
+
+        version, helptext = run("--version").strip(), run("--help")
     return version, "--qcschema" if "--qcschema" in helptext else "--json"
 
 
