@@ -1,0 +1,1 @@
+"""Lasting numeric data in Zarr: reference datasets (and, later, checkpoints and the catalog)."""

@@ -1,0 +1,244 @@
+"""Reference datasets as Zarr groups: geometries first, results filled in as they arrive.
+
+Layout (schema 1): ``positions`` (n, atoms, 3) Angstrom, ``energies`` (n,) eV, ``forces``
+(n, atoms, 3) eV/Angstrom, ``species`` (atoms,) atomic numbers, ``status`` (n,) 0 pending /
+1 done / 2 failed, ``wall_time_s`` (n,), ``errors`` (n,) text; chunked along n. Attributes
+carry units, the level of theory, engine versions, sampler settings and the schema version.
+
+Geometries are added before any calculation, so a sample has a fixed index for life: a
+re-run computes exactly the pending and failed indices, never a duplicate. Every write
+holds an exclusive file lock, so several processes may add or record at once without
+losing updates (Zarr itself rewrites whole chunks and resizes without coordination).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from qff_core.errors import InputError
+from qff_core.molecules import MoleculeSpec, validate_positions
+from qff_core.reference.base import CalculationResult
+
+SCHEMA_VERSION = 1
+PENDING, DONE, FAILED = 0, 1, 2
+STATUS_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
+UNITS = {"positions": "angstrom", "energies": "eV", "forces": "eV/angstrom", "wall_time_s": "s"}
+LOCK_NAME = ".qff-write.lock"
+
+
+@dataclass(frozen=True)
+class LevelOfTheory:
+    """What the reference energies are: engine, method, basis and engine keywords."""
+
+    engine: str
+    method: str
+    basis: str
+    keywords: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        """Plain form for attributes and comparison."""
+        return {"engine": self.engine, "method": self.method.lower(), "basis": self.basis.lower(),
+                "keywords": dict(self.keywords)}
+
+
+class Dataset:
+    """A reference dataset on disk; open with ``Dataset.create`` or ``Dataset.open``."""
+
+    def __init__(self, path: Path, group: zarr.Group) -> None:
+        self.path = path
+        self.group = group
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def create(cls, path: str | Path, molecule: MoleculeSpec, level: LevelOfTheory, *,
+               sampler: dict | None = None, chunk: int = 256) -> Dataset:
+        """A new dataset, or the existing one at ``path`` if it has the same molecule and level of theory."""
+        path = Path(path)
+        if (path / "zarr.json").exists():
+            ds = cls.open(path)
+            ds._check_compatible(molecule, level)
+            return ds
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            probe = path.parent / f".qff-probe-{os.getpid()}"
+            probe.touch()
+            probe.unlink()
+        except OSError as exc:
+            raise InputError(f"cannot write the dataset at {path}: {exc.strerror}; choose a writable --out") from None
+        with _lock(path):
+            if (path / "zarr.json").exists():  # created meanwhile by another process
+                ds = cls.open(path)
+                ds._check_compatible(molecule, level)
+                return ds
+            root = zarr.open_group(str(path), mode="w", zarr_format=3)
+            n_atoms = molecule.n_atoms
+            arrays = {
+                "positions": ((0, n_atoms, 3), (chunk, n_atoms, 3), "f8", np.nan),
+                "energies": ((0,), (chunk,), "f8", np.nan),
+                "forces": ((0, n_atoms, 3), (chunk, n_atoms, 3), "f8", np.nan),
+                "status": ((0,), (chunk,), "i1", PENDING),
+                "wall_time_s": ((0,), (chunk,), "f8", np.nan),
+            }
+            for name, (shape, chunks, dtype, fill) in arrays.items():
+                a = root.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill,
+                                      config={"write_empty_chunks": True})
+                if name in UNITS:
+                    a.attrs["units"] = UNITS[name]
+            root.create_array("errors", shape=(0,), chunks=(chunk,), dtype=str, fill_value="")
+            species = root.create_array("species", shape=(n_atoms,), chunks=(n_atoms,), dtype="i4")
+            species[:] = np.array(molecule.numbers)
+            root.attrs.update({
+                "schema_version": SCHEMA_VERSION,
+                "kind": "qff-reference-dataset",
+                "molecule": {"name": molecule.name, "symbols": list(molecule.symbols),
+                             "charge": molecule.charge, "multiplicity": molecule.multiplicity},
+                "level_of_theory": level.as_dict(),
+                "units": UNITS,
+                "sampler": sampler or {},
+                "engine_versions": [],
+            })
+        return cls(path, root)
+
+    @classmethod
+    def open(cls, path: str | Path) -> Dataset:
+        """An existing dataset; InputError if the path holds none or a newer schema."""
+        path = Path(path)
+        try:
+            root = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+            raise InputError(f"{path} holds no qff dataset (create one with `qff dataset generate`)") from None
+        version = root.attrs.get("schema_version")
+        if root.attrs.get("kind") != "qff-reference-dataset" or version is None:
+            raise InputError(f"{path} is a Zarr group but not a qff reference dataset")
+        if version > SCHEMA_VERSION:
+            raise InputError(f"{path} has schema {version}; this qff reads up to {SCHEMA_VERSION}: upgrade qff")
+        return cls(path, root)
+
+    def _check_compatible(self, molecule: MoleculeSpec, level: LevelOfTheory) -> None:
+        attrs = self.group.attrs
+        if list(attrs["molecule"]["symbols"]) != list(molecule.symbols):
+            raise InputError(f"{self.path} holds {attrs['molecule']['symbols']}, not {list(molecule.symbols)}")
+        if attrs["level_of_theory"] != level.as_dict():
+            raise InputError(
+                f"{self.path} was computed at {attrs['level_of_theory']}; refusing to mix in {level.as_dict()} "
+                "(write to a new --out)"
+            )
+
+    # ------------------------------------------------------------------ reading
+
+    def _array(self, name: str) -> zarr.Array:
+        # Re-open every time: another process may have resized the array meanwhile.
+        return zarr.open_array(str(self.path / name), mode="r+")
+
+    @property
+    def n_samples(self) -> int:
+        """Number of geometries, whatever their status."""
+        return int(self._array("status").shape[0])
+
+    def status(self) -> np.ndarray:
+        """Per-sample status codes (PENDING, DONE, FAILED)."""
+        return self._array("status")[:]
+
+    def todo(self) -> np.ndarray:
+        """Indices still to compute: pending and failed."""
+        return np.flatnonzero(self.status() != DONE)
+
+    def positions(self, indices: Sequence[int] | slice = slice(None)) -> np.ndarray:
+        """Geometries (Angstrom)."""
+        return self._array("positions")[indices]
+
+    def arrays(self, *, only_done: bool = True) -> dict[str, np.ndarray]:
+        """positions, energies, forces (and status) as numpy arrays, by default of finished samples."""
+        status = self.status()
+        keep = status == DONE if only_done else slice(None)
+        return {name: self._array(name)[:][keep] for name in ("positions", "energies", "forces")} | {
+            "status": status[keep]
+        }
+
+    def errors(self) -> dict[int, str]:
+        """Error messages of failed samples, by index."""
+        failed = np.flatnonzero(self.status() == FAILED)
+        if failed.size == 0:
+            return {}
+        errors = self._array("errors")[:]
+        return {int(i): str(errors[i]) for i in failed}
+
+    def info(self) -> dict:
+        """Counts, units and provenance (JSON-ready)."""
+        status = self.status()
+        attrs = self.group.attrs.asdict()
+        return {
+            "path": str(self.path),
+            "schema_version": attrs["schema_version"],
+            "molecule": attrs["molecule"],
+            "n_samples": int(status.size),
+            "n_done": int((status == DONE).sum()),
+            "n_failed": int((status == FAILED).sum()),
+            "n_pending": int((status == PENDING).sum()),
+            "units": attrs["units"],
+            "level_of_theory": attrs["level_of_theory"],
+            "engine_versions": attrs.get("engine_versions", []),
+            "sampler": attrs.get("sampler", {}),
+            "failures": {str(i): msg for i, msg in list(self.errors().items())[:20]},
+        }
+
+    # ------------------------------------------------------------------ writing
+
+    def add_geometries(self, positions_a: np.ndarray) -> np.ndarray:
+        """Append geometries (pending); returns their indices."""
+        n_atoms = len(self.group.attrs["molecule"]["symbols"])
+        pos = validate_positions(positions_a, n_atoms)
+        pos = pos[None] if pos.ndim == 2 else pos
+        with _lock(self.path):
+            start = self.n_samples
+            for name in ("positions", "energies", "forces", "status", "wall_time_s", "errors"):
+                a = self._array(name)
+                a.resize((start + len(pos), *a.shape[1:]))
+            self._array("positions")[start:] = pos
+        return np.arange(start, start + len(pos))
+
+    def record(self, outcomes: Sequence[tuple[int, CalculationResult | BaseException]]) -> None:
+        """Store results and failures of samples, by index, in one locked write."""
+        if not outcomes:
+            return
+        with _lock(self.path):
+            energies, forces = self._array("energies"), self._array("forces")
+            status, wall, errors = self._array("status"), self._array("wall_time_s"), self._array("errors")
+            versions = list(self.group.attrs.get("engine_versions", []))
+            for index, outcome in sorted(outcomes, key=lambda o: o[0]):
+                if not 0 <= index < status.shape[0]:
+                    raise InputError(f"sample index {index} is outside the dataset (0..{status.shape[0] - 1})")
+                if isinstance(outcome, CalculationResult):
+                    energies[index] = outcome.energy_ev
+                    forces[index] = outcome.forces_ev_per_a
+                    wall[index] = outcome.wall_time_s
+                    errors[index] = ""
+                    status[index] = DONE
+                    version = f"{outcome.provenance.get('engine')} {outcome.provenance.get('version')}"
+                    if version not in versions:
+                        versions.append(version)
+                else:
+                    errors[index] = f"{type(outcome).__name__}: {outcome}"[:2000]
+                    status[index] = FAILED
+            self.group.attrs["engine_versions"] = versions
+
+
+@contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on the dataset (a file beside its arrays)."""
+    path.mkdir(parents=True, exist_ok=True)
+    with open(path / LOCK_NAME, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

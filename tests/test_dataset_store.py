@@ -1,0 +1,139 @@
+"""Zarr reference datasets: layout, resume bookkeeping, locking across processes, bad paths."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+import zarr
+
+from qff_core.errors import ConvergenceError, InputError
+from qff_core.molecules import builtin_molecule
+from qff_core.reference import CalculationRequest, get_engine
+from qff_core.reference.base import CalculationResult
+from qff_core.store.dataset import DONE, FAILED, PENDING, Dataset, LevelOfTheory
+
+H2O = builtin_molecule("h2o")
+HF = LevelOfTheory("pyscf", "hf", "6-31g")
+
+
+def synthetic_result(value: float) -> CalculationResult:
+    """A result with recognisable numbers (the store's tests need data, not chemistry)."""
+    return CalculationResult(
+        energy_ev=value, forces_ev_per_a=np.full((3, 3), value), energy_hartree=value,
+        gradient_hartree_per_bohr=np.full((3, 3), -value), wall_time_s=0.01,
+        provenance={"engine": "synthetic", "version": "0"},
+    )
+
+
+def geometries(n: int, start: float = 0.0) -> np.ndarray:
+    """Distinct water geometries: the O-H1 bond is stretched by a per-sample amount (a marker)."""
+    out = np.stack([H2O.positions_a.copy() for _ in range(n)])
+    out[:, 1, 2] += start + 0.001 * np.arange(n)
+    return out
+
+
+def test_layout_units_and_results_with_a_real_engine(tmp_path):
+    ds = Dataset.create(tmp_path / "h2o.zarr", H2O, HF, sampler={"kind": "test", "seed": 1})
+    idx = ds.add_geometries(geometries(4))
+    engine = get_engine("pyscf")
+    results = [(int(i), engine.compute(CalculationRequest.create(H2O.symbols, ds.positions([i])[0], "hf", "6-31g")))
+               for i in idx[:2]]
+    ds.record([*results, (2, ConvergenceError("SCF not converged in 2 iterations"))])
+
+    again = Dataset.open(tmp_path / "h2o.zarr")
+    info = again.info()
+    assert (info["n_samples"], info["n_done"], info["n_failed"], info["n_pending"]) == (4, 2, 1, 1)
+    assert info["units"]["energies"] == "eV" and info["units"]["forces"] == "eV/angstrom"
+    assert info["engine_versions"][0].startswith("pyscf ")
+    assert "SCF not converged" in info["failures"]["2"]
+    assert list(again.todo()) == [2, 3]
+    data = again.arrays()
+    assert data["energies"].shape == (2,) and data["forces"].shape == (2, 3, 3)
+    assert np.allclose(data["energies"], [r.energy_ev for _, r in results])
+    root = zarr.open_group(str(tmp_path / "h2o.zarr"), mode="r")
+    assert root["positions"].attrs["units"] == "angstrom"
+    assert list(root["species"][:]) == [8, 1, 1]
+    assert list(again.status()) == [DONE, DONE, FAILED, PENDING]
+
+
+def test_reopening_checks_the_level_of_theory(tmp_path):
+    path = tmp_path / "d.zarr"
+    Dataset.create(path, H2O, HF).add_geometries(geometries(2))
+    assert Dataset.create(path, H2O, HF).n_samples == 2  # same settings: resume
+    with pytest.raises(InputError, match="refusing to mix"):
+        Dataset.create(path, H2O, LevelOfTheory("pyscf", "b3lyp", "6-31g"))
+    with pytest.raises(InputError, match="holds"):
+        Dataset.create(path, builtin_molecule("nh3"), HF)
+
+
+def test_bad_paths_fail_before_any_work(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(InputError, match="cannot write"):
+        Dataset.create(blocker / "d.zarr", H2O, HF)
+    with pytest.raises(InputError, match="no qff dataset"):
+        Dataset.open(tmp_path / "missing.zarr")
+    zarr.open_group(str(tmp_path / "other.zarr"), mode="w")
+    with pytest.raises(InputError, match="not a qff reference dataset"):
+        Dataset.open(tmp_path / "other.zarr")
+
+
+def _writer(path: str, worker: int, rounds: int) -> None:
+    ds = Dataset.open(path)
+    for r in range(rounds):
+        idx = ds.add_geometries(geometries(3, start=0.1 * worker + 0.01 * r))
+        ds.record([(int(i), synthetic_result(1000 * worker + i)) for i in idx])
+
+
+def test_concurrent_writers_lose_nothing(tmp_path):
+    path = str(tmp_path / "shared.zarr")
+    Dataset.create(path, H2O, HF, chunk=4)  # small chunks: writers share chunks often
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(path, w, 8)) for w in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    ds = Dataset.open(path)
+    assert ds.n_samples == 3 * 8 * 3 and (ds.status() == DONE).all()
+    data = ds.arrays()
+    # Every row holds what its writer put there: energy 1000*worker + index, forces alike.
+    workers = np.floor(data["energies"] / 1000).astype(int)
+    assert np.array_equal(data["energies"] - 1000 * workers, np.arange(ds.n_samples))
+    assert np.allclose(data["forces"][:, 0, 0], data["energies"])
+    assert sorted(np.bincount(workers)) == [24, 24, 24]
+
+
+def _slow_recorder(path: str) -> None:
+    ds = Dataset.open(path)
+    for i in ds.todo():
+        ds.record([(int(i), synthetic_result(float(i)))])
+        time.sleep(0.05)
+
+
+def test_killed_writer_keeps_every_finished_sample(tmp_path):
+    path = str(tmp_path / "killed.zarr")
+    Dataset.create(path, H2O, HF, chunk=8).add_geometries(geometries(200))
+    ctx = mp.get_context("spawn")
+    proc = ctx.Process(target=_slow_recorder, args=(path,))
+    proc.start()
+    deadline = time.time() + 60
+    while Dataset.open(path).info()["n_done"] < 10 and time.time() < deadline:
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join()
+    ds = Dataset.open(path)
+    done = np.flatnonzero(ds.status() == DONE)
+    assert 10 <= done.size < 200
+    assert np.array_equal(ds.arrays()["energies"], done.astype(float))  # intact, in place
+    assert np.array_equal(ds.todo(), np.setdiff1d(np.arange(200), done))
+    rest = ds.todo()
+    ds.record([(int(i), synthetic_result(float(i))) for i in rest])  # the resumed run
+    assert (Dataset.open(path).status() == DONE).all()
+    assert np.array_equal(Dataset.open(path).arrays()["energies"], np.arange(200.0))
