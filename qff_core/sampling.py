@@ -1,0 +1,148 @@
+"""Geometry samplers, seeded and reproducible: thermal normal modes, bond scans, rigid rotations.
+
+Units: Angstrom, eV, amu, K. The normal-mode sampler draws from the classical harmonic
+distribution at temperature T around a minimum: each mass-weighted vibrational coordinate
+q_k ~ N(0, kT / omega_k^2); translations and rotations are projected out, so samples carry
+no net translation and satisfy the Eckart rotation condition to first order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from ase.data import atomic_masses, atomic_numbers
+from scipy.optimize import minimize
+
+from qff_core.errors import ConvergenceError, InputError
+from qff_core.molecules import MoleculeSpec, validate_positions
+from qff_core.symmetry import random_rotation
+
+BOLTZMANN_EV_PER_K = 8.617333262e-5
+OMEGA2_TO_CM1 = 521.4709  # sqrt(eV / (Angstrom^2 amu)) expressed in cm^-1
+
+EnergyGradient = Callable[[np.ndarray], tuple[float, np.ndarray]]
+"""positions (atoms, 3) Angstrom -> (energy eV, gradient eV/Angstrom)."""
+
+
+def masses_amu(symbols: tuple[str, ...]) -> np.ndarray:
+    """Standard atomic masses (ASE's table)."""
+    return np.array([atomic_masses[atomic_numbers[s]] for s in symbols])
+
+
+def rigid_rotations(positions_a: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """``n`` copies of one geometry, each turned by a uniformly random rotation about its centroid."""
+    x = validate_positions(positions_a)
+    rng = np.random.default_rng(seed)
+    c = x.mean(axis=0)
+    return np.stack([(x - c) @ random_rotation(rng).T + c for _ in range(n)])
+
+
+def bond_scan(molecule: MoleculeSpec, r_min_a: float, r_max_a: float, n: int) -> np.ndarray:
+    """A diatomic at ``n`` bond lengths from r_min to r_max (Angstrom), along its reference axis."""
+    if molecule.n_atoms != 2:
+        raise InputError(f"a bond scan needs a diatomic; {molecule.name} has {molecule.n_atoms} atoms")
+    if not 0.1 <= r_min_a < r_max_a:
+        raise InputError(f"bond scan range must satisfy 0.1 <= r_min < r_max (Angstrom); got {r_min_a}, {r_max_a}")
+    a, b = molecule.positions_a
+    axis = (b - a) / np.linalg.norm(b - a)
+    return np.stack([np.stack([a, a + r * axis]) for r in np.linspace(r_min_a, r_max_a, n)])
+
+
+def _rigid_motions(positions_a: np.ndarray, masses: np.ndarray) -> np.ndarray:
+    """Orthonormal basis (3N, k) of mass-weighted translations and rotations (k = 5 or 6)."""
+    sqrt_m = np.sqrt(masses)
+    com = (masses[:, None] * positions_a).sum(axis=0) / masses.sum()
+    r = positions_a - com
+    vectors = []
+    for k in range(3):
+        t = np.zeros_like(r)
+        t[:, k] = 1.0
+        vectors.append((t * sqrt_m[:, None]).ravel())
+    for k in range(3):
+        axis = np.zeros(3)
+        axis[k] = 1.0
+        vectors.append((np.cross(axis, r) * sqrt_m[:, None]).ravel())
+    u, s, _ = np.linalg.svd(np.array(vectors).T, full_matrices=False)
+    return u[:, s > 1e-6 * s.max()]
+
+
+@dataclass(frozen=True)
+class NormalModes:
+    """Vibrational modes of a minimum: omega^2 (eV/(Angstrom^2 amu)) and Cartesian displacement vectors."""
+
+    positions_a: np.ndarray
+    masses_amu: np.ndarray
+    omega2: np.ndarray
+    mass_weighted_modes: np.ndarray  # (3N, n_vib), orthonormal
+
+    @property
+    def frequencies_cm1(self) -> np.ndarray:
+        """Harmonic wavenumbers (cm^-1)."""
+        return OMEGA2_TO_CM1 * np.sqrt(self.omega2)
+
+
+def normal_modes(positions_a: np.ndarray, masses: np.ndarray, hessian_ev_per_a2: np.ndarray) -> NormalModes:
+    """Vibrational modes from a Cartesian Hessian, translations and rotations projected out."""
+    x = validate_positions(positions_a)
+    n3 = x.size
+    h = np.asarray(hessian_ev_per_a2, dtype=float)
+    if h.shape != (n3, n3):
+        raise InputError(f"Hessian must be ({n3}, {n3}) for {len(x)} atoms; got {h.shape}")
+    h = 0.5 * (h + h.T)
+    inv_sqrt_m = np.repeat(1.0 / np.sqrt(masses), 3)
+    hm = h * inv_sqrt_m[:, None] * inv_sqrt_m[None, :]
+    rigid = _rigid_motions(x, masses)
+    q, _ = np.linalg.qr(np.hstack([rigid, np.eye(n3)]))
+    vib = q[:, rigid.shape[1] : n3]  # orthonormal complement of the rigid motions
+    omega2, local = np.linalg.eigh(vib.T @ hm @ vib)
+    if omega2[0] < -1e-6 * max(abs(omega2).max(), 1e-12):
+        cm = OMEGA2_TO_CM1 * np.sqrt(-omega2[0])
+        raise InputError(f"the geometry is not a minimum (imaginary mode of {cm:.0f}i cm^-1); optimise it first")
+    return NormalModes(x, np.asarray(masses, float), np.clip(omega2, 1e-12, None), vib @ local)
+
+
+def thermal_samples(modes: NormalModes, temperature_k: float, n: int, seed: int) -> np.ndarray:
+    """``n`` geometries from the classical harmonic distribution at ``temperature_k``."""
+    if temperature_k <= 0:
+        raise InputError(f"temperature must be positive (K); got {temperature_k}")
+    rng = np.random.default_rng(seed)
+    kt = BOLTZMANN_EV_PER_K * temperature_k
+    q = rng.standard_normal((n, modes.omega2.size)) * np.sqrt(kt / modes.omega2)
+    inv_sqrt_m = np.repeat(1.0 / np.sqrt(modes.masses_amu), 3)
+    displacement = (q @ modes.mass_weighted_modes.T) * inv_sqrt_m
+    return modes.positions_a + displacement.reshape(n, *modes.positions_a.shape)
+
+
+def finite_difference_hessian(energy_gradient: EnergyGradient, positions_a: np.ndarray,
+                              step_a: float = 5e-3) -> np.ndarray:
+    """Cartesian Hessian (eV/Angstrom^2) by central differences of analytic gradients (6N calls)."""
+    x = validate_positions(positions_a)
+    n3 = x.size
+    h = np.zeros((n3, n3))
+    for k in range(n3):
+        d = np.zeros(n3)
+        d[k] = step_a
+        _, gp = energy_gradient(x + d.reshape(x.shape))
+        _, gm = energy_gradient(x - d.reshape(x.shape))
+        h[k] = (np.asarray(gp) - np.asarray(gm)).ravel() / (2 * step_a)
+    return 0.5 * (h + h.T)
+
+
+def optimize_geometry(energy_gradient: EnergyGradient, positions_a: np.ndarray, *,
+                      fmax_ev_per_a: float = 1e-4, max_steps: int = 200) -> np.ndarray:
+    """A local minimum by BFGS on analytic gradients; ConvergenceError if fmax is not reached."""
+    x0 = validate_positions(positions_a)
+
+    def fun(flat: np.ndarray) -> tuple[float, np.ndarray]:
+        e, g = energy_gradient(flat.reshape(x0.shape))
+        return float(e), np.asarray(g, dtype=float).ravel()
+
+    res = minimize(fun, x0.ravel(), jac=True, method="BFGS",
+                   options={"gtol": fmax_ev_per_a, "maxiter": max_steps, "norm": np.inf})
+    x = res.x.reshape(x0.shape)
+    fmax = float(np.abs(fun(res.x)[1]).max())
+    if fmax > fmax_ev_per_a * 1.01:
+        raise ConvergenceError(f"geometry optimisation stopped at max force {fmax:.2e} eV/A after {res.nit} steps")
+    return x

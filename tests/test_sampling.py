@@ -1,0 +1,83 @@
+"""Samplers: real HF normal modes of water, the thermal distribution, scans, rotations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qff_core.errors import ConvergenceError, InputError
+from qff_core.molecules import builtin_molecule
+from qff_core.reference import CalculationRequest, get_engine
+from qff_core.sampling import (
+    BOLTZMANN_EV_PER_K,
+    bond_scan,
+    finite_difference_hessian,
+    masses_amu,
+    normal_modes,
+    optimize_geometry,
+    rigid_rotations,
+    thermal_samples,
+)
+
+H2O = builtin_molecule("h2o")
+
+
+def hf_energy_gradient(x: np.ndarray) -> tuple[float, np.ndarray]:
+    r = get_engine("pyscf").compute(CalculationRequest.create(H2O.symbols, x, "hf", "6-31g", convergence_hartree=1e-11))
+    return r.energy_ev, -r.forces_ev_per_a
+
+
+@pytest.fixture(scope="module")
+def water_modes():
+    x = optimize_geometry(hf_energy_gradient, H2O.positions_a)
+    return normal_modes(x, masses_amu(H2O.symbols), finite_difference_hessian(hf_energy_gradient, x))
+
+
+def test_hf_water_minimum_and_frequencies(water_modes):
+    x = water_modes.positions_a
+    assert np.linalg.norm(x[1] - x[0]) == pytest.approx(0.9496, abs=5e-4)  # HF/6-31G r(OH)
+    assert np.abs(hf_energy_gradient(x)[1]).max() < 1.1e-4
+    # HF/6-31G harmonic wavenumbers of water (bend, symmetric, antisymmetric stretch).
+    assert water_modes.frequencies_cm1 == pytest.approx([1737, 3988, 4145], abs=5)
+
+
+def test_thermal_samples_follow_the_harmonic_distribution(water_modes):
+    t = 500.0
+    samples = thermal_samples(water_modes, t, 4000, seed=3)
+    m = water_modes.masses_amu
+    # No net translation, and the mode coordinates have variance kT / omega^2.
+    com = (samples * m[None, :, None]).sum(axis=1) / m.sum()
+    com0 = (water_modes.positions_a * m[:, None]).sum(axis=0) / m.sum()
+    assert np.abs(com - com0).max() < 1e-12
+    dx = (samples - water_modes.positions_a).reshape(len(samples), -1) * np.repeat(np.sqrt(m), 3)
+    q = dx @ water_modes.mass_weighted_modes
+    expected = BOLTZMANN_EV_PER_K * t / water_modes.omega2
+    assert np.allclose(q.var(axis=0) / expected, 1.0, atol=0.08)  # 4000 samples: ~2% std error
+    assert np.array_equal(samples, thermal_samples(water_modes, t, 4000, seed=3))
+    assert not np.array_equal(samples, thermal_samples(water_modes, t, 4000, seed=4))
+
+
+def test_sampler_input_errors(water_modes):
+    n3 = water_modes.positions_a.size
+    with pytest.raises(InputError, match="not a minimum"):
+        normal_modes(water_modes.positions_a, water_modes.masses_amu, -np.eye(n3))
+    with pytest.raises(InputError, match="temperature"):
+        thermal_samples(water_modes, 0.0, 3, seed=0)
+    with pytest.raises(InputError, match="Hessian must be"):
+        normal_modes(water_modes.positions_a, water_modes.masses_amu, np.eye(4))
+    with pytest.raises(ConvergenceError, match="max force"):
+        optimize_geometry(hf_energy_gradient, H2O.positions_a + 0.1, max_steps=1)
+
+
+def test_bond_scan_and_rigid_rotations():
+    lih = builtin_molecule("lih")
+    scan = bond_scan(lih, 1.2, 2.4, 7)
+    assert np.allclose(np.linalg.norm(scan[:, 1] - scan[:, 0], axis=1), np.linspace(1.2, 2.4, 7))
+    with pytest.raises(InputError, match="diatomic"):
+        bond_scan(H2O, 1.0, 2.0, 3)
+    rot = rigid_rotations(H2O.positions_a, 5, seed=1)
+    d0 = np.linalg.norm(H2O.positions_a[:, None] - H2O.positions_a[None], axis=-1)
+    for x in rot:
+        assert np.allclose(np.linalg.norm(x[:, None] - x[None], axis=-1), d0)
+        assert np.allclose(x.mean(axis=0), H2O.positions_a.mean(axis=0))
+    assert np.array_equal(rot, rigid_rotations(H2O.positions_a, 5, seed=1))
