@@ -164,6 +164,77 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+_GENERATE_FLAGS = {
+    "molecule": dict(help="built-in or .xyz/.yaml file"),
+    "engine": dict(help="psi4 or pyscf"),
+    "method": dict(help="hf, mp2, or a DFT functional (b3lyp, pbe, ...)"),
+    "basis": dict(help="basis set, e.g. 6-31g*"),
+    "samples": dict(type=int, help="number of geometries in the dataset"),
+    "sampler": dict(choices=["normal_modes", "bond_scan", "rotations"]),
+    "temperature_k": dict(type=float, help="normal-mode sampling temperature (K)"),
+    "seed": dict(type=int),
+    "chunk_size": dict(type=int, help="samples per Dask task"),
+    "max_iterations": dict(type=int, help="SCF iteration limit"),
+    "timeout_s": dict(type=float, help="per calculation"),
+    "out": dict(help="Zarr dataset path (created, or resumed when it exists)"),
+}
+
+
+def cmd_dataset_generate(args: argparse.Namespace) -> int:
+    """Sample geometries and compute reference energies and forces into a Zarr dataset."""
+    from qff_core.datagen import GenerateSettings, compute_pending, prepare_dataset
+
+    values: dict = {}
+    if args.config is not None:
+        loaded = yaml.safe_load(args.config.read_text()) or {}
+        values.update(loaded.get("dataset", loaded))
+    values.update({k: getattr(args, k) for k in _GENERATE_FLAGS if getattr(args, k) is not None})
+    try:
+        settings = GenerateSettings.model_validate(values)
+    except ValueError as exc:
+        raise InputError(f"invalid dataset settings:\n{exc}") from exc
+    log = (lambda *a, **k: None) if args.json else print
+    t0 = time.perf_counter()
+    dataset = prepare_dataset(settings)
+    log(f"dataset {dataset.path}: {dataset.n_samples} geometries, {len(dataset.todo())} to compute "
+        f"({settings.engine} {settings.method}/{settings.basis})")
+
+    def progress(done: int, total: int) -> None:
+        log(f"  {done}/{total} computed", flush=True)
+
+    if args.workers == 0:
+        summary = compute_pending(dataset, settings, progress=progress)
+    else:
+        from qff_core.distributed import dask_client
+
+        with dask_client(address=args.scheduler, n_workers=args.workers) as client:
+            summary = compute_pending(dataset, settings, client=client, progress=progress)
+    summary["seconds"] = time.perf_counter() - t0
+    summary["path"] = str(dataset.path)
+    log(f"done: {summary['n_done']} computed, {summary['n_failed']} failed, {summary['n_pending']} pending "
+        f"in {summary['seconds']:.1f} s")
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    return 0 if summary["n_failed"] == 0 else 3
+
+
+def cmd_dataset_info(args: argparse.Namespace) -> int:
+    """Counts, units, provenance and failures of a dataset."""
+    from qff_core.store.dataset import Dataset
+
+    info = Dataset.open(args.path).info()
+    text = "\n".join([
+        f"{info['path']}: {info['molecule']['name']} ({' '.join(info['molecule']['symbols'])}), "
+        f"schema {info['schema_version']}",
+        f"samples {info['n_samples']}: done {info['n_done']}, failed {info['n_failed']}, pending {info['n_pending']}",
+        f"level of theory: {info['level_of_theory']}; engines: {', '.join(info['engine_versions']) or '-'}",
+        f"units: {info['units']}",
+        *[f"  failed sample {i}: {msg}" for i, msg in info["failures"].items()],
+    ])
+    _emit(args, info, text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``qff``."""
     parser = argparse.ArgumentParser(prog="qff", description=__doc__.splitlines()[0])
@@ -181,6 +252,21 @@ def build_parser() -> argparse.ArgumentParser:
                        help="exit 1 when a symmetry the model promises is broken beyond --tolerance")
     audit.add_argument("--tolerance", type=float, default=1e-10, help="relative tolerance of --check")
     audit.set_defaults(func=cmd_model_audit)
+
+    dataset = sub.add_parser("dataset", help="reference datasets").add_subparsers(dest="action", required=True)
+    gen = dataset.add_parser("generate", help="sample geometries and compute reference data (resumable)")
+    gen.add_argument("--config", type=Path, help="YAML file with dataset settings; flags override it")
+    for name, kw in _GENERATE_FLAGS.items():
+        gen.add_argument("--" + name.replace("_", "-"), dest=name, default=None, **kw)
+    gen.add_argument("--temperature", dest="temperature_k", type=float, default=None, help=argparse.SUPPRESS)
+    gen.add_argument("--workers", type=int, default=2, help="local Dask workers (0: compute in this process)")
+    gen.add_argument("--scheduler", default=None, help="address of a running Dask scheduler")
+    gen.add_argument("--json", action="store_true")
+    gen.set_defaults(func=cmd_dataset_generate)
+    info = dataset.add_parser("info", help="what a dataset holds")
+    info.add_argument("path", type=Path)
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(func=cmd_dataset_info)
 
     demo = sub.add_parser("demo", help="the built-in H2O job")
     demo.add_argument("--depth", type=int, default=6)

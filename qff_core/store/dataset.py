@@ -67,13 +67,7 @@ class Dataset:
             ds = cls.open(path)
             ds._check_compatible(molecule, level)
             return ds
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            probe = path.parent / f".qff-probe-{os.getpid()}"
-            probe.touch()
-            probe.unlink()
-        except OSError as exc:
-            raise InputError(f"cannot write the dataset at {path}: {exc.strerror}; choose a writable --out") from None
+        check_writable(path)
         with _lock(path):
             if (path / "zarr.json").exists():  # created meanwhile by another process
                 ds = cls.open(path)
@@ -230,6 +224,18 @@ class Dataset:
                     errors[index] = f"{type(outcome).__name__}: {outcome}"[:2000]
                     status[index] = FAILED
             self.group.attrs["engine_versions"] = versions
+
+
+def check_writable(path: str | Path) -> None:
+    """InputError unless a dataset can be written at ``path`` (checked before any work starts)."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = path.parent / f".qff-probe-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(f"cannot write the dataset at {path}: {exc.strerror}; choose a writable --out") from None
 
 
 @contextmanager

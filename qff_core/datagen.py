@@ -1,0 +1,158 @@
+"""Reference-data generation as plain functions: prepare a dataset, compute what is missing.
+
+``prepare_dataset`` validates the request (engine present, method and basis accepted by a
+first real calculation), samples geometries reproducibly and adds them to a Zarr dataset.
+``compute_pending`` fans the pending and failed samples out in chunks (over a Dask client
+when given) and records each chunk as it returns; the calling process is the only writer.
+Prefect flows (``flows/reference_data.py``) wrap these; nothing here imports Prefect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from qff_core.errors import InputError, QffError
+from qff_core.molecules import MoleculeSpec, load_molecule
+from qff_core.reference import CalculationRequest, get_engine
+from qff_core.reference.base import CalculationResult
+from qff_core.sampling import (
+    bond_scan,
+    finite_difference_hessian,
+    masses_amu,
+    normal_modes,
+    optimize_geometry,
+    rigid_rotations,
+    thermal_samples,
+)
+from qff_core.store.dataset import Dataset, LevelOfTheory, check_writable
+
+
+class GenerateSettings(BaseModel):
+    """What ``qff dataset generate`` computes (YAML or flags)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    molecule: str = "h2o"
+    engine: str = "psi4"
+    method: str = "b3lyp"
+    basis: str = "6-31g*"
+    samples: int = Field(100, ge=1)
+    sampler: Literal["normal_modes", "bond_scan", "rotations"] = "normal_modes"
+    temperature_k: float = Field(500.0, gt=0)
+    scan_range_a: tuple[float, float] = (1.2, 2.6)
+    seed: int = 2024
+    chunk_size: int = Field(8, ge=1, description="samples per Dask task")
+    max_iterations: int = Field(100, ge=1)
+    timeout_s: float | None = Field(600.0, description="per calculation; a timeout fails that sample only")
+    keywords: dict = Field(default_factory=dict)
+    out: str = "data/h2o.zarr"
+
+    def level(self) -> LevelOfTheory:
+        """The level of theory recorded in the dataset."""
+        return LevelOfTheory(self.engine, self.method, self.basis, self.keywords)
+
+    def request(self, molecule: MoleculeSpec, positions_a: np.ndarray) -> CalculationRequest:
+        """One calculation at these settings."""
+        return CalculationRequest.create(
+            molecule.symbols, positions_a, self.method, self.basis, charge=molecule.charge,
+            multiplicity=molecule.multiplicity, max_iterations=self.max_iterations,
+            keywords=dict(self.keywords), timeout_s=self.timeout_s,
+        )
+
+
+def sample_geometries(settings: GenerateSettings, molecule: MoleculeSpec, n: int, offset: int) -> np.ndarray:
+    """``n`` new geometries, seeded by ``seed + offset`` (offset = samples already in the dataset)."""
+    seed = settings.seed + offset
+    if settings.sampler == "bond_scan":
+        r0, r1 = settings.scan_range_a
+        return bond_scan(molecule, r0, r1, settings.samples)[offset : offset + n]
+    engine = get_engine(settings.engine)
+
+    def energy_gradient(x: np.ndarray) -> tuple[float, np.ndarray]:
+        r = engine.compute(settings.request(molecule, x))
+        return r.energy_ev, -r.forces_ev_per_a
+
+    minimum = optimize_geometry(energy_gradient, molecule.positions_a)
+    if settings.sampler == "rotations":
+        return rigid_rotations(minimum, n, seed)
+    modes = normal_modes(minimum, masses_amu(molecule.symbols), finite_difference_hessian(energy_gradient, minimum))
+    return thermal_samples(modes, settings.temperature_k, n, seed)
+
+
+def prepare_dataset(settings: GenerateSettings) -> Dataset:
+    """Open or create the dataset and top it up to ``settings.samples`` geometries.
+
+    Everything that can be wrong with the request fails before the dataset is written: an
+    unwritable path, a missing engine, a dataset at another level of theory, and (through
+    the first real calculation, the geometry optimisation) an unknown method or basis.
+    """
+    molecule = load_molecule(settings.molecule)
+    path = Path(settings.out)
+    if (path / "zarr.json").exists():
+        have = Dataset.create(path, molecule, settings.level()).n_samples  # checks compatibility
+    else:
+        check_writable(path)
+        have = 0
+    get_engine(settings.engine)  # ResourceError now, not after sampling
+    missing = settings.samples - have
+    if missing > 0 and settings.sampler == "bond_scan" and have:
+        raise InputError("a bond scan is fixed by its range and count; write a new --out to change it")
+    new = sample_geometries(settings, molecule, missing, have) if missing > 0 else None
+    dataset = Dataset.create(path, molecule, settings.level(), sampler={
+        "kind": settings.sampler, "seed": settings.seed, "temperature_k": settings.temperature_k,
+        "scan_range_a": list(settings.scan_range_a),
+    })
+    if new is not None:
+        dataset.add_geometries(new)
+    return dataset
+
+
+Outcome = tuple[int, CalculationResult | QffError]
+
+
+def compute_chunk(settings: GenerateSettings, indices: Sequence[int], positions: np.ndarray) -> list[Outcome]:
+    """Compute one chunk of samples; a failure is that sample's outcome, never the chunk's."""
+    molecule = load_molecule(settings.molecule)
+    engine = get_engine(settings.engine)
+    out: list[Outcome] = []
+    for index, x in zip(indices, positions, strict=True):
+        try:
+            out.append((int(index), engine.compute(settings.request(molecule, x))))
+        except QffError as exc:
+            out.append((int(index), exc))
+        except Exception as exc:  # an engine bug must not take the other samples down
+            out.append((int(index), QffError(f"{type(exc).__name__}: {exc}")))
+    return out
+
+
+def compute_pending(dataset: Dataset, settings: GenerateSettings, *, client=None,
+                    progress: Callable[[int, int], None] | None = None) -> dict:
+    """Compute every pending or failed sample; returns counts. ``client``: a dask.distributed Client."""
+    todo = dataset.todo()
+    chunks = [todo[i : i + settings.chunk_size] for i in range(0, len(todo), settings.chunk_size)]
+    done = 0
+    if client is None:
+        for chunk in chunks:
+            dataset.record(compute_chunk(settings, chunk, dataset.positions(chunk)))
+            done += len(chunk)
+            if progress:
+                progress(done, len(todo))
+    else:
+        from distributed import as_completed
+
+        futures = [client.submit(compute_chunk, settings, chunk, dataset.positions(chunk), pure=False)
+                   for chunk in chunks]
+        for future in as_completed(futures):
+            outcomes = future.result()
+            dataset.record(outcomes)
+            done += len(outcomes)
+            if progress:
+                progress(done, len(todo))
+    info = dataset.info()
+    return {"computed": len(todo), "chunks": len(chunks), **{k: info[k] for k in
+            ("n_samples", "n_done", "n_failed", "n_pending")}}

@@ -1,0 +1,82 @@
+"""Reference-data generation end to end: CLI, Dask fan-out, resume without duplicates, failures."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from qff_core.cli import main
+from qff_core.datagen import GenerateSettings, compute_pending, prepare_dataset
+from qff_core.errors import InputError, ResourceError
+from qff_core.store.dataset import Dataset
+
+FAST = ["--engine", "pyscf", "--method", "hf", "--basis", "sto-3g", "--chunk-size", "2"]
+
+
+def generate(capsys, out, *extra) -> dict:
+    code = main(["dataset", "generate", "--molecule", "h2o", *FAST, "--out", str(out), "--json", *extra])
+    result = json.loads(capsys.readouterr().out)
+    result["exit"] = code
+    return result
+
+
+def test_generate_on_dask_then_resume_without_duplicates(tmp_path, capsys):
+    out = tmp_path / "h2o.zarr"
+    first = generate(capsys, out, "--samples", "6", "--workers", "2")
+    assert first["exit"] == 0 and first["n_done"] == 6 and first["computed"] == 6 and first["chunks"] == 3
+    positions = Dataset.open(out).positions()
+    energies = Dataset.open(out).arrays()["energies"]
+    again = generate(capsys, out, "--samples", "6", "--workers", "0")
+    assert again["computed"] == 0 and again["n_samples"] == 6  # nothing recomputed, nothing added
+    more = generate(capsys, out, "--samples", "8", "--workers", "0")
+    assert more["computed"] == 2 and more["n_done"] == 8
+    ds = Dataset.open(out)
+    assert np.array_equal(ds.positions()[:6], positions)  # old samples untouched
+    assert np.array_equal(ds.arrays()["energies"][:6], energies)
+    assert main(["dataset", "info", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["n_samples"], info["n_failed"]) == (8, 0)
+    assert info["units"] == {"positions": "angstrom", "energies": "eV", "forces": "eV/angstrom", "wall_time_s": "s"}
+    assert info["sampler"]["kind"] == "normal_modes" and info["engine_versions"][0].startswith("pyscf")
+
+
+def test_failed_samples_are_kept_and_recomputed_on_rerun(tmp_path):
+    settings = GenerateSettings(molecule="h2o", engine="pyscf", method="hf", basis="sto-3g", samples=4,
+                                out=str(tmp_path / "f.zarr"), chunk_size=2)
+    ds = prepare_dataset(settings)
+    starved = settings.model_copy(update={"max_iterations": 2})  # every SCF stops at 2 iterations
+    summary = compute_pending(ds, starved)
+    assert (summary["n_failed"], summary["n_done"]) == (4, 0)
+    assert all("ConvergenceError" in msg for msg in ds.errors().values())
+    summary = compute_pending(ds, settings)
+    assert (summary["computed"], summary["n_failed"], summary["n_done"]) == (4, 0, 4)
+
+
+def test_bad_requests_fail_before_anything_is_written(tmp_path, monkeypatch):
+    out = tmp_path / "bad.zarr"
+    with pytest.raises(InputError, match="b3lypx"):
+        prepare_dataset(GenerateSettings(engine="pyscf", method="b3lypx", basis="sto-3g", out=str(out)))
+    assert not out.exists()
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(InputError, match="cannot write"):
+        prepare_dataset(GenerateSettings(engine="pyscf", method="hf", basis="sto-3g", out=str(blocker / "d.zarr")))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no psi4 to be found
+    with pytest.raises(ResourceError, match="psi4"):
+        prepare_dataset(GenerateSettings(engine="psi4", method="hf", basis="sto-3g", out=str(out)))
+    assert not out.exists()
+
+
+@pytest.mark.psi4
+def test_generate_with_psi4_on_dask(tmp_path, capsys):
+    out = tmp_path / "psi4.zarr"
+    result = main(["dataset", "generate", "--molecule", "h2o", "--engine", "psi4", "--method", "hf", "--basis",
+                   "sto-3g", "--samples", "4", "--chunk-size", "2", "--workers", "2", "--out", str(out), "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert result == 0 and summary["n_done"] == 4
+    info = Dataset.open(out).info()
+    assert info["engine_versions"][0].startswith("psi4 1.")
+    data = Dataset.open(out).arrays()
+    assert np.abs(data["forces"].sum(axis=1)).max() < 1e-5  # no net force, eV/A
