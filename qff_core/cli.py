@@ -195,22 +195,32 @@ def cmd_dataset_generate(args: argparse.Namespace) -> int:
         raise InputError(f"invalid dataset settings:\n{exc}") from exc
     log = (lambda *a, **k: None) if args.json else print
     t0 = time.perf_counter()
-    dataset = prepare_dataset(settings)
-    log(f"dataset {dataset.path}: {dataset.n_samples} geometries, {len(dataset.todo())} to compute "
-        f"({settings.engine} {settings.method}/{settings.basis})")
+    if not args.no_prefect:
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        from flows.reference_data import reference_data
 
-    def progress(done: int, total: int) -> None:
-        log(f"  {done}/{total} computed", flush=True)
-
-    if args.workers == 0:
-        summary = compute_pending(dataset, settings, progress=progress)
+        summary = reference_data(settings.model_dump(), workers=args.workers, scheduler=args.scheduler,
+                                 catalog_dir=str(args.catalog))
     else:
-        from qff_core.distributed import dask_client
+        from qff_core.store.catalog import catalog_record, write_record
 
-        with dask_client(address=args.scheduler, n_workers=args.workers) as client:
-            summary = compute_pending(dataset, settings, client=client, progress=progress)
+        dataset = prepare_dataset(settings)
+        log(f"dataset {dataset.path}: {dataset.n_samples} geometries, {len(dataset.todo())} to compute "
+            f"({settings.engine} {settings.method}/{settings.basis})")
+
+        def progress(done: int, total: int) -> None:
+            log(f"  {done}/{total} computed", flush=True)
+
+        if args.workers == 0 and args.scheduler is None:
+            summary = compute_pending(dataset, settings, progress=progress)
+        else:
+            from qff_core.distributed import dask_client
+
+            with dask_client(address=args.scheduler, n_workers=args.workers) as client:
+                summary = compute_pending(dataset, settings, client=client, progress=progress)
+        summary["path"] = str(dataset.path)
+        summary["catalog_record"] = str(write_record(catalog_record(dataset), args.catalog))
     summary["seconds"] = time.perf_counter() - t0
-    summary["path"] = str(dataset.path)
     log(f"done: {summary['n_done']} computed, {summary['n_failed']} failed, {summary['n_pending']} pending "
         f"in {summary['seconds']:.1f} s")
     if args.json:
@@ -261,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--temperature", dest="temperature_k", type=float, default=None, help=argparse.SUPPRESS)
     gen.add_argument("--workers", type=int, default=2, help="local Dask workers (0: compute in this process)")
     gen.add_argument("--scheduler", default=None, help="address of a running Dask scheduler")
+    gen.add_argument("--catalog", type=Path, default=Path("data_catalog"), help="catalog directory for the record")
+    gen.add_argument("--no-prefect", action="store_true", help="run the plain functions instead of the Prefect flow")
     gen.add_argument("--json", action="store_true")
     gen.set_defaults(func=cmd_dataset_generate)
     info = dataset.add_parser("info", help="what a dataset holds")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 
 import numpy as np
 import pytest
@@ -28,6 +29,9 @@ TEST_BATCH = 40  # padded to the 64 bucket: most tests share one compilation per
 
 
 def pytest_configure(config):
+    # Prefect: an isolated home (database, results) per run, no telemetry.
+    os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="qff-prefect-"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # Compiled programs are cached in the checkout (ignored by git): a fresh clone compiles
     # everything once, later runs of the suite skip XLA compilation.
     os.environ.setdefault("QFF_JAX_CACHE_DIR", str(config.rootpath / ".jax_cache"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,11 +13,12 @@ from qff_core.datagen import GenerateSettings, compute_pending, prepare_dataset
 from qff_core.errors import InputError, ResourceError
 from qff_core.store.dataset import Dataset
 
-FAST = ["--engine", "pyscf", "--method", "hf", "--basis", "sto-3g", "--chunk-size", "2"]
+FAST = ["--engine", "pyscf", "--method", "hf", "--basis", "sto-3g", "--chunk-size", "2", "--no-prefect"]
 
 
 def generate(capsys, out, *extra) -> dict:
-    code = main(["dataset", "generate", "--molecule", "h2o", *FAST, "--out", str(out), "--json", *extra])
+    code = main(["dataset", "generate", "--molecule", "h2o", *FAST, "--out", str(out), "--json",
+                 "--catalog", str(out.parent / "catalog"), *extra])
     result = json.loads(capsys.readouterr().out)
     result["exit"] = code
     return result
@@ -73,10 +75,44 @@ def test_bad_requests_fail_before_anything_is_written(tmp_path, monkeypatch):
 def test_generate_with_psi4_on_dask(tmp_path, capsys):
     out = tmp_path / "psi4.zarr"
     result = main(["dataset", "generate", "--molecule", "h2o", "--engine", "psi4", "--method", "hf", "--basis",
-                   "sto-3g", "--samples", "4", "--chunk-size", "2", "--workers", "2", "--out", str(out), "--json"])
+                   "sto-3g", "--samples", "4", "--chunk-size", "2", "--workers", "2", "--out", str(out), "--json",
+                   "--catalog", str(tmp_path / "catalog"), "--no-prefect"])
     summary = json.loads(capsys.readouterr().out)
     assert result == 0 and summary["n_done"] == 4
     info = Dataset.open(out).info()
     assert info["engine_versions"][0].startswith("psi4 1.")
     data = Dataset.open(out).arrays()
     assert np.abs(data["forces"].sum(axis=1)).max() < 1e-5  # no net force, eV/A
+
+
+def test_catalog_record_follows_the_data(tmp_path, capsys):
+    import yaml
+
+    from qff_core.store.catalog import catalog_record, dataset_checksum
+
+    out = tmp_path / "c.zarr"
+    first = generate(capsys, out, "--samples", "2", "--workers", "0")
+    record = yaml.safe_load(Path(first["catalog_record"]).read_text())
+    assert record["name"] == "c" and record["location"] == str(out) and record["schema_version"] == 1
+    assert record["counts"]["n_done"] == 2 and record["checksum"].startswith("sha256:")
+    assert record["provenance"]["level_of_theory"]["method"] == "hf"
+    assert record["checksum"] == dataset_checksum(Dataset.open(out))
+    generate(capsys, out, "--samples", "3", "--workers", "0")
+    assert catalog_record(Dataset.open(out))["checksum"] != record["checksum"]
+
+
+def test_reference_data_flow_runs_for_real(tmp_path):
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.reference_data import reference_data
+
+    settings = GenerateSettings(molecule="h2o", engine="pyscf", method="hf", basis="sto-3g", samples=4,
+                                chunk_size=2, out=str(tmp_path / "flow.zarr")).model_dump()
+    with prefect_test_harness(server_startup_timeout=60):
+        state = reference_data(settings, workers=2, catalog_dir=str(tmp_path / "catalog"), return_state=True)
+        assert state.is_completed(), state.message
+        summary = state.result()
+        again = reference_data(settings, workers=0, catalog_dir=str(tmp_path / "catalog"))
+    assert summary["n_done"] == 4 and summary["chunks"] == 2
+    assert again["computed"] == 0 and again["n_done"] == 4
+    assert (tmp_path / "catalog" / "flow.yaml").exists()

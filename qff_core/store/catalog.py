@@ -1,0 +1,62 @@
+"""The data catalog: one small YAML record per dataset, pointing at its Zarr store.
+
+A record names the dataset, where it lives, its schema version, counts, provenance and a
+checksum of its arrays (SHA-256 over the bytes of positions, energies, forces and status),
+so that a training run can say exactly which data it saw.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import yaml
+
+from qff_core.store.dataset import Dataset
+
+
+def dataset_checksum(dataset: Dataset) -> str:
+    """``sha256:<hex>`` of the dataset's arrays (finished or not), independent of chunking."""
+    digest = hashlib.sha256()
+    for name in ("positions", "energies", "forces", "status"):
+        array = dataset._array(name)[:]
+        digest.update(name.encode())
+        digest.update(str(array.shape).encode())
+        digest.update(array.tobytes())
+    return "sha256:" + digest.hexdigest()
+
+
+def catalog_record(dataset: Dataset, *, name: str | None = None) -> dict:
+    """The record of ``dataset`` (JSON/YAML-ready)."""
+    info = dataset.info()
+    return {
+        "name": name or dataset.path.stem,
+        "kind": "dataset",
+        "location": str(dataset.path),
+        "schema_version": info["schema_version"],
+        "counts": {k: info[k] for k in ("n_samples", "n_done", "n_failed", "n_pending")},
+        "units": info["units"],
+        "provenance": {
+            "molecule": info["molecule"],
+            "level_of_theory": info["level_of_theory"],
+            "engine_versions": info["engine_versions"],
+            "sampler": info["sampler"],
+        },
+        "checksum": dataset_checksum(dataset),
+        "updated": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def write_record(record: dict, catalog_dir: str | Path) -> Path:
+    """Write (or replace) ``<catalog_dir>/<name>.yaml`` atomically; returns its path."""
+    directory = Path(catalog_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", record["name"]).strip("-") or "dataset"
+    path = directory / f"{safe}.yaml"
+    tmp = path.with_suffix(f".yaml.tmp-{os.getpid()}")
+    tmp.write_text(yaml.safe_dump(record, sort_keys=False))
+    os.replace(tmp, path)
+    return path
