@@ -116,3 +116,36 @@ def test_reference_data_flow_runs_for_real(tmp_path):
     assert summary["n_done"] == 4 and summary["chunks"] == 2
     assert again["computed"] == 0 and again["n_done"] == 4
     assert (tmp_path / "catalog" / "flow.yaml").exists()
+
+
+def test_killed_generate_resumes_to_the_same_dataset(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "kill.zarr"
+    cmd = [sys.executable, "-m", "qff_core.cli", "dataset", "generate", "--molecule", "h2o", "--engine", "pyscf",
+           "--method", "hf", "--basis", "6-31g*", "--samples", "24", "--chunk-size", "1", "--workers", "0",
+           "--no-prefect", "--out", str(out), "--catalog", str(tmp_path / "catalog")]
+    env = {**os.environ, "QFF_JAX_CACHE_DIR": "off"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if (out / "zarr.json").exists() and Dataset.open(out).info()["n_done"] >= 3:
+            break
+        assert proc.poll() is None, proc.stderr.read().decode()
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed = Dataset.open(out)
+    done_before = np.flatnonzero(killed.status() == 1)
+    assert 3 <= done_before.size < 24
+    energies_before = killed.arrays()["energies"]
+    positions_before = killed.positions()
+    assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
+    resumed = Dataset.open(out)
+    assert resumed.info()["n_done"] == 24 and resumed.n_samples == 24
+    assert np.array_equal(resumed.positions(), positions_before)  # same samples, none added twice
+    assert np.array_equal(resumed.arrays()["energies"][done_before], energies_before)  # kept, not recomputed

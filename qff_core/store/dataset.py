@@ -7,14 +7,17 @@ carry units, the level of theory, engine versions, sampler settings and the sche
 
 Geometries are added before any calculation, so a sample has a fixed index for life: a
 re-run computes exactly the pending and failed indices, never a duplicate. Every write
-holds an exclusive file lock, so several processes may add or record at once without
-losing updates (Zarr itself rewrites whole chunks and resizes without coordination).
+holds an exclusive file lock (``<name>.lock`` beside the store), so several processes may
+add or record at once without losing updates (Zarr itself rewrites whole chunks and resizes
+without coordination). A new dataset is built under a temporary name and renamed into
+place, so a crash during creation leaves nothing half-made.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,7 +34,6 @@ SCHEMA_VERSION = 1
 PENDING, DONE, FAILED = 0, 1, 2
 STATUS_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
 UNITS = {"positions": "angstrom", "energies": "eV", "forces": "eV/angstrom", "wall_time_s": "s"}
-LOCK_NAME = ".qff-write.lock"
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,10 @@ class Dataset:
                 ds = cls.open(path)
                 ds._check_compatible(molecule, level)
                 return ds
-            root = zarr.open_group(str(path), mode="w", zarr_format=3)
+            # Built beside its final name and renamed when complete: a dataset is never seen half-made.
+            staging = path.with_name(f"{path.name}.creating-{os.getpid()}")
+            shutil.rmtree(staging, ignore_errors=True)
+            root = zarr.open_group(str(staging), mode="w", zarr_format=3)
             n_atoms = molecule.n_atoms
             arrays = {
                 "positions": ((0, n_atoms, 3), (chunk, n_atoms, 3), "f8", np.nan),
@@ -100,7 +105,8 @@ class Dataset:
                 "sampler": sampler or {},
                 "engine_versions": [],
             })
-        return cls(path, root)
+            os.rename(staging, path)
+        return cls.open(path)
 
     @classmethod
     def open(cls, path: str | Path) -> Dataset:
@@ -240,9 +246,9 @@ def check_writable(path: str | Path) -> None:
 
 @contextmanager
 def _lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock on the dataset (a file beside its arrays)."""
-    path.mkdir(parents=True, exist_ok=True)
-    with open(path / LOCK_NAME, "a+") as handle:
+    """An exclusive advisory lock on the dataset (``<name>.lock`` beside it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
