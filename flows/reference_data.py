@@ -10,7 +10,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 
 from qff_core.datagen import GenerateSettings, compute_pending, prepare_dataset
-from qff_core.distributed import dask_client
+from qff_core.distributed import dask_client, workers_need_processes
 from qff_core.store.catalog import catalog_record, write_record
 from qff_core.store.dataset import Dataset
 
@@ -33,7 +33,8 @@ def compute(settings: dict, path: str, workers: int, scheduler: str | None) -> d
 
     if workers == 0 and scheduler is None:
         return compute_pending(dataset, config, progress=progress)
-    with dask_client(address=scheduler, n_workers=workers) as client:
+    with dask_client(address=scheduler, n_workers=workers,
+                     processes=workers_need_processes(config.engine)) as client:
         return compute_pending(dataset, config, client=client, progress=progress)
 
 

@@ -214,9 +214,10 @@ def cmd_dataset_generate(args: argparse.Namespace) -> int:
         if args.workers == 0 and args.scheduler is None:
             summary = compute_pending(dataset, settings, progress=progress)
         else:
-            from qff_core.distributed import dask_client
+            from qff_core.distributed import dask_client, workers_need_processes
 
-            with dask_client(address=args.scheduler, n_workers=args.workers) as client:
+            with dask_client(address=args.scheduler, n_workers=args.workers,
+                             processes=workers_need_processes(settings.engine)) as client:
                 summary = compute_pending(dataset, settings, client=client, progress=progress)
         summary["path"] = str(dataset.path)
         summary["catalog_record"] = str(write_record(catalog_record(dataset), args.catalog))
