@@ -44,15 +44,24 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON document")
 
 
+def _config_section(path: Path | None, section: str) -> dict:
+    """The ``section:`` of a YAML config file (or the whole file when it has no such key); {} without a file."""
+    if path is None:
+        return {}
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise InputError(f"{path} must hold a mapping of settings")
+    return dict(loaded.get(section, loaded))
+
+
 def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
     """ModelConfig from ``--config`` (if any) with explicitly given flags on top."""
-    values: dict = {}
-    if args.config is not None:
-        try:
-            loaded = yaml.safe_load(args.config.read_text()) or {}
-        except OSError as exc:
-            raise InputError(f"cannot read {args.config}: {exc.strerror}") from exc
-        values.update(loaded.get("model", loaded) if isinstance(loaded, dict) else {})
+    values = _config_section(args.config, "model")
     for name in [*_MODEL_FLAGS, "symmetrize_inversion"]:
         if getattr(args, name, None) is not None:
             values[name] = getattr(args, name)
@@ -246,6 +255,89 @@ def cmd_dataset_info(args: argparse.Namespace) -> int:
     return 0
 
 
+_TRAIN_FLAGS = {
+    "dataset": dict(help="Zarr dataset (from `qff dataset generate`)"),
+    "molecule": dict(help="molecule spec (built-in or file); default: the dataset's built-in molecule"),
+    "executor": dict(choices=["exact", "aer", "ibm"], help="where circuits run (default exact)"),
+    "steps": dict(type=int, help="Adam steps in total (default 2000)"),
+    "batch_size": dict(type=int, help="geometries per minibatch (default 128)"),
+    "learning_rate": dict(type=float, help="initial learning rate (default 1e-2)"),
+    "final_learning_rate": dict(type=float, help="learning rate at the last step (default 1e-4)"),
+    "schedule": dict(choices=["exponential", "cosine", "constant"]),
+    "energy_weight": dict(type=float, help="w_E of the loss (default 1)"),
+    "force_weight": dict(type=float, help="w_F of the loss (default 10)"),
+    "test_size": dict(type=float, help="test samples: a fraction (< 1) or a count (default 0.2)"),
+    "val_size": dict(type=float, help="validation samples from the rest: fraction or count (default 0.1)"),
+    "n_train": dict(type=int, help="train on the first N of the training split only (learning curves)"),
+    "seed": dict(type=int),
+    "init": dict(choices=["near_identity", "random"]),
+    "eval_every": dict(type=int, help="steps between validations (default 250)"),
+    "checkpoint_every": dict(type=int, help="steps between checkpoints (default 250)"),
+    "patience": dict(type=int, help="stop after this many validations without improvement"),
+}
+
+
+def train_config_from_args(args: argparse.Namespace):
+    """TrainConfig from ``--config`` (its ``train:`` section, or the whole file) with flags on top."""
+    from qff_core.training import TrainConfig
+
+    values = _config_section(args.config, "train")
+    values.update({k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k, None) is not None})
+    model = dict(values.get("model") or {})
+    model.update({k: getattr(args, k) for k in [*_MODEL_FLAGS, "symmetrize_inversion"]
+                  if getattr(args, k, None) is not None})
+    values["model"] = model
+    if "dataset" not in values:
+        raise InputError("say which data to train on: --dataset PATH (or `dataset:` in --config)")
+    try:
+        return TrainConfig.model_validate(values)
+    except ValueError as exc:
+        raise InputError(f"invalid training settings:\n{exc}") from exc
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a model on a dataset; checkpoints into --run-dir; --resume continues."""
+    from qff_core.training import train
+
+    config = train_config_from_args(args)
+    log = (lambda *a, **k: None) if args.json else print
+
+    def progress(p: dict) -> None:
+        val = ""
+        if p.get("val_forces_mae_kcal_mol_a") is not None:
+            val = (f"  val E MAE {p['val_energy_mae_kcal_mol']:.3f} kcal/mol, "
+                   f"F MAE {p['val_forces_mae_kcal_mol_a']:.3f} kcal/mol/A")
+        log(f"  step {p['step']}/{p['steps']}  loss {p['loss']:.4g}  lr {p['learning_rate']:.2e}{val}  "
+            f"({p['seconds_per_step'] * 1e3:.0f} ms/step, ETA {p['eta_s']:.0f} s)", flush=True)
+
+    log(f"training {config.model.model} model (D={config.model.depth}) on {config.dataset} -> {args.run_dir}")
+    summary = train(args.run_dir, config, resume=args.resume, progress=progress)
+    log(f"{summary['stop_reason']} at step {summary['step']}; best validation at step {summary['best_step']} "
+        f"({summary['wall_time_s']:.1f} s)")
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Test-set errors of a trained run (and on transformed copies), baselines, plots."""
+    from qff_core.evaluation import evaluate_run, summary_table
+
+    summary = evaluate_run(args.run_dir, seed=args.seed, plots=not args.no_plots)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    run = summary["run"]
+    print(f"{run['run_dir']}: {run['model']} model of {run['molecule']}, {run['n_parameters']} parameters, "
+          f"best step {run['best_step']}, {run['split']['test']} test geometries")
+    print(summary_table({run["model"]: summary}))
+    if "audit" in summary:
+        print("symmetry audit (relative change): " + ", ".join(f"{k} {v:.1e}" for k, v in summary["audit"].items()))
+    for name, path in summary.get("plots", {}).items():
+        print(f"{name}: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``qff``."""
     parser = argparse.ArgumentParser(prog="qff", description=__doc__.splitlines()[0])
@@ -280,6 +372,24 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("path", type=Path)
     info.add_argument("--json", action="store_true")
     info.set_defaults(func=cmd_dataset_info)
+
+    tr = sub.add_parser("train", help="train a model on a dataset (checkpointed, resumable)")
+    tr.add_argument("--config", type=Path, help="YAML file with training settings; flags override it")
+    for name, kw in _TRAIN_FLAGS.items():
+        tr.add_argument("--" + name.replace("_", "-"), dest=name, default=None, **kw)
+    for name, kw in _MODEL_FLAGS.items():
+        tr.add_argument("--" + name.replace("_", "-"), dest=name, default=None, **kw)
+    tr.add_argument("--symmetrize-inversion", action="store_true", default=None)
+    tr.add_argument("--run-dir", type=Path, required=True, help="where the run's split and checkpoints go")
+    tr.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
+    tr.add_argument("--json", action="store_true")
+    tr.set_defaults(func=cmd_train)
+    ev = sub.add_parser("evaluate", help="test errors, symmetry checks, plots of a trained run")
+    ev.add_argument("run_dir", type=Path)
+    ev.add_argument("--seed", type=int, default=0, help="seed of the random symmetry operations")
+    ev.add_argument("--no-plots", action="store_true")
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(func=cmd_evaluate)
 
     demo = sub.add_parser("demo", help="the built-in H2O job")
     demo.add_argument("--depth", type=int, default=6)

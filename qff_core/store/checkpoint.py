@@ -1,0 +1,139 @@
+"""Training checkpoints: one Zarr group per checkpoint, each written whole or not at all.
+
+A checkpoint is built as ``step_<n>.zarr.partial-<pid>`` beside its final name, then renamed
+into place (an atomic directory rename); ``latest`` is a symlink swapped atomically with
+``os.replace``. A process killed at any moment leaves either the old or the new checkpoint
+visible, never a half-written one; leftovers of killed writers are removed on the next write.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from qff_core.errors import InputError
+
+CHECKPOINT_SCHEMA = 1
+LATEST = "latest"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Arrays (by slash-separated name) and JSON attributes of one checkpoint."""
+
+    step: int
+    arrays: dict[str, np.ndarray]
+    attrs: dict = field(default_factory=dict)
+    path: Path | None = None
+
+
+def _name(step: int) -> str:
+    return f"step_{step:08d}.zarr"
+
+
+def write_checkpoint(directory: str | Path, checkpoint: Checkpoint, *, keep: int = 3) -> Path:
+    """Write ``checkpoint`` into ``directory`` atomically, point ``latest`` at it, keep the newest ``keep``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / _name(checkpoint.step)
+    staging = directory / f"{final.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    root = zarr.open_group(str(staging), mode="w", zarr_format=3)
+    for name, value in checkpoint.arrays.items():
+        value = np.asarray(value)
+        parent = root
+        *groups, leaf = name.split("/")
+        for g in groups:
+            parent = parent.require_group(g)
+        chunks = tuple(max(1, d) for d in value.shape)
+        a = parent.create_array(leaf, shape=value.shape, dtype=value.dtype, chunks=chunks,
+                                compressors=None, config={"write_empty_chunks": True})
+        a[...] = value
+    root.attrs.update({"schema_version": CHECKPOINT_SCHEMA, "kind": "qff-checkpoint", "step": checkpoint.step,
+                       **json.loads(json.dumps(checkpoint.attrs))})
+    _fsync_tree(staging)
+    if final.exists():  # the same step written again (a resumed run): replace it
+        shutil.rmtree(final)
+    os.rename(staging, final)
+    link = directory / LATEST
+    tmp_link = directory / f".{LATEST}.{os.getpid()}"
+    if tmp_link.is_symlink() or tmp_link.exists():
+        tmp_link.unlink()
+    os.symlink(final.name, tmp_link)
+    os.replace(tmp_link, link)
+    _prune(directory, keep)
+    return final
+
+
+def _fsync_tree(path: Path) -> None:
+    """Flush the files of a finished checkpoint to disk before it becomes visible."""
+    for p in path.rglob("*"):
+        if p.is_file():
+            with open(p, "rb") as fh:
+                os.fsync(fh.fileno())
+
+
+def _prune(directory: Path, keep: int) -> None:
+    latest = os.readlink(directory / LATEST)
+    steps = sorted(p for p in directory.glob("step_*.zarr") if p.is_dir())
+    for p in steps[:-keep] if keep > 0 else []:
+        if p.name != latest:
+            shutil.rmtree(p, ignore_errors=True)
+    for p in directory.glob("step_*.zarr.partial-*"):  # left by a killed writer
+        pid = p.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def latest_checkpoint(directory: str | Path) -> Path | None:
+    """The checkpoint ``latest`` points at, or None when there is none yet."""
+    link = Path(directory) / LATEST
+    if not link.is_symlink():
+        return None
+    target = link.parent / os.readlink(link)
+    return target if (target / "zarr.json").exists() else None
+
+
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """All arrays and attributes of the checkpoint at ``path``."""
+    path = Path(path)
+    try:
+        root = zarr.open_group(str(path), mode="r", use_consolidated=False)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        raise InputError(f"{path} holds no checkpoint") from None
+    attrs = dict(root.attrs)
+    if attrs.get("kind") != "qff-checkpoint":
+        raise InputError(f"{path} is not a qff checkpoint")
+    if attrs.get("schema_version", 0) > CHECKPOINT_SCHEMA:
+        raise InputError(f"{path} has checkpoint schema {attrs['schema_version']}; upgrade qff to read it")
+    arrays: dict[str, np.ndarray] = {}
+
+    def walk(group: zarr.Group, prefix: str) -> None:
+        for name, member in group.members():
+            key = f"{prefix}{name}"
+            if isinstance(member, zarr.Group):
+                walk(member, key + "/")
+            else:
+                arrays[key] = member[...]
+
+    walk(root, "")
+    step = int(attrs.pop("step"))
+    for k in ("schema_version", "kind"):
+        attrs.pop(k, None)
+    return Checkpoint(step=step, arrays=arrays, attrs=attrs, path=path)
