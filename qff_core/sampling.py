@@ -137,13 +137,18 @@ def optimize_geometry(energy_gradient: EnergyGradient, positions_a: np.ndarray, 
     Steps use gradients only, never energy line searches: DFT energies on atom-centred grids
     carry ~1e-7 Eh of grid noise that stalls line searches long before the forces are small.
     The inverse Hessian starts at 1/70 A^2/eV (a typical bond stiffness); steps are capped at
-    ``max_step_a`` per atom.
+    ``max_step_a`` per atom. Net force and torque are projected out of every gradient: they
+    only move the molecule rigidly, and a DFT grid that moves with the atoms leaves a spurious
+    net force (~1e-3 eV/A in psi4's default grid) that would otherwise drive it away forever.
     """
     x = validate_positions(positions_a).copy()
     shape = x.shape
+    unit_masses = np.ones(shape[0])
 
     def gradient(flat: np.ndarray) -> np.ndarray:
-        return np.asarray(energy_gradient(flat.reshape(shape))[1], dtype=float).ravel()
+        g = np.asarray(energy_gradient(flat.reshape(shape))[1], dtype=float).ravel()
+        rigid = _rigid_motions(flat.reshape(shape), unit_masses)
+        return g - rigid @ (rigid.T @ g)
 
     flat = x.ravel()
     g = gradient(flat)

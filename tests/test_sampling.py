@@ -81,3 +81,25 @@ def test_bond_scan_and_rigid_rotations():
         assert np.allclose(np.linalg.norm(x[:, None] - x[None], axis=-1), d0)
         assert np.allclose(x.mean(axis=0), H2O.positions_a.mean(axis=0))
     assert np.array_equal(rot, rigid_rotations(H2O.positions_a, 5, seed=1))
+
+
+def test_optimiser_ignores_a_spurious_net_force():
+    """A grid-like constant net force (as DFT grids give) must not drive the optimiser away:
+    bond springs to 1.0 A plus a uniform force on every atom converge to the spring minimum."""
+    x0 = np.array([[0.0, 0.0, 0.0], [1.2, 0.0, 0.0], [0.0, 0.9, 0.3]])
+    pairs = [(0, 1), (0, 2), (1, 2)]
+    rest = {(0, 1): 1.0, (0, 2): 1.0, (1, 2): 1.5}
+
+    def springs(x):
+        e, g = 0.0, np.zeros_like(x)
+        for i, j in pairs:
+            d = x[i] - x[j]
+            r = np.linalg.norm(d)
+            e += 5.0 * (r - rest[i, j]) ** 2
+            g[i] += 10.0 * (r - rest[i, j]) * d / r
+            g[j] -= 10.0 * (r - rest[i, j]) * d / r
+        return e, g + np.array([1e-3, -2e-3, 5e-4])  # the same spurious gradient on every atom
+
+    x = optimize_geometry(springs, x0, fmax_ev_per_a=1e-6)
+    for (i, j), r in rest.items():
+        assert abs(np.linalg.norm(x[i] - x[j]) - r) < 1e-6
