@@ -14,7 +14,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 from qff_core.errors import InputError, QffError
@@ -123,54 +122,57 @@ def cmd_model_audit(args: argparse.Namespace) -> int:
     return 1 if args.check and broken else 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    """The built-in H2O job: build, audit and evaluate the invariant and generic models."""
-    from qff_core.audit import OPERATIONS, audit_model, random_geometries
-    from qff_core.execution.exact import compile_exact
-    from qff_core.models import init_parameters
-    from qff_core.units import EV_KCAL_PER_MOL
+def _prefect_defaults() -> None:
+    """Environment for Prefect's temporary server, unless the user set it: no telemetry (it locks
+    SQLite), and a startup timeout that survives a busy 2-core machine (the default 20 s does not)."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
-    mol = load_molecule("h2o")
-    out: dict = {"molecule": mol.name, "models": {}}
-    log = (lambda *a: None) if args.json else print
-    log(f"qff demo: H2O, origin {mol.origin_rule}, permutation group of order {mol.group.order()}")
-    for kind in ("invariant", "generic"):
-        cfg = ModelConfig(model=kind, depth=args.depth, rep=2)
-        model = build_model(mol, cfg)
-        t0 = time.perf_counter()
-        sim = compile_exact(model)
-        report = audit_model(model, seed=args.seed, simulator=sim)
-        t_audit = time.perf_counter() - t0
-        theta = init_parameters(model, seed=args.seed, strategy="random")
-        X = random_geometries(model, args.n_geometries, np.random.default_rng(args.seed + 1))
-        sim.evaluate(theta, X)  # compile for this batch size
-        t0 = time.perf_counter()
-        E, F = sim.evaluate(theta, X)
-        t_eval = time.perf_counter() - t0
-        s = model.summary()
-        out["models"][kind] = {
-            "n_qubits": s["n_qubits"], "n_parameters": s["n_parameters"],
-            "parameters_by_kind": s["parameters_by_kind"],
-            "max_rel_error": report.max_rel_error,
-            "n_geometries": len(X), "evaluate_seconds": t_eval, "compile_and_audit_seconds": t_audit,
-            "energy_range_kcal_per_mol": float(np.ptp(E) * EV_KCAL_PER_MOL),
-            "max_abs_force_sum_ev_per_a": float(np.abs(F.sum(axis=1)).max()),
-        }
-        log(f"\n{kind} model (D={args.depth}, rep=2): {s['n_qubits']} qubits, {s['n_parameters']} parameters "
-            f"{s['parameters_by_kind']}")
-        log("  symmetry audit, largest relative change of E or F at random parameters:")
-        for op in OPERATIONS:
-            v = report.max_rel_error[op]
-            verdict = "invariant" if v < 1e-10 else "BROKEN"
-            log(f"    {op:12s} {v:9.2e}  {verdict}")
-        log(f"  evaluated energies and forces of {len(X)} geometries in {t_eval * 1e3:.1f} ms "
-            f"(compile + audit {t_audit:.1f} s); |sum of forces| <= "
-            f"{out['models'][kind]['max_abs_force_sum_ev_per_a']:.1e} eV/A")
-    log("\nThe invariant model keeps every symmetry to round-off; the generic one breaks rotation and "
-        "permutation. Training on reference data comes with the H2O pipeline.")
+
+def _run_pipeline(config, args: argparse.Namespace) -> int:
+    """Run the pipeline flow for ``config`` and print the comparison (or JSON)."""
+    from qff_core.evaluation import summary_table
+
+    out = Path(args.out_dir) if args.out_dir else config.resolved_output_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    if not os.environ.get("PREFECT_API_URL") and not os.environ.get("PREFECT_HOME"):
+        os.environ["PREFECT_HOME"] = str((out / "prefect").resolve())  # the temporary server's database too
+    _prefect_defaults()
+    log = (lambda *a, **k: None) if args.json else print
+    log(f"qff {args.command}: {config.name}, models {', '.join(config.models)}; everything goes under {out}",
+        flush=True)
+    t0 = time.perf_counter()
+    from flows.pipeline import pipeline
+
+    result = pipeline(config.model_dump(), str(out))
+    evaluations = {k: result[k] for k in config.models}
+    log(f"\n{config.name}: {result['engine']} reference data, {time.perf_counter() - t0:.0f} s in total")
+    log(summary_table(evaluations))
+    for name, summary in evaluations.items():
+        for kind, path in summary.get("plots", {}).items():
+            log(f"{name} {kind}: {path}")
+    log(f"comparison: {out / 'comparison.md'}; summary: {out / 'summary.json'}")
     if args.json:
-        print(json.dumps(out, indent=2))
+        print(json.dumps({**evaluations, "output_dir": str(out)}, indent=2))
     return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The main job: H2O reference data (psi4), invariant and generic models trained, evaluated, compared."""
+    from qff_core.pipeline import PipelineConfig
+
+    return _run_pipeline(PipelineConfig(), args)
+
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    """The whole chain from one YAML file (sections: name, dataset, models, train, workers, output_dir)."""
+    from qff_core.pipeline import PipelineConfig
+
+    try:
+        config = PipelineConfig.model_validate(_config_section(args.config, "pipeline"))
+    except ValueError as exc:
+        raise InputError(f"invalid pipeline settings in {args.config}:\n{exc}") from exc
+    return _run_pipeline(config, args)
 
 
 _GENERATE_FLAGS = {
@@ -205,7 +207,7 @@ def cmd_dataset_generate(args: argparse.Namespace) -> int:
     log = (lambda *a, **k: None) if args.json else print
     t0 = time.perf_counter()
     if not args.no_prefect:
-        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        _prefect_defaults()
         from flows.reference_data import reference_data
 
         summary = reference_data(settings.model_dump(), workers=args.workers, scheduler=args.scheduler,
@@ -297,21 +299,23 @@ def train_config_from_args(args: argparse.Namespace):
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a model on a dataset; checkpoints into --run-dir; --resume continues."""
-    from qff_core.training import train
+    from qff_core.training import format_progress, train
 
     config = train_config_from_args(args)
     log = (lambda *a, **k: None) if args.json else print
 
     def progress(p: dict) -> None:
-        val = ""
-        if p.get("val_forces_mae_kcal_mol_a") is not None:
-            val = (f"  val E MAE {p['val_energy_mae_kcal_mol']:.3f} kcal/mol, "
-                   f"F MAE {p['val_forces_mae_kcal_mol_a']:.3f} kcal/mol/A")
-        log(f"  step {p['step']}/{p['steps']}  loss {p['loss']:.4g}  lr {p['learning_rate']:.2e}{val}  "
-            f"({p['seconds_per_step'] * 1e3:.0f} ms/step, ETA {p['eta_s']:.0f} s)", flush=True)
+        log("  " + format_progress(p), flush=True)
 
     log(f"training {config.model.model} model (D={config.model.depth}) on {config.dataset} -> {args.run_dir}")
-    summary = train(args.run_dir, config, resume=args.resume, progress=progress)
+    if args.no_prefect:
+        summary = train(args.run_dir, config, resume=args.resume, progress=progress)
+    else:
+        _prefect_defaults()
+        from flows.training import train_model
+
+        summary = train_model(config.model_dump(), str(args.run_dir), resume=args.resume,
+                              segment_steps=args.segment_steps)
     log(f"{summary['stop_reason']} at step {summary['step']}; best validation at step {summary['best_step']} "
         f"({summary['wall_time_s']:.1f} s)")
     if args.json:
@@ -323,7 +327,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Test-set errors of a trained run (and on transformed copies), baselines, plots."""
     from qff_core.evaluation import evaluate_run, summary_table
 
-    summary = evaluate_run(args.run_dir, seed=args.seed, plots=not args.no_plots)
+    if args.no_prefect:
+        summary = evaluate_run(args.run_dir, seed=args.seed, plots=not args.no_plots)
+    else:
+        _prefect_defaults()
+        from flows.training import evaluate_model
+
+        summary = evaluate_model(str(args.run_dir), seed=args.seed, plots=not args.no_plots)
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
@@ -382,21 +392,27 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--symmetrize-inversion", action="store_true", default=None)
     tr.add_argument("--run-dir", type=Path, required=True, help="where the run's split and checkpoints go")
     tr.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
+    tr.add_argument("--segment-steps", type=int, default=1000, help="steps per Prefect task (flow mode)")
+    tr.add_argument("--no-prefect", action="store_true", help="run the plain trainer instead of the Prefect flow")
     tr.add_argument("--json", action="store_true")
     tr.set_defaults(func=cmd_train)
     ev = sub.add_parser("evaluate", help="test errors, symmetry checks, plots of a trained run")
     ev.add_argument("run_dir", type=Path)
     ev.add_argument("--seed", type=int, default=0, help="seed of the random symmetry operations")
     ev.add_argument("--no-plots", action="store_true")
+    ev.add_argument("--no-prefect", action="store_true", help="run the plain function instead of the Prefect flow")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_evaluate)
 
-    demo = sub.add_parser("demo", help="the built-in H2O job")
-    demo.add_argument("--depth", type=int, default=6)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--n-geometries", type=int, default=256)
+    demo = sub.add_parser("demo", help="the main job: the H2O pipeline on embedded defaults")
+    demo.add_argument("--out-dir", help="output folder (default runs/h2o-<timestamp>)")
     demo.add_argument("--json", action="store_true")
     demo.set_defaults(func=cmd_demo)
+    pipe = sub.add_parser("pipeline", help="reference data, training and evaluation from one YAML file")
+    pipe.add_argument("--config", type=Path, required=True)
+    pipe.add_argument("--out-dir", help="output folder (default: the file's output_dir, else runs/<name>-<time>)")
+    pipe.add_argument("--json", action="store_true")
+    pipe.set_defaults(func=cmd_pipeline)
     return parser
 
 

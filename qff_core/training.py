@@ -406,6 +406,16 @@ def _state_from_checkpoint(ckpt: Checkpoint) -> TrainState:
 ProgressFn = Callable[[dict], None]
 
 
+def format_progress(p: dict) -> str:
+    """One line for a progress report of ``train``: step, loss, validation errors, speed, ETA."""
+    val = ""
+    if p.get("val_forces_mae_kcal_mol_a") is not None:
+        val = (f", val E MAE {p['val_energy_mae_kcal_mol']:.3f} kcal/mol, "
+               f"F MAE {p['val_forces_mae_kcal_mol_a']:.2f} kcal/mol/A")
+    return (f"step {p['step']}/{p['steps']}, loss {p['loss']:.4g}, lr {p['learning_rate']:.1e}{val} "
+            f"({p['seconds_per_step'] * 1e3:.0f} ms/step, ETA {p['eta_s']:.0f} s)")
+
+
 def train(run_dir: str | Path, config: TrainConfig, *, resume: bool = False,
           progress: ProgressFn | None = None, stop_after: int | None = None) -> dict:
     """Train (or, with ``resume``, continue) the run in ``run_dir``; returns a summary.

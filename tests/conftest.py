@@ -58,6 +58,15 @@ def simulator_for(molecule: str, **config) -> ExactSimulator:
     return _CACHE[key]
 
 
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One temporary Prefect API server (subprocess, SQLite) for every flow test of the session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(20261125)

@@ -101,18 +101,15 @@ def test_catalog_record_follows_the_data(tmp_path, capsys):
     assert catalog_record(Dataset.open(out))["checksum"] != record["checksum"]
 
 
-def test_reference_data_flow_runs_for_real(tmp_path):
-    from prefect.testing.utilities import prefect_test_harness
-
+def test_reference_data_flow_runs_for_real(tmp_path, prefect_server):
     from flows.reference_data import reference_data
 
     settings = GenerateSettings(molecule="h2o", engine="pyscf", method="hf", basis="sto-3g", samples=4,
                                 chunk_size=2, out=str(tmp_path / "flow.zarr")).model_dump()
-    with prefect_test_harness(server_startup_timeout=60):
-        state = reference_data(settings, workers=2, catalog_dir=str(tmp_path / "catalog"), return_state=True)
-        assert state.is_completed(), state.message
-        summary = state.result()
-        again = reference_data(settings, workers=0, catalog_dir=str(tmp_path / "catalog"))
+    state = reference_data(settings, workers=2, catalog_dir=str(tmp_path / "catalog"), return_state=True)
+    assert state.is_completed(), state.message
+    summary = state.result()
+    again = reference_data(settings, workers=0, catalog_dir=str(tmp_path / "catalog"))
     assert summary["n_done"] == 4 and summary["chunks"] == 2
     assert again["computed"] == 0 and again["n_done"] == 4
     assert (tmp_path / "catalog" / "flow.yaml").exists()

@@ -102,7 +102,7 @@ def test_sigkill_then_resume_gives_identical_parameters(dataset, tmp_path):
     n = 40
     cmd = [sys.executable, "-m", "qff_core.cli", "train", "--dataset", dataset, "--depth", "2", "--steps", str(2 * n),
            "--batch-size", "16", "--test-size", "8", "--val-size", "6", "--seed", "5", "--checkpoint-every", "5",
-           "--eval-every", "10"]
+           "--eval-every", "10", "--no-prefect"]
     env = {**os.environ}
     assert subprocess.run([*cmd, "--run-dir", str(tmp_path / "straight")], env=env,
                           capture_output=True).returncode == 0
@@ -156,7 +156,7 @@ def test_error_metrics_match_a_hand_computation():
 
 def test_evaluation_of_a_trained_invariant_model(dataset, tmp_path, capsys):
     train(tmp_path / "run", config(dataset))
-    assert main(["evaluate", str(tmp_path / "run"), "--json"]) == 0
+    assert main(["evaluate", str(tmp_path / "run"), "--json", "--no-prefect"]) == 0
     summary = json.loads(capsys.readouterr().out)
     for part in ("test", "rotated", "translated", "permuted", "inverted"):
         for key in ("energy_mae_kcal_mol", "energy_rmse_kcal_mol", "forces_mae_kcal_mol_a",
@@ -201,4 +201,4 @@ def test_runs_refuse_to_be_overwritten_or_resumed_differently(dataset, tmp_path)
         train(tmp_path / "other", config(dataset, n_train=500))
     with pytest.raises(InputError, match="no qff dataset"):
         train(tmp_path / "x", config(str(tmp_path / "missing.zarr")))
-    assert main(["evaluate", str(tmp_path / "nothing")]) == 2
+    assert main(["evaluate", str(tmp_path / "nothing"), "--no-prefect"]) == 2
