@@ -34,12 +34,12 @@ def train_model(config: dict, run_dir: str, resume: bool = False, segment_steps:
 
 
 @task(name="evaluate-run")
-def evaluate_task(run_dir: str, seed: int = 0, plots: bool = True) -> dict:
+def evaluate_task(run_dir: str, seed: int = 0, plots: bool = True, krr: bool = False) -> dict:
     """Test-set metrics, transformed sets, baselines, audit and plots of one run."""
-    return evaluate_run(run_dir, seed=seed, plots=plots)
+    return evaluate_run(run_dir, seed=seed, plots=plots, krr=krr)
 
 
 @flow(name="evaluate-model", log_prints=True)
-def evaluate_model(run_dir: str, seed: int = 0, plots: bool = True) -> dict:
+def evaluate_model(run_dir: str, seed: int = 0, plots: bool = True, krr: bool = False) -> dict:
     """Evaluate one trained run (writes evaluation.json and plots into it)."""
-    return evaluate_task(run_dir, seed, plots)
+    return evaluate_task(run_dir, seed, plots, krr)

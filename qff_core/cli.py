@@ -328,12 +328,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from qff_core.evaluation import evaluate_run, summary_table
 
     if args.no_prefect:
-        summary = evaluate_run(args.run_dir, seed=args.seed, plots=not args.no_plots)
+        summary = evaluate_run(args.run_dir, seed=args.seed, plots=not args.no_plots, krr=args.krr)
     else:
         _prefect_defaults()
         from flows.training import evaluate_model
 
-        summary = evaluate_model(str(args.run_dir), seed=args.seed, plots=not args.no_plots)
+        summary = evaluate_model(str(args.run_dir), seed=args.seed, plots=not args.no_plots, krr=args.krr)
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
@@ -341,6 +341,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"{run['run_dir']}: {run['model']} model of {run['molecule']}, {run['n_parameters']} parameters, "
           f"best step {run['best_step']}, {run['split']['test']} test geometries")
     print(summary_table({run["model"]: summary}))
+    if "krr_inverse_distances" in summary["baselines"]:
+        k = summary["baselines"]["krr_inverse_distances"]
+        print(f"KRR on inverse distances (classical baseline): test energy MAE {k['test']['energy_mae_kcal_mol']:.4f} "
+              f"kcal/mol, rotated force MAE {k['rotated']['forces_mae_kcal_mol_a']:.4f} kcal/mol/A")
     if "audit" in summary:
         print("symmetry audit (relative change): " + ", ".join(f"{k} {v:.1e}" for k, v in summary["audit"].items()))
     for name, path in summary.get("plots", {}).items():
@@ -400,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("run_dir", type=Path)
     ev.add_argument("--seed", type=int, default=0, help="seed of the random symmetry operations")
     ev.add_argument("--no-plots", action="store_true")
+    ev.add_argument("--krr", action="store_true", help="also fit and score a kernel ridge regression baseline")
     ev.add_argument("--no-prefect", action="store_true", help="run the plain function instead of the Prefect flow")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_evaluate)

@@ -42,7 +42,8 @@ def transformed_sets(run: Run, data: TrainingData, seed: int) -> dict[str, Train
     }
 
 
-def evaluate_run(run_dir: str | Path, *, seed: int = 0, plots: bool = True, audit: bool = True) -> dict:
+def evaluate_run(run_dir: str | Path, *, seed: int = 0, plots: bool = True, audit: bool = True,
+                 krr: bool = False) -> dict:
     """Metrics of the run's best parameters on its test set (and transformed copies); writes
     ``evaluation.json`` and, with ``plots``, PNG files into the run directory."""
     from qff_core.execution.exact import compile_exact
@@ -75,6 +76,8 @@ def evaluate_run(run_dir: str | Path, *, seed: int = 0, plots: bool = True, audi
             np.full(n, mean_e), sets["rotated"].energies_ev, np.zeros_like(test.forces_ev_per_a),
             sets["rotated"].forces_ev_per_a),
     }
+    if krr:
+        summary["baselines"]["krr_inverse_distances"] = krr_baseline(run, sets)
     summary["invariance"] = {
         name: {"energy_mae_rel_change": _rel(summary[name]["energy_mae_kcal_mol"],
                                              summary["test"]["energy_mae_kcal_mol"]),
@@ -100,6 +103,23 @@ def evaluate_run(run_dir: str | Path, *, seed: int = 0, plots: bool = True, audi
     tmp.write_text(json.dumps(summary, indent=2))
     os.replace(tmp, run.path / "evaluation.json")
     return summary
+
+
+def krr_baseline(run: Run, sets: dict[str, TrainingData]) -> dict:
+    """Kernel ridge regression on inverse distances, fitted on the run's training split, scored like the model."""
+    import time
+
+    from qff_core.baselines import fit_kernel_ridge
+
+    train = TrainingData.take(run.dataset(), run.split.train)
+    t0 = time.perf_counter()
+    krr = fit_kernel_ridge(run.model.molecule, train.positions_a, train.energies_ev)
+    out: dict = {"gamma": krr.gamma, "alpha": krr.alpha, "fit_seconds": time.perf_counter() - t0,
+                 "n_train": int(train.energies_ev.size)}
+    for name, data in sets.items():
+        e, f = krr.energies_forces(data.positions_a)
+        out[name] = error_metrics(e, data.energies_ev, f, data.forces_ev_per_a)
+    return out
 
 
 def _rel(value: float, reference: float) -> float:
