@@ -131,28 +131,34 @@ def compute_chunk(settings: GenerateSettings, indices: Sequence[int], positions:
 
 
 def compute_pending(dataset: Dataset, settings: GenerateSettings, *, client=None,
-                    progress: Callable[[int, int], None] | None = None) -> dict:
-    """Compute every pending or failed sample; returns counts. ``client``: a dask.distributed Client."""
+                    progress: Callable[[int, int, int], None] | None = None) -> dict:
+    """Compute every pending or failed sample; returns counts.
+
+    ``client``: a dask.distributed Client (else this process computes). ``progress(done, total,
+    failed)`` is called after each recorded chunk, with counts of this run's samples.
+    """
     todo = dataset.todo()
     chunks = [todo[i : i + settings.chunk_size] for i in range(0, len(todo), settings.chunk_size)]
-    done = 0
+    done = failed = 0
+
+    def record(outcomes: list[Outcome]) -> None:
+        nonlocal done, failed
+        dataset.record(outcomes)
+        done += len(outcomes)
+        failed += sum(not isinstance(result, CalculationResult) for _, result in outcomes)
+        if progress:
+            progress(done, len(todo), failed)
+
     if client is None:
         for chunk in chunks:
-            dataset.record(compute_chunk(settings, chunk, dataset.positions(chunk)))
-            done += len(chunk)
-            if progress:
-                progress(done, len(todo))
+            record(compute_chunk(settings, chunk, dataset.positions(chunk)))
     else:
         from distributed import as_completed
 
         futures = [client.submit(compute_chunk, settings, chunk, dataset.positions(chunk), pure=False)
                    for chunk in chunks]
         for future in as_completed(futures):
-            outcomes = future.result()
-            dataset.record(outcomes)
-            done += len(outcomes)
-            if progress:
-                progress(done, len(todo))
+            record(future.result())
     info = dataset.info()
     return {"computed": len(todo), "chunks": len(chunks), **{k: info[k] for k in
             ("n_samples", "n_done", "n_failed", "n_pending")}}

@@ -101,6 +101,17 @@ def test_catalog_record_follows_the_data(tmp_path, capsys):
     assert catalog_record(Dataset.open(out))["checksum"] != record["checksum"]
 
 
+def flow_run_logs(flow_run_id) -> list:
+    """The logs of one flow run as the Prefect API stores them (after flushing the log handler)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()
+    with get_client(sync_client=True) as client:
+        return client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+
+
 def test_reference_data_flow_runs_for_real(tmp_path):
     from prefect.testing.utilities import prefect_test_harness
 
@@ -108,13 +119,19 @@ def test_reference_data_flow_runs_for_real(tmp_path):
 
     settings = GenerateSettings(molecule="h2o", engine="pyscf", method="hf", basis="sto-3g", samples=4,
                                 chunk_size=2, out=str(tmp_path / "flow.zarr")).model_dump()
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text("kind: local\nlocal: {n_workers: 1}\n")
     with prefect_test_harness(server_startup_timeout=60):
-        state = reference_data(settings, workers=2, catalog_dir=str(tmp_path / "catalog"), return_state=True)
+        state = reference_data(settings, workers=2, cluster=str(cluster), catalog_dir=str(tmp_path / "catalog"),
+                               return_state=True)  # --workers 2 overrides the file's 1
         assert state.is_completed(), state.message
         summary = state.result()
         again = reference_data(settings, workers=0, catalog_dir=str(tmp_path / "catalog"))
+        progress = [log.message for log in flow_run_logs(state.state_details.flow_run_id)
+                    if log.message.startswith("[reference-data]")]
     assert summary["n_done"] == 4 and summary["chunks"] == 2
     assert again["computed"] == 0 and again["n_done"] == 4
+    assert len(progress) == 2 and "4/4 samples (100%), 0 failed" in progress[-1], progress  # one per chunk
     assert (tmp_path / "catalog" / "flow.yaml").exists()
 
 

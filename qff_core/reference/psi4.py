@@ -44,6 +44,7 @@ class Psi4Engine:
     """The ``psi4`` engine: one process per calculation, in its own scratch directory."""
 
     name = "psi4"
+    in_process = False  # a subprocess per calculation: Dask workers for it can be threads
 
     def __init__(self, executable: str | None = None, memory_bytes: int = 2_000_000_000) -> None:
         self.executable = executable or shutil.which("psi4")

@@ -27,6 +27,7 @@ class PySCFEngine:
     """The ``pyscf`` engine (pip-installable, always embedded)."""
 
     name = "pyscf"
+    in_process = True  # holds the GIL: Dask workers for it are processes
 
     def found(self) -> tuple[bool, str]:
         """Whether PySCF imports here."""
