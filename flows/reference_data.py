@@ -33,7 +33,7 @@ def compute(settings: dict, path: str, cluster: dict | None) -> dict:
     progress = ProgressReporter("reference-data", echo=False, also=get_run_logger().info)
     if cluster is None:
         return compute_pending(dataset, config, progress=progress)
-    with dask_client(ClusterConfig.model_validate(cluster).for_engine(config.engine)) as client:
+    with dask_client(ClusterConfig.model_validate(cluster).for_engine(config.engine, config.timeout_s)) as client:
         return compute_pending(dataset, config, client=client, progress=progress)
 
 

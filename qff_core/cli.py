@@ -240,7 +240,7 @@ def cmd_dataset_generate(args: argparse.Namespace) -> int:
         else:
             from qff_core.distributed import dask_client
 
-            with dask_client(cluster.for_engine(settings.engine)) as client:
+            with dask_client(cluster.for_engine(settings.engine, settings.timeout_s)) as client:
                 summary = compute_pending(dataset, settings, client=client, progress=progress)
         summary["path"] = str(dataset.path)
         summary["catalog_record"] = str(write_record(catalog_record(dataset), args.catalog))

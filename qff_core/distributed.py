@@ -116,12 +116,13 @@ class ClusterConfig(BaseModel):
             return self.model_copy(update={"jobs": workers})
         return self.model_copy(update={"local": self.local.model_copy(update={"n_workers": workers})})
 
-    def for_engine(self, engine: str) -> ClusterConfig:
-        """Fill in ``local.processes`` when unset: processes for engines that hold the GIL."""
+    def for_engine(self, engine: str, timeout_s: float | None = None) -> ClusterConfig:
+        """Fill in ``local.processes`` when unset: processes for calculations that run in the
+        worker's own process, threads for those that run in a subprocess."""
         if self.kind != "local" or self.local.processes is not None:
             return self
         return self.model_copy(update={"local": self.local.model_copy(
-            update={"processes": workers_need_processes(engine)})})
+            update={"processes": workers_need_processes(engine, timeout_s)})})
 
     def expected_workers(self) -> int:
         """How many workers to wait for before the first task is submitted."""
@@ -148,13 +149,13 @@ def load_cluster_config(source: str | Path | dict | None = None, *, workers: int
     return base.with_overrides(workers=workers, scheduler=scheduler)
 
 
-def workers_need_processes(engine: str) -> bool:
-    """Engines that compute in the worker's own process (PySCF, psi4 in-process) need one process
-    per worker; the psi4 executable is a subprocess, so threads parallelise it just as well and
-    start in milliseconds, not seconds."""
+def workers_need_processes(engine: str, timeout_s: float | None = None) -> bool:
+    """Calculations in the worker's own process (PySCF without a timeout, psi4 in-process) need
+    one process per worker; those in a subprocess (the psi4 executable, PySCF with a timeout)
+    are parallelised as well by threads, which start in milliseconds instead of seconds."""
     from qff_core.reference import get_engine
 
-    return bool(getattr(get_engine(engine, require=False), "in_process", True))
+    return get_engine(engine, require=False).computes_in_process(timeout_s)
 
 
 def make_cluster(config: ClusterConfig):

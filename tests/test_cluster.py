@@ -44,7 +44,8 @@ def test_flags_override_the_file(tmp_path, monkeypatch):
     monkeypatch.setenv("QFF_CLUSTER", str(slurm))
     assert load_cluster_config(None).kind == "slurm"
     assert load_cluster_config({"kind": "local", "local": {"n_workers": 1}}).local.n_workers == 1
-    assert ClusterConfig().for_engine("pyscf").local.processes is True
+    assert ClusterConfig().for_engine("pyscf").local.processes is True  # PySCF in the worker itself
+    assert ClusterConfig().for_engine("pyscf", timeout_s=60).local.processes is False  # in a child process
     assert ClusterConfig().for_engine("psi4").local.processes is False  # psi4 executable: threads suffice
 
 

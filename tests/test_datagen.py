@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from qff_core.cli import main
-from qff_core.datagen import GenerateSettings, compute_pending, prepare_dataset
+from qff_core.datagen import GenerateSettings, compute_chunk, compute_pending, prepare_dataset
 from qff_core.errors import InputError, ResourceError
 from qff_core.store.dataset import Dataset
 
@@ -54,6 +54,20 @@ def test_failed_samples_are_kept_and_recomputed_on_rerun(tmp_path):
     assert all("ConvergenceError" in msg for msg in ds.errors().values())
     summary = compute_pending(ds, settings)
     assert (summary["computed"], summary["n_failed"], summary["n_done"]) == (4, 0, 4)
+
+
+def test_timed_out_samples_fail_alone_and_are_recomputed_on_rerun(tmp_path):
+    settings = GenerateSettings(molecule="h2o", engine="pyscf", method="hf", basis="6-31g*", samples=3,
+                                sampler="rotations", chunk_size=3, out=str(tmp_path / "t.zarr"))
+    ds = prepare_dataset(settings)
+    hurried = settings.model_copy(update={"timeout_s": 0.01})  # an HF/6-31G* gradient takes 0.1-0.3 s
+    outcomes = compute_chunk(hurried, [0, 1, 2], ds.positions([0, 1, 2]))
+    assert [type(o).__name__ for _, o in outcomes] == ["CalculationTimeoutError"] * 3  # the chunk went on
+    ds.record(outcomes)
+    assert all("CalculationTimeoutError: PySCF hf/6-31g* did not finish within 0.01 s" in msg
+               for msg in ds.errors().values())
+    summary = compute_pending(ds, settings)
+    assert (summary["computed"], summary["n_failed"], summary["n_done"]) == (3, 0, 3)
 
 
 def test_bad_requests_fail_before_anything_is_written(tmp_path, monkeypatch):

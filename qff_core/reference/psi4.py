@@ -44,7 +44,6 @@ class Psi4Engine:
     """The ``psi4`` engine: one process per calculation, in its own scratch directory."""
 
     name = "psi4"
-    in_process = False  # a subprocess per calculation: Dask workers for it can be threads
 
     def __init__(self, executable: str | None = None, memory_bytes: int = 2_000_000_000) -> None:
         self.executable = executable or shutil.which("psi4")
@@ -59,6 +58,13 @@ class Psi4Engine:
         except (OSError, subprocess.SubprocessError) as exc:
             return False, f"{self.executable} does not run ({exc}); {INSTALL_HINT}"
         return True, f"psi4 {version} at {self.executable} ({flag})"
+
+    def computes_in_process(self, timeout_s: float | None) -> bool:
+        """False: each calculation is a psi4 process, so Dask workers for it can be threads."""
+        return False
+
+    def close(self) -> None:
+        """Nothing to release: each calculation is its own process."""
 
     def schema_input(self, request: CalculationRequest) -> dict:
         """The QCSchema input document for ``request`` (geometry in Bohr)."""
