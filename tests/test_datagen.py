@@ -80,6 +80,7 @@ def test_bad_requests_fail_before_anything_is_written(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="cannot write"):
         prepare_dataset(GenerateSettings(engine="pyscf", method="hf", basis="sto-3g", out=str(blocker / "d.zarr")))
     monkeypatch.setenv("PATH", str(tmp_path))  # no psi4 to be found
+    monkeypatch.setenv("QFF_PSI4_MODE", "executable")  # nor imported, where it would import
     with pytest.raises(ResourceError, match="psi4"):
         prepare_dataset(GenerateSettings(engine="psi4", method="hf", basis="sto-3g", out=str(out)))
     assert not out.exists()

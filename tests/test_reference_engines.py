@@ -44,7 +44,7 @@ def test_registry_lists_engines_and_reasons():
     assert engines["pyscf"][0]
     with pytest.raises(InputError, match="unknown engine"):
         get_engine("orca")
-    missing = Psi4Engine(executable="/nonexistent/psi4")
+    missing = Psi4Engine(executable="/nonexistent/psi4", mode="executable")
     ok, why = missing.found()
     assert not ok and "apt-get install psi4" in why
     with pytest.raises(ResourceError, match="psi4"):
