@@ -11,7 +11,8 @@ class ProgressReporter:
     """Callable ``(done, total, failed)`` that writes ``[label] 12/40 samples (30%), 1 failed,
     14 s elapsed, ETA 33 s`` to stderr (``echo``) and hands it to ``also`` (e.g. a logger).
 
-    The ETA extrapolates the mean time per finished sample of this run (seconds).
+    The ETA extrapolates the rate since the first report (so worker start-up does not count),
+    or, at the first report, the mean time per finished sample (seconds).
     """
 
     def __init__(self, label: str = "qff", *, echo: bool = True, also: Callable[[str], None] | None = None,
@@ -21,13 +22,20 @@ class ProgressReporter:
         self.also = also
         self.unit = unit
         self._t0 = time.monotonic()
+        self._first: tuple[float, int] | None = None  # (time, done) of the first report
 
     def line(self, done: int, total: int, failed: int) -> str:
         """The progress line for these counts (no I/O)."""
-        elapsed = time.monotonic() - self._t0
+        now = time.monotonic()
+        elapsed = now - self._t0
         percent = 100.0 * done / total if total else 100.0
+        if self._first is None:
+            self._first = (now, done)
+        t_first, done_first = self._first
         if done >= total:
             eta = "done"
+        elif done > done_first:
+            eta = f"ETA {_duration((now - t_first) / (done - done_first) * (total - done))}"
         else:
             eta = f"ETA {_duration(elapsed / done * (total - done))}" if done else "ETA unknown"
         return (f"[{self.label}] {done}/{total} {self.unit} ({percent:.0f}%), {failed} failed, "
