@@ -11,7 +11,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 
 from qff_core.datagen import GenerateSettings, compute_pending, prepare_dataset
-from qff_core.distributed import ClusterConfig, dask_client, load_cluster_config
+from qff_core.distributed import ClusterConfig, check_submit_command, dask_client, load_cluster_config
 from qff_core.progress import ProgressReporter
 from qff_core.store.catalog import catalog_record, write_record
 from qff_core.store.dataset import Dataset
@@ -51,7 +51,9 @@ def reference_data(settings: dict, workers: int | None = None, scheduler: str | 
     ``cluster``: a cluster YAML path or its settings (default ``$QFF_CLUSTER``, else 2 local
     workers); ``workers`` (0: no Dask) and ``scheduler`` override it as the CLI flags do.
     """
-    config = load_cluster_config(cluster, workers=workers, scheduler=scheduler)  # bad files fail first
+    config = load_cluster_config(cluster, workers=workers, scheduler=scheduler)  # bad files fail first,
+    if config is not None:
+        check_submit_command(config)  # and so does a missing sbatch/qsub
     path = prepare(settings)
     summary = compute(settings, path, None if config is None else config.model_dump())
     summary["path"] = path

@@ -196,12 +196,16 @@ def add_cluster_args(p: argparse.ArgumentParser) -> None:
 
 
 def cluster_config_from_args(args: argparse.Namespace) -> ClusterConfig | None:
-    """The ClusterConfig of ``add_cluster_args`` flags; None means compute in this process."""
-    from qff_core.distributed import load_cluster_config
+    """The ClusterConfig of ``add_cluster_args`` flags; None means compute in this process.
+    A bad file or a missing ``sbatch``/``qsub`` fails here, before any work."""
+    from qff_core.distributed import check_submit_command, load_cluster_config
 
     if args.workers is not None and args.workers < 0:
         raise InputError(f"--workers must be 0 or more; got {args.workers}")
-    return load_cluster_config(args.cluster, workers=args.workers, scheduler=args.scheduler)
+    config = load_cluster_config(args.cluster, workers=args.workers, scheduler=args.scheduler)
+    if config is not None:
+        check_submit_command(config)
+    return config
 
 
 def cmd_dataset_generate(args: argparse.Namespace) -> int:
@@ -222,6 +226,9 @@ def cmd_dataset_generate(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     if not args.no_prefect:
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        # A first temporary Prefect server creates its database (~20 s, longer on a busy machine);
+        # Prefect's default 20 s start-up timeout failed here under load.
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
         from flows.reference_data import reference_data
 
         summary = reference_data(settings.model_dump(), workers=0 if cluster is None else None,

@@ -172,13 +172,21 @@ def make_cluster(config: ClusterConfig):
                             dashboard_address=None)
     if config.kind not in _JOBQUEUE:
         raise InputError(f"kind {config.kind!r} has no cluster to start; it connects to {config.address}")
+    check_submit_command(config)
+    return _jobqueue_cluster(config)
+
+
+def check_submit_command(config: ClusterConfig) -> None:
+    """ClusterUnavailableError now, before any work, when a slurm/pbs config's ``sbatch``/``qsub``
+    is not on PATH (dask-jobqueue would only log it, and the workers would never come)."""
+    if config.kind not in _JOBQUEUE:
+        return
     command = _JOBQUEUE[config.kind][0]
     if shutil.which(command) is None:
         raise ClusterUnavailableError(
             f"cluster kind {config.kind!r} submits worker jobs with `{command}`, which is not on PATH here: run "
             f"on the cluster's login node, choose kind local or address, or start a single-node test cluster "
             f"(SLURM: `sudo scripts/slurm-local.sh start`)")
-    return _jobqueue_cluster(config)
 
 
 def job_script(config: ClusterConfig) -> str:

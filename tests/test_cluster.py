@@ -156,3 +156,14 @@ def test_generate_with_a_cluster_file_shows_progress(tmp_path, capsys):
     assert len(lines) == 2, err  # one per chunk
     assert "2/4 samples (50%), 0 failed" in lines[0] and "ETA" in lines[0]
     assert "4/4 samples (100%), 0 failed" in lines[1] and lines[1].endswith("done")
+
+
+def test_generate_on_slurm_without_sbatch_stops_before_any_work(tmp_path, monkeypatch, capsys):
+    from qff_core.cli import main
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch
+    out = tmp_path / "d.zarr"
+    code = main(["dataset", "generate", "--engine", "pyscf", "--method", "hf", "--basis", "sto-3g",
+                 "--cluster", str(DEPLOY / "slurm.yaml"), "--out", str(out), "--catalog", str(tmp_path / "c")])
+    assert code == 2 and "`sbatch`, which is not on PATH" in capsys.readouterr().err
+    assert not out.exists()  # no sampling, no dataset, no Prefect server started
