@@ -2,7 +2,8 @@
 
 Tasks are coarse on purpose (a Prefect task costs ~0.3 s): prepare (validate and sample),
 compute (fan the pending samples out to Dask in chunks, record as they return), catalog.
-The fine-grained work goes straight to a dask.distributed client.
+The fine-grained work goes straight to a dask.distributed client, on the cluster the
+``cluster`` parameter describes (a ``deploy/dask/*.yaml`` path or its contents).
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 
 from qff_core.datagen import GenerateSettings, compute_pending, prepare_dataset
-from qff_core.distributed import dask_client, workers_need_processes
+from qff_core.distributed import ClusterConfig, check_submit_command, dask_client, load_cluster_config
+from qff_core.progress import ProgressReporter
 from qff_core.store.catalog import catalog_record, write_record
 from qff_core.store.dataset import Dataset
 
@@ -22,19 +24,16 @@ def prepare(settings: dict) -> str:
 
 
 @task(name="compute-reference-data")
-def compute(settings: dict, path: str, workers: int, scheduler: str | None) -> dict:
-    """Compute every pending or failed sample on Dask; each chunk is stored as it returns."""
-    logger = get_run_logger()
+def compute(settings: dict, path: str, cluster: dict | None) -> dict:
+    """Compute every pending or failed sample on Dask (in this process when ``cluster`` is None);
+    each chunk is stored as it returns, and a progress line is logged per chunk."""
     config = GenerateSettings.model_validate(settings)
     dataset = Dataset.open(path)
-
-    def progress(done: int, total: int) -> None:
-        logger.info("%d/%d samples computed", done, total)
-
-    if workers == 0 and scheduler is None:
+    # Progress goes to the run's log: Prefect prints it on stderr and keeps it with the run.
+    progress = ProgressReporter("reference-data", echo=False, also=get_run_logger().info)
+    if cluster is None:
         return compute_pending(dataset, config, progress=progress)
-    with dask_client(address=scheduler, n_workers=workers,
-                     processes=workers_need_processes(config.engine)) as client:
+    with dask_client(ClusterConfig.model_validate(cluster).for_engine(config.engine, config.timeout_s)) as client:
         return compute_pending(dataset, config, client=client, progress=progress)
 
 
@@ -45,11 +44,18 @@ def catalog(path: str, catalog_dir: str) -> str:
 
 
 @flow(name="reference-data", log_prints=True)
-def reference_data(settings: dict, workers: int = 2, scheduler: str | None = None,
-                   catalog_dir: str = "data_catalog") -> dict:
-    """Generate (or resume) a reference dataset; returns counts, path and catalog record."""
+def reference_data(settings: dict, workers: int | None = None, scheduler: str | None = None,
+                   catalog_dir: str = "data_catalog", cluster: str | dict | None = None) -> dict:
+    """Generate (or resume) a reference dataset; returns counts, path and catalog record.
+
+    ``cluster``: a cluster YAML path or its settings (default ``$QFF_CLUSTER``, else 2 local
+    workers); ``workers`` (0: no Dask) and ``scheduler`` override it as the CLI flags do.
+    """
+    config = load_cluster_config(cluster, workers=workers, scheduler=scheduler)  # bad files fail first,
+    if config is not None:
+        check_submit_command(config)  # and so does a missing sbatch/qsub
     path = prepare(settings)
-    summary = compute(settings, path, workers, scheduler)
+    summary = compute(settings, path, None if config is None else config.model_dump())
     summary["path"] = path
     summary["catalog_record"] = catalog(path, catalog_dir)
     return summary

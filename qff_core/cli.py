@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -20,6 +21,9 @@ from qff_core.errors import InputError, QffError
 from qff_core.models import ModelConfig, build_model
 from qff_core.models.ir import Model
 from qff_core.molecules import BUILTIN_NAMES, load_molecule
+
+if TYPE_CHECKING:
+    from qff_core.distributed import ClusterConfig
 
 _MODEL_FLAGS = {
     "model": dict(choices=["invariant", "generic"], help="invariant siVQLM or generic baseline"),
@@ -191,6 +195,30 @@ _GENERATE_FLAGS = {
 }
 
 
+def add_cluster_args(p: argparse.ArgumentParser) -> None:
+    """``--cluster FILE.yaml`` plus the ``--workers``/``--scheduler`` overrides, for any command
+    that fans work out to Dask."""
+    p.add_argument("--cluster", type=Path, default=None,
+                   help="Dask cluster YAML (kind local|address|slurm|pbs; see deploy/dask/); "
+                        "default $QFF_CLUSTER, else 2 local workers")
+    p.add_argument("--workers", type=int, default=None,
+                   help="local Dask workers, or jobs for slurm/pbs (0: compute in this process)")
+    p.add_argument("--scheduler", default=None, help="address of a running Dask scheduler (overrides --cluster)")
+
+
+def cluster_config_from_args(args: argparse.Namespace) -> ClusterConfig | None:
+    """The ClusterConfig of ``add_cluster_args`` flags; None means compute in this process.
+    A bad file or a missing ``sbatch``/``qsub`` fails here, before any work."""
+    from qff_core.distributed import check_submit_command, load_cluster_config
+
+    if args.workers is not None and args.workers < 0:
+        raise InputError(f"--workers must be 0 or more; got {args.workers}")
+    config = load_cluster_config(args.cluster, workers=args.workers, scheduler=args.scheduler)
+    if config is not None:
+        check_submit_command(config)
+    return config
+
+
 def cmd_dataset_generate(args: argparse.Namespace) -> int:
     """Sample geometries and compute reference energies and forces into a Zarr dataset."""
     from qff_core.datagen import GenerateSettings, compute_pending, prepare_dataset
@@ -205,30 +233,29 @@ def cmd_dataset_generate(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise InputError(f"invalid dataset settings:\n{exc}") from exc
     log = (lambda *a, **k: None) if args.json else print
+    cluster = cluster_config_from_args(args)  # a bad cluster file fails before any work
     t0 = time.perf_counter()
     if not args.no_prefect:
         _prefect_defaults()
         from flows.reference_data import reference_data
 
-        summary = reference_data(settings.model_dump(), workers=args.workers, scheduler=args.scheduler,
+        summary = reference_data(settings.model_dump(), workers=0 if cluster is None else None,
+                                 cluster=None if cluster is None else cluster.model_dump(),
                                  catalog_dir=str(args.catalog))
     else:
+        from qff_core.progress import ProgressReporter
         from qff_core.store.catalog import catalog_record, write_record
 
         dataset = prepare_dataset(settings)
         log(f"dataset {dataset.path}: {dataset.n_samples} geometries, {len(dataset.todo())} to compute "
             f"({settings.engine} {settings.method}/{settings.basis})")
-
-        def progress(done: int, total: int) -> None:
-            log(f"  {done}/{total} computed", flush=True)
-
-        if args.workers == 0 and args.scheduler is None:
+        progress = ProgressReporter("qff dataset generate")
+        if cluster is None:
             summary = compute_pending(dataset, settings, progress=progress)
         else:
-            from qff_core.distributed import dask_client, workers_need_processes
+            from qff_core.distributed import dask_client
 
-            with dask_client(address=args.scheduler, n_workers=args.workers,
-                             processes=workers_need_processes(settings.engine)) as client:
+            with dask_client(cluster.for_engine(settings.engine, settings.timeout_s)) as client:
                 summary = compute_pending(dataset, settings, client=client, progress=progress)
         summary["path"] = str(dataset.path)
         summary["catalog_record"] = str(write_record(catalog_record(dataset), args.catalog))
@@ -376,8 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, kw in _GENERATE_FLAGS.items():
         gen.add_argument("--" + name.replace("_", "-"), dest=name, default=None, **kw)
     gen.add_argument("--temperature", dest="temperature_k", type=float, default=None, help=argparse.SUPPRESS)
-    gen.add_argument("--workers", type=int, default=2, help="local Dask workers (0: compute in this process)")
-    gen.add_argument("--scheduler", default=None, help="address of a running Dask scheduler")
+    add_cluster_args(gen)
     gen.add_argument("--catalog", type=Path, default=Path("data_catalog"), help="catalog directory for the record")
     gen.add_argument("--no-prefect", action="store_true", help="run the plain functions instead of the Prefect flow")
     gen.add_argument("--json", action="store_true")

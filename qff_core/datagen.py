@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from qff_core.errors import InputError, QffError
 from qff_core.molecules import MoleculeSpec, load_molecule
-from qff_core.reference import CalculationRequest, get_engine
+from qff_core.reference import CalculationRequest, ReferenceEngine, get_engine
 from qff_core.reference.base import CalculationResult
 from qff_core.sampling import (
     bond_scan,
@@ -77,10 +77,14 @@ def sample_geometries(settings: GenerateSettings, molecule: MoleculeSpec, n: int
         r = engine.compute(settings.request(molecule, x))
         return r.energy_ev, -r.forces_ev_per_a
 
-    minimum = optimize_geometry(energy_gradient, molecule.positions_a)
-    if settings.sampler == "rotations":
-        return rigid_rotations(minimum, n, seed)
-    modes = normal_modes(minimum, masses_amu(molecule.symbols), finite_difference_hessian(energy_gradient, minimum))
+    try:
+        minimum = optimize_geometry(energy_gradient, molecule.positions_a)
+        if settings.sampler == "rotations":
+            return rigid_rotations(minimum, n, seed)
+        hessian = finite_difference_hessian(energy_gradient, minimum)
+    finally:
+        engine.close()
+    modes = normal_modes(minimum, masses_amu(molecule.symbols), hessian)
     return thermal_samples(modes, settings.temperature_k, n, seed)
 
 
@@ -115,44 +119,61 @@ def prepare_dataset(settings: GenerateSettings) -> Dataset:
 Outcome = tuple[int, CalculationResult | QffError]
 
 
-def compute_chunk(settings: GenerateSettings, indices: Sequence[int], positions: np.ndarray) -> list[Outcome]:
-    """Compute one chunk of samples; a failure is that sample's outcome, never the chunk's."""
+def compute_chunk(settings: GenerateSettings, indices: Sequence[int], positions: np.ndarray, *,
+                  engine: ReferenceEngine | None = None) -> list[Outcome]:
+    """Compute one chunk of samples; a failure (a timeout too) is that sample's outcome, never the
+    chunk's. ``engine``: one to reuse (the caller closes it); else one is made and closed here."""
     molecule = load_molecule(settings.molecule)
-    engine = get_engine(settings.engine)
+    own = engine is None
+    engine = get_engine(settings.engine) if own else engine
     out: list[Outcome] = []
-    for index, x in zip(indices, positions, strict=True):
-        try:
-            out.append((int(index), engine.compute(settings.request(molecule, x))))
-        except QffError as exc:
-            out.append((int(index), exc))
-        except Exception as exc:  # an engine bug must not take the other samples down
-            out.append((int(index), QffError(f"{type(exc).__name__}: {exc}")))
+    try:
+        for index, x in zip(indices, positions, strict=True):
+            try:
+                out.append((int(index), engine.compute(settings.request(molecule, x))))
+            except QffError as exc:
+                out.append((int(index), exc))
+            except Exception as exc:  # an engine bug must not take the other samples down
+                out.append((int(index), QffError(f"{type(exc).__name__}: {exc}")))
+    finally:
+        if own:
+            engine.close()
     return out
 
 
 def compute_pending(dataset: Dataset, settings: GenerateSettings, *, client=None,
-                    progress: Callable[[int, int], None] | None = None) -> dict:
-    """Compute every pending or failed sample; returns counts. ``client``: a dask.distributed Client."""
+                    progress: Callable[[int, int, int], None] | None = None) -> dict:
+    """Compute every pending or failed sample; returns counts.
+
+    ``client``: a dask.distributed Client (else this process computes). ``progress(done, total,
+    failed)`` is called after each recorded chunk, with counts of this run's samples.
+    """
     todo = dataset.todo()
     chunks = [todo[i : i + settings.chunk_size] for i in range(0, len(todo), settings.chunk_size)]
-    done = 0
+    done = failed = 0
+
+    def record(outcomes: list[Outcome]) -> None:
+        nonlocal done, failed
+        dataset.record(outcomes)
+        done += len(outcomes)
+        failed += sum(not isinstance(result, CalculationResult) for _, result in outcomes)
+        if progress:
+            progress(done, len(todo), failed)
+
     if client is None:
-        for chunk in chunks:
-            dataset.record(compute_chunk(settings, chunk, dataset.positions(chunk)))
-            done += len(chunk)
-            if progress:
-                progress(done, len(todo))
+        engine = get_engine(settings.engine)  # one for all chunks: a PySCF child process starts once
+        try:
+            for chunk in chunks:
+                record(compute_chunk(settings, chunk, dataset.positions(chunk), engine=engine))
+        finally:
+            engine.close()
     else:
         from distributed import as_completed
 
         futures = [client.submit(compute_chunk, settings, chunk, dataset.positions(chunk), pure=False)
                    for chunk in chunks]
         for future in as_completed(futures):
-            outcomes = future.result()
-            dataset.record(outcomes)
-            done += len(outcomes)
-            if progress:
-                progress(done, len(todo))
+            record(future.result())
     info = dataset.info()
     return {"computed": len(todo), "chunks": len(chunks), **{k: info[k] for k in
             ("n_samples", "n_done", "n_failed", "n_pending")}}

@@ -50,3 +50,15 @@ class TransientError(QffError):
 
 class EngineError(QffError):
     """An engine failed for a reason qff cannot classify; the message carries the engine's own."""
+
+
+class CalculationTimeoutError(TransientError, TimeoutError):
+    """One calculation ran past its ``timeout_s`` and was stopped; that sample alone failed."""
+
+
+class ClusterUnavailableError(ResourceError):
+    """The configured Dask cluster cannot be started here (no ``sbatch``/``qsub``, no scheduler)."""
+
+
+class WorkerTimeoutError(TransientError):
+    """The Dask cluster started, but too few workers connected within ``worker_timeout_s``."""

@@ -1,8 +1,8 @@
 """Shared fixtures and named tolerances.
 
 Compiled simulators are cached per (molecule, config) for the whole session: JAX compilation
-dominates the cost of these tests. Programs marked ``psi4`` skip when missing on a laptop
-but fail under ``CI=true``: CI must prove the real thing runs.
+dominates the cost of these tests. Tests marked ``psi4`` or ``slurm`` skip when the program is
+missing on a laptop but fail under ``CI=true``: CI must prove the real thing runs.
 """
 
 from __future__ import annotations
@@ -38,12 +38,16 @@ def pytest_configure(config):
     enable_compilation_cache(os.environ["QFF_JAX_CACHE_DIR"])
 
 
+# pytest mark -> the command whose absence skips the test (outside CI)
+REQUIRED_COMMANDS = {"psi4": "psi4", "slurm": "sinfo"}
+
+
 def pytest_collection_modifyitems(config, items):
     in_ci = os.environ.get("CI", "").lower() in ("1", "true", "yes")
     for item in items:
-        for program in ("psi4",):
-            if program in item.keywords and shutil.which(program) is None and not in_ci:
-                item.add_marker(pytest.mark.skip(reason=f"{program} not installed (it is required under CI=true)"))
+        for mark, command in REQUIRED_COMMANDS.items():
+            if mark in item.keywords and shutil.which(command) is None and not in_ci:
+                item.add_marker(pytest.mark.skip(reason=f"{command} not installed (required under CI=true)"))
 
 
 _CACHE: dict[tuple, ExactSimulator] = {}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from qff_core.cli import main
-from qff_core.datagen import GenerateSettings, compute_pending, prepare_dataset
+from qff_core.datagen import GenerateSettings, compute_chunk, compute_pending, prepare_dataset
 from qff_core.errors import InputError, ResourceError
 from qff_core.store.dataset import Dataset
 
@@ -56,6 +56,20 @@ def test_failed_samples_are_kept_and_recomputed_on_rerun(tmp_path):
     assert (summary["computed"], summary["n_failed"], summary["n_done"]) == (4, 0, 4)
 
 
+def test_timed_out_samples_fail_alone_and_are_recomputed_on_rerun(tmp_path):
+    settings = GenerateSettings(molecule="h2o", engine="pyscf", method="hf", basis="6-31g*", samples=3,
+                                sampler="rotations", chunk_size=3, out=str(tmp_path / "t.zarr"))
+    ds = prepare_dataset(settings)
+    hurried = settings.model_copy(update={"timeout_s": 0.01})  # an HF/6-31G* gradient takes 0.1-0.3 s
+    outcomes = compute_chunk(hurried, [0, 1, 2], ds.positions([0, 1, 2]))
+    assert [type(o).__name__ for _, o in outcomes] == ["CalculationTimeoutError"] * 3  # the chunk went on
+    ds.record(outcomes)
+    assert all("CalculationTimeoutError: PySCF hf/6-31g* did not finish within 0.01 s" in msg
+               for msg in ds.errors().values())
+    summary = compute_pending(ds, settings)
+    assert (summary["computed"], summary["n_failed"], summary["n_done"]) == (3, 0, 3)
+
+
 def test_bad_requests_fail_before_anything_is_written(tmp_path, monkeypatch):
     out = tmp_path / "bad.zarr"
     with pytest.raises(InputError, match="b3lypx"):
@@ -66,6 +80,7 @@ def test_bad_requests_fail_before_anything_is_written(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="cannot write"):
         prepare_dataset(GenerateSettings(engine="pyscf", method="hf", basis="sto-3g", out=str(blocker / "d.zarr")))
     monkeypatch.setenv("PATH", str(tmp_path))  # no psi4 to be found
+    monkeypatch.setenv("QFF_PSI4_MODE", "executable")  # nor imported, where it would import
     with pytest.raises(ResourceError, match="psi4"):
         prepare_dataset(GenerateSettings(engine="psi4", method="hf", basis="sto-3g", out=str(out)))
     assert not out.exists()
@@ -101,17 +116,34 @@ def test_catalog_record_follows_the_data(tmp_path, capsys):
     assert catalog_record(Dataset.open(out))["checksum"] != record["checksum"]
 
 
+def flow_run_logs(flow_run_id) -> list:
+    """The logs of one flow run as the Prefect API stores them (after flushing the log handler)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()
+    with get_client(sync_client=True) as client:
+        return client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+
+
 def test_reference_data_flow_runs_for_real(tmp_path, prefect_server):
     from flows.reference_data import reference_data
 
     settings = GenerateSettings(molecule="h2o", engine="pyscf", method="hf", basis="sto-3g", samples=4,
                                 chunk_size=2, out=str(tmp_path / "flow.zarr")).model_dump()
-    state = reference_data(settings, workers=2, catalog_dir=str(tmp_path / "catalog"), return_state=True)
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text("kind: local\nlocal: {n_workers: 1}\n")
+    state = reference_data(settings, workers=2, cluster=str(cluster), catalog_dir=str(tmp_path / "catalog"),
+                           return_state=True)  # --workers 2 overrides the file's 1
     assert state.is_completed(), state.message
     summary = state.result()
     again = reference_data(settings, workers=0, catalog_dir=str(tmp_path / "catalog"))
+    progress = [log.message for log in flow_run_logs(state.state_details.flow_run_id)
+                if log.message.startswith("[reference-data]")]
     assert summary["n_done"] == 4 and summary["chunks"] == 2
     assert again["computed"] == 0 and again["n_done"] == 4
+    assert len(progress) == 2 and "4/4 samples (100%), 0 failed" in progress[-1], progress  # one per chunk
     assert (tmp_path / "catalog" / "flow.yaml").exists()
 
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from qff_core.errors import ConvergenceError, GeometryError, InputError, ResourceError
+from qff_core.errors import CalculationTimeoutError, ConvergenceError, GeometryError, InputError, ResourceError
 from qff_core.molecules import builtin_molecule
 from qff_core.reference import CalculationRequest, found, get_engine
 from qff_core.reference.psi4 import Psi4Engine
+from qff_core.reference.pyscf import PySCFEngine
 from qff_core.symmetry import random_rotation
 from qff_core.units import BOHR_ANGSTROM, HARTREE_EV
 
@@ -40,7 +44,7 @@ def test_registry_lists_engines_and_reasons():
     assert engines["pyscf"][0]
     with pytest.raises(InputError, match="unknown engine"):
         get_engine("orca")
-    missing = Psi4Engine(executable="/nonexistent/psi4")
+    missing = Psi4Engine(executable="/nonexistent/psi4", mode="executable")
     ok, why = missing.found()
     assert not ok and "apt-get install psi4" in why
     with pytest.raises(ResourceError, match="psi4"):
@@ -94,16 +98,51 @@ def test_forces_are_minus_the_energy_gradient(engine, water_geometries):
         assert abs(fd - f[a, k]) < 1e-5, (a, k, fd, f[a, k])
 
 
-@pytest.mark.parametrize("engine", ["pyscf", pytest.param("psi4", marks=pytest.mark.psi4)])
-def test_failures_map_to_what_the_caller_can_do(engine):
+@pytest.mark.parametrize(("engine", "timeout_s"), [
+    ("pyscf", None),  # in this process
+    ("pyscf", 120.0),  # in a child process
+    pytest.param("psi4", 120.0, marks=pytest.mark.psi4),
+])
+def test_failures_map_to_what_the_caller_can_do(engine, timeout_s):
     x = builtin_molecule("h2o").positions_a
     eng = get_engine(engine)
-    with pytest.raises(ConvergenceError, match="2 iterations"):
-        eng.compute(request(x, max_iterations=2))
-    with pytest.raises(InputError, match="b3lypx"):
-        eng.compute(request(x, "b3lypx"))
-    with pytest.raises(InputError, match="nonsense"):
-        eng.compute(request(x, "hf", "nonsense-basis"))
+    try:
+        with pytest.raises(ConvergenceError, match="2 iterations"):
+            eng.compute(request(x, max_iterations=2, timeout_s=timeout_s))
+        with pytest.raises(InputError, match="b3lypx"):
+            eng.compute(request(x, "b3lypx", timeout_s=timeout_s))
+        with pytest.raises(InputError, match="nonsense"):
+            eng.compute(request(x, "hf", "nonsense-basis", timeout_s=timeout_s))
+    finally:
+        eng.close()
+
+
+def test_pyscf_child_process_gives_the_same_numbers(water_geometries):
+    engine = PySCFEngine()
+    try:
+        here = engine.compute(request(water_geometries[0]))
+        child = engine.compute(request(water_geometries[0], timeout_s=120.0))
+    finally:
+        engine.close()
+    assert (here.provenance["interface"], child.provenance["interface"]) == ("in process", "child process")
+    assert child.energy_hartree == here.energy_hartree  # floats round-trip exactly through JSON
+    assert np.array_equal(child.forces_ev_per_a, here.forces_ev_per_a)
+
+
+def test_pyscf_timeout_stops_that_calculation_and_the_next_one_runs(water_geometries):
+    engine = PySCFEngine()
+    x = water_geometries[0]
+    try:
+        engine.compute(request(x, "hf", "sto-3g", timeout_s=120.0))  # child started and warm
+        pid = engine.child_pid
+        t0 = time.perf_counter()
+        with pytest.raises(CalculationTimeoutError, match=r"b3lyp/6-31g\* did not finish within 0.1 s"):
+            engine.compute(request(x, "b3lyp", "6-31g*", timeout_s=0.1))  # ~1 s of work
+        assert time.perf_counter() - t0 < 0.9
+        assert not Path(f"/proc/{pid}").exists()  # killed and reaped
+        assert engine.compute(request(x, "hf", "sto-3g", timeout_s=120.0)).energy_hartree < 0  # a fresh child
+    finally:
+        engine.close()
 
 
 def test_bad_geometry_is_rejected_before_any_engine_runs():

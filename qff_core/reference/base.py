@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -39,6 +39,16 @@ class CalculationRequest:
             raise ValueError(f"one calculation takes one geometry (atoms, 3); got {pos.shape}")
         return cls(symbols=syms, positions_a=pos, method=method.lower(), basis=basis.lower(), **kwargs)
 
+    def to_json(self) -> dict:
+        """A JSON-ready dict (floats round-trip exactly through Python's json)."""
+        return {**{f.name: getattr(self, f.name) for f in fields(self)},
+                "symbols": list(self.symbols), "positions_a": self.positions_a.tolist()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> CalculationRequest:
+        """The inverse of ``to_json``."""
+        return cls(**{**data, "symbols": tuple(data["symbols"]), "positions_a": np.asarray(data["positions_a"])})
+
 
 @dataclass(frozen=True, eq=False)
 class CalculationResult:
@@ -50,6 +60,18 @@ class CalculationResult:
     gradient_hartree_per_bohr: np.ndarray
     wall_time_s: float
     provenance: dict
+
+    def to_json(self) -> dict:
+        """A JSON-ready dict (floats round-trip exactly through Python's json)."""
+        return {**{f.name: getattr(self, f.name) for f in fields(self)},
+                "forces_ev_per_a": self.forces_ev_per_a.tolist(),
+                "gradient_hartree_per_bohr": self.gradient_hartree_per_bohr.tolist()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> CalculationResult:
+        """The inverse of ``to_json``."""
+        return cls(**{**data, "forces_ev_per_a": np.asarray(data["forces_ev_per_a"], dtype=float),
+                      "gradient_hartree_per_bohr": np.asarray(data["gradient_hartree_per_bohr"], dtype=float)})
 
 
 @runtime_checkable
@@ -64,4 +86,13 @@ class ReferenceEngine(Protocol):
 
     def compute(self, request: CalculationRequest) -> CalculationResult:
         """Run one calculation; raise InputError, ConvergenceError, ResourceError or TransientError."""
+        ...
+
+    def close(self) -> None:
+        """Release what the engine holds (a child process); it starts again on the next compute."""
+        ...
+
+    def computes_in_process(self, timeout_s: float | None) -> bool:
+        """Whether ``compute`` runs the calculation in this process (holding it): then parallel
+        workers must be processes; otherwise threads that wait for a subprocess suffice."""
         ...

@@ -1,11 +1,19 @@
-"""Psi4 through its QCSchema JSON interface (the ``psi4`` executable).
+"""Psi4, in this process through its Python API when ``import psi4`` works, else through the
+``psi4`` executable with a QCSchema JSON file.
 
-Debian's psi4 1.3.2 runs ``psi4 --json in.json`` with ``"schema_name": "qcschema_input"``
-and geometry in Bohr, and writes the result back into the same file (exit code 0 even on
-failure: ``success`` tells). Newer releases take ``--qcschema`` instead; the flag is read
-from ``psi4 --help``. ``fix_com`` and ``fix_orientation`` keep the gradient in the frame of
-the geometry sent. Conventional integrals (``scf_type pk``) unless the request says otherwise,
-so that results agree with PySCF to ~1e-10 Eh.
+The mode is explicit and recorded in each result's provenance (``"mode"``): ``auto`` (the
+default) takes the Python API when psi4 imports here and the executable otherwise;
+``QFF_PSI4_MODE=in-process|executable`` (or ``Psi4Engine(mode=...)``) forces one, and forcing
+``in-process`` where psi4 does not import is a ResourceError that says so. Both modes send the
+same QCSchema input document (``schema_input``) and read the same output fields.
+
+Executable: Debian's psi4 1.3.2 runs ``psi4 --json in.json`` with ``"schema_name":
+"qcschema_input"`` and geometry in Bohr, and writes the result back into the same file (exit
+code 0 even on failure: ``success`` tells); newer releases take ``--qcschema``, read from
+``psi4 --help``. ``fix_com`` and ``fix_orientation`` keep the gradient in the frame of the
+geometry sent. Conventional integrals (``scf_type pk``) unless the request says otherwise, so
+that results agree with PySCF to ~1e-10 Eh. ``timeout_s`` stops the executable; a calculation
+in this process cannot be interrupted, so the in-process mode does not enforce it.
 """
 
 from __future__ import annotations
@@ -14,19 +22,24 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 
-from qff_core.errors import ConvergenceError, EngineError, InputError, ResourceError, TransientError
+from qff_core.errors import CalculationTimeoutError, ConvergenceError, EngineError, InputError, ResourceError
 from qff_core.reference.base import CalculationRequest, CalculationResult
 from qff_core.units import BOHR_ANGSTROM, HARTREE_EV
 
 INSTALL_HINT = "install it with `apt-get install psi4` (Debian/Ubuntu) or `conda install -c conda-forge psi4`"
+MODE_ENV = "QFF_PSI4_MODE"
+MODES = ("auto", "in-process", "executable")
 _INPUT_ERRORS = ("ValidationError", "BasisSetNotFound", "UpgradeHelper", "KeyError", "ValueError", "TypeError")
+_API_LOCK = threading.Lock()  # psi4 keeps global state: one in-process calculation at a time
 
 
 @cache
@@ -40,27 +53,80 @@ def _cli(executable: str) -> tuple[str, str]:
     return version, "--qcschema" if "--qcschema" in helptext else "--json"
 
 
+@cache
+def python_api() -> tuple[bool, str]:
+    """Whether ``import psi4`` works in this Python: (True, version and place) or (False, why)."""
+    try:
+        import psi4
+    except Exception as exc:  # ImportError, or an install that fails inside psi4's own imports
+        return False, f"{type(exc).__name__}: {exc}"
+    return True, f"psi4 {psi4.__version__} ({Path(psi4.__file__).parent})"
+
+
+def choose_mode(requested: str, api: tuple[bool, str]) -> str:
+    """``in-process`` or ``executable`` for a requested mode, given ``python_api()``'s answer."""
+    if requested not in MODES:
+        raise InputError(f"psi4 mode {requested!r} is not one of {', '.join(MODES)} (set {MODE_ENV} or mode=)")
+    importable, why = api
+    if requested == "in-process" and not importable:
+        raise ResourceError(
+            f"psi4 in-process mode was requested, but `import psi4` fails in {sys.executable} ({why}); install "
+            f"psi4 into this environment (`conda install -c conda-forge psi4`) or set {MODE_ENV}=executable")
+    if requested == "auto":
+        return "in-process" if importable else "executable"
+    return requested
+
+
 class Psi4Engine:
-    """The ``psi4`` engine: one process per calculation, in its own scratch directory."""
+    """The ``psi4`` engine: the Python API in this process, or one psi4 process per calculation;
+    either way in a scratch directory of its own per calculation."""
 
     name = "psi4"
 
-    def __init__(self, executable: str | None = None, memory_bytes: int = 2_000_000_000) -> None:
+    def __init__(self, executable: str | None = None, memory_bytes: int = 2_000_000_000,
+                 mode: str | None = None) -> None:
         self.executable = executable or shutil.which("psi4")
         self.memory_bytes = memory_bytes
+        self.requested_mode = (mode or os.environ.get(MODE_ENV) or "auto").strip().lower()
+        if self.requested_mode not in MODES:
+            raise InputError(f"psi4 mode {self.requested_mode!r} is not one of {', '.join(MODES)} "
+                             f"(from {'mode=' if mode else MODE_ENV})")
+
+    @property
+    def mode(self) -> str:
+        """How ``compute`` runs psi4 here: ``in-process`` or ``executable`` (ResourceError when
+        in-process is forced and psi4 does not import)."""
+        if self.requested_mode == "executable":  # do not import psi4 at all
+            return "executable"
+        return choose_mode(self.requested_mode, python_api())
 
     def found(self) -> tuple[bool, str]:
-        """Whether the psi4 executable runs here."""
+        """Whether psi4 runs here, in which mode, and if not why."""
+        try:
+            mode = self.mode
+        except ResourceError as exc:
+            return False, str(exc)
+        if mode == "in-process":
+            return True, f"{python_api()[1]}, in-process (Python API)"
+        no_api = "" if self.requested_mode == "executable" else f"`import psi4` fails ({python_api()[1]}) and "
         if not self.executable or not Path(self.executable).exists():
-            return False, f"no psi4 executable on PATH; {INSTALL_HINT}"
+            return False, f"{no_api}no psi4 executable on PATH; {INSTALL_HINT}"
         try:
             version, flag = _cli(self.executable)
         except (OSError, subprocess.SubprocessError) as exc:
-            return False, f"{self.executable} does not run ({exc}); {INSTALL_HINT}"
-        return True, f"psi4 {version} at {self.executable} ({flag})"
+            return False, f"{no_api}{self.executable} does not run ({exc}); {INSTALL_HINT}"
+        return True, f"psi4 {version} at {self.executable} ({flag}), executable"
+
+    def computes_in_process(self, timeout_s: float | None) -> bool:
+        """True in the in-process mode; the executable is a process per calculation, so Dask
+        workers for it can be threads."""
+        return self.mode == "in-process"
+
+    def close(self) -> None:
+        """Nothing to release."""
 
     def schema_input(self, request: CalculationRequest) -> dict:
-        """The QCSchema input document for ``request`` (geometry in Bohr)."""
+        """The QCSchema input document for ``request`` (geometry in Bohr), for either mode."""
         keywords = {
             "scf_type": "pk",
             "e_convergence": request.convergence_hartree,
@@ -93,49 +159,71 @@ class Psi4Engine:
         ok, why = self.found()
         if not ok:
             raise ResourceError(why)
-        version, flag = _cli(self.executable)
+        mode, document = self.mode, self.schema_input(request)
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="qff-psi4-") as scratch:
-            path = Path(scratch) / "calc.json"
-            path.write_text(json.dumps(self.schema_input(request)))
-            env = {**os.environ, "PSI_SCRATCH": scratch}
-            try:
-                proc = subprocess.run(
-                    [self.executable, flag, path.name], cwd=scratch, env=env, capture_output=True, text=True,
-                    timeout=request.timeout_s,
-                )
-            except subprocess.TimeoutExpired:
-                raise TransientError(f"psi4 did not finish within {request.timeout_s} s") from None
-            try:
-                out = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError):
-                raise EngineError(
-                    f"psi4 exited with status {proc.returncode} and left no readable result: "
-                    f"{(proc.stderr or proc.stdout).strip()[-800:]}"
-                ) from None
-        wall = time.perf_counter() - t0
-        if not out.get("success"):
-            _raise_for(out.get("error") or {}, request)
-        props = out.get("properties", {})
-        energy = float(props.get("return_energy", out["extras"]["qcvars"]["CURRENT ENERGY"]))
-        gradient = np.asarray(out["return_result"], dtype=float).reshape(len(request.symbols), 3)
-        return CalculationResult(
-            energy_ev=energy * HARTREE_EV,
-            forces_ev_per_a=-gradient * HARTREE_EV / BOHR_ANGSTROM,
-            energy_hartree=energy,
-            gradient_hartree_per_bohr=gradient,
-            wall_time_s=wall,
-            provenance={
-                "engine": "psi4",
-                "version": out.get("provenance", {}).get("version", version),
-                "interface": f"executable {flag}",
-                "method": request.method,
-                "basis": request.basis,
-                "keywords": {k: v for k, v in self.schema_input(request)["keywords"].items()},
-                "scf_iterations": props.get("scf_iterations"),
-                "wall_time_s": wall,
-            },
-        )
+            if mode == "in-process":
+                from qff_core.reference.psi4_api import run_gradient
+
+                interface = "python API"
+                with _API_LOCK:
+                    out = run_gradient(document, scratch)
+            else:
+                interface = f"executable {_cli(self.executable)[1]}"
+                out = self._run_executable(document, scratch, request.timeout_s)
+        return result_from_output(out, request, document, mode=mode, interface=interface,
+                                  wall_time_s=time.perf_counter() - t0)
+
+    def _run_executable(self, document: dict, scratch: str, timeout_s: float | None) -> dict:
+        """``psi4 --json`` (or ``--qcschema``) on ``document`` in ``scratch``; the output document."""
+        flag = _cli(self.executable)[1]
+        path = Path(scratch) / "calc.json"
+        path.write_text(json.dumps(document))
+        env = {**os.environ, "PSI_SCRATCH": scratch}
+        try:
+            proc = subprocess.run([self.executable, flag, path.name], cwd=scratch, env=env, capture_output=True,
+                                  text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise CalculationTimeoutError(
+                f"psi4 {document['model']['method']}/{document['model']['basis']} did not finish within "
+                f"{timeout_s:g} s (timeout_s) and was stopped; raise timeout_s, or choose a cheaper method or basis"
+            ) from None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            raise EngineError(
+                f"psi4 exited with status {proc.returncode} and left no readable result: "
+                f"{(proc.stderr or proc.stdout).strip()[-800:]}"
+            ) from None
+
+
+def result_from_output(out: dict, request: CalculationRequest, document: dict, *, mode: str, interface: str,
+                       wall_time_s: float) -> CalculationResult:
+    """A result (eV, eV/Angstrom) from psi4's QCSchema output fields, the same for both modes; a
+    failure is raised as the qff error class that says what to do."""
+    if not out.get("success"):
+        _raise_for(out.get("error") or {}, request)
+    props = out.get("properties", {})
+    energy = float(props.get("return_energy", out.get("extras", {}).get("qcvars", {}).get("CURRENT ENERGY")))
+    gradient = np.asarray(out["return_result"], dtype=float).reshape(len(request.symbols), 3)
+    return CalculationResult(
+        energy_ev=energy * HARTREE_EV,
+        forces_ev_per_a=-gradient * HARTREE_EV / BOHR_ANGSTROM,
+        energy_hartree=energy,
+        gradient_hartree_per_bohr=gradient,
+        wall_time_s=wall_time_s,
+        provenance={
+            "engine": "psi4",
+            "version": out.get("provenance", {}).get("version") or "unknown",
+            "mode": mode,
+            "interface": interface,
+            "method": request.method,
+            "basis": request.basis,
+            "keywords": dict(document["keywords"]),
+            "scf_iterations": props.get("scf_iterations"),
+            "wall_time_s": wall_time_s,
+        },
+    )
 
 
 def _raise_for(error: dict, request: CalculationRequest) -> None:

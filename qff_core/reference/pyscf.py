@@ -1,7 +1,8 @@
-"""PySCF, in process: HF, DFT (any libxc functional) and MP2 energies with analytic gradients.
+"""PySCF: HF, DFT (any libxc functional) and MP2 energies with analytic gradients.
 
-Pople basis sets use Cartesian d functions, as Psi4 does; without that the two programs
-differ by ~1e-3 Eh for 6-31G*.
+In this process when the request has no ``timeout_s``; with one, in a child process that is
+killed when the time is up (``pyscf_worker``). Pople basis sets use Cartesian d functions, as
+Psi4 does; without that the two programs differ by ~1e-3 Eh for 6-31G*.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 
 from qff_core.errors import ConvergenceError, InputError, ResourceError
 from qff_core.reference.base import CalculationRequest, CalculationResult
+from qff_core.reference.pyscf_worker import PySCFProcess
 from qff_core.units import BOHR_ANGSTROM, HARTREE_EV
 
 WAVEFUNCTION_METHODS = ("hf", "scf", "mp2")
@@ -36,8 +38,35 @@ class PySCFEngine:
             return False, "PySCF is not installed; pip install pyscf"
         return True, f"pyscf {pyscf.__version__} (in process)"
 
+    def __init__(self) -> None:
+        self._child: PySCFProcess | None = None
+
+    def computes_in_process(self, timeout_s: float | None) -> bool:
+        """Without a timeout the calculation holds this process (and its GIL); with one it runs in
+        a child, so Dask workers for it can be threads."""
+        return timeout_s is None
+
     def compute(self, request: CalculationRequest) -> CalculationResult:
-        """Run one calculation in this process."""
+        """Run one calculation: in a child process that is stopped after ``request.timeout_s``
+        seconds (CalculationTimeoutError), or in this process when there is no timeout."""
+        if request.timeout_s is None:
+            return self.compute_here(request)
+        if self._child is None:
+            self._child = PySCFProcess()
+        return self._child.compute(request, request.timeout_s)
+
+    @property
+    def child_pid(self) -> int | None:
+        """Process id of the child that runs calculations with a timeout, while it runs."""
+        return None if self._child is None else self._child.pid
+
+    def close(self) -> None:
+        """Stop the child process, if one runs."""
+        if self._child is not None:
+            self._child.close()
+
+    def compute_here(self, request: CalculationRequest) -> CalculationResult:
+        """Run one calculation in this process (it cannot be interrupted)."""
         try:
             import pyscf
             from pyscf import dft, gto, lib, mp, scf
@@ -96,7 +125,7 @@ class PySCFEngine:
             provenance={
                 "engine": "pyscf",
                 "version": pyscf.__version__,
-                "interface": "in process",
+                "interface": "in process" if request.timeout_s is None else "child process",
                 "method": method,
                 "basis": request.basis,
                 "cartesian_d": uses_cartesian_d(request.basis),

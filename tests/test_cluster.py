@@ -1,0 +1,169 @@
+"""Dask clusters from configuration: YAML files, flag overrides, job scripts, scripted failures.
+
+The real SLURM run is in ``test_slurm.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from qff_core.distributed import (
+    ClusterConfig,
+    JobQueueSettings,
+    dask_client,
+    job_script,
+    load_cluster_config,
+)
+from qff_core.errors import ClusterUnavailableError, InputError, WorkerTimeoutError
+
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "dask"
+
+
+def test_deploy_examples_load():
+    local, slurm, pbs = (ClusterConfig.load(DEPLOY / f"{k}.yaml") for k in ("local", "slurm", "pbs"))
+    assert (local.kind, local.local.n_workers, local.local.processes) == ("local", 2, None)
+    assert (slurm.kind, slurm.jobs, slurm.jobqueue.queue) == ("slurm", 4, "compute")
+    assert slurm.jobqueue.walltime == "02:00:00"
+    assert (pbs.kind, pbs.jobqueue.queue) == ("pbs", "workq")
+    assert slurm.expected_workers() == 16  # 4 jobs x 4 worker processes
+
+
+def test_flags_override_the_file(tmp_path, monkeypatch):
+    slurm = DEPLOY / "slurm.yaml"
+    assert load_cluster_config(slurm, workers=2).jobs == 2  # --workers: jobs for slurm/pbs
+    assert load_cluster_config(DEPLOY / "local.yaml", workers=3).local.n_workers == 3
+    addressed = load_cluster_config(slurm, workers=5, scheduler="tcp://10.0.0.1:8786")
+    assert (addressed.kind, addressed.address) == ("address", "tcp://10.0.0.1:8786")
+    assert load_cluster_config(slurm, workers=0) is None  # compute in this process
+    assert load_cluster_config(None) == ClusterConfig()  # 2 local workers
+    monkeypatch.setenv("QFF_CLUSTER", str(slurm))
+    assert load_cluster_config(None).kind == "slurm"
+    assert load_cluster_config({"kind": "local", "local": {"n_workers": 1}}).local.n_workers == 1
+    assert ClusterConfig().for_engine("pyscf").local.processes is True  # PySCF in the worker itself
+    assert ClusterConfig().for_engine("pyscf", timeout_s=60).local.processes is False  # in a child process
+    assert ClusterConfig().for_engine("psi4").local.processes is False  # psi4 executable: threads suffice
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    ("kind: sge\n", "kind"),
+    ("kind: address\n", "address: tcp://host:port"),
+    ("kind: slurm\njobqueue: {cores: 0}\n", "cores"),
+    ("kind: slurm\nqueue: debug\n", "queue"),  # a jobqueue setting at the wrong level
+    ("- just a list\n", "mapping"),
+])
+def test_bad_cluster_files_say_what_to_fix(tmp_path, text, match):
+    path = tmp_path / "cluster.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError, match=match):
+        ClusterConfig.load(path)
+    with pytest.raises(InputError, match="cannot read"):
+        ClusterConfig.load(tmp_path / "missing.yaml")
+
+
+JOB = JobQueueSettings(queue="debug", account="proj7", cores=2, processes=2, memory="3GB", walltime="00:05:00",
+                       job_extra_directives=["--exclusive"], job_script_prologue=["export OMP_NUM_THREADS=1"],
+                       interface="lo", log_directory="logs/dask")
+
+
+def test_slurm_job_script_has_the_configured_settings():
+    script = job_script(ClusterConfig(kind="slurm", jobqueue=JOB))
+    for line in ["#SBATCH -p debug", "#SBATCH -A proj7", "#SBATCH --cpus-per-task=2", "#SBATCH -t 00:05:00",
+                 "#SBATCH --exclusive", "#SBATCH -e logs/dask/qff-dask-%J.err", "export OMP_NUM_THREADS=1"]:
+        assert line in script.splitlines(), (line, script)
+    assert "#SBATCH --mem=3G" in script  # dask-jobqueue rounds to its own units
+    worker = script.splitlines()[-1]
+    assert worker.startswith(f"{sys.executable} -m distributed.cli.dask_worker tcp://127.0.0.1:")  # this venv
+    assert "--nworkers 2" in worker and "--nthreads 1" in worker and "--interface lo" in worker
+
+
+def test_pbs_job_script_has_the_configured_settings():
+    script = job_script(ClusterConfig(kind="pbs", jobqueue=JOB.model_copy(update={"job_extra_directives": ["-m n"]})))
+    lines = script.splitlines()
+    for line in ["#PBS -q debug", "#PBS -A proj7", "#PBS -l walltime=00:05:00", "#PBS -m n",
+                 "export OMP_NUM_THREADS=1"]:
+        assert line in lines, (line, script)
+    assert any(x.startswith("#PBS -l select=1:ncpus=2:mem=") for x in lines)
+    assert lines[-1].startswith(f"{sys.executable} -m distributed.cli.dask_worker")
+
+
+def test_slurm_without_sbatch_fails_at_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    t0 = time.perf_counter()
+    with pytest.raises(ClusterUnavailableError, match=r"(?s)sbatch.*not on PATH.*slurm-local.sh start"), \
+            dask_client(ClusterConfig(kind="slurm")):
+        pass
+    assert time.perf_counter() - t0 < 5
+
+
+def _fake_commands(tmp_path: Path, sbatch: str) -> None:
+    """Scripted job-system failures: an ``sbatch`` (and a no-op ``scancel``) on PATH."""
+    for name, body in {"sbatch": sbatch, "scancel": "exit 0"}.items():
+        path = tmp_path / name
+        path.write_text(f"#!/bin/sh\n{body}\n")
+        path.chmod(0o755)
+
+
+def test_rejected_job_submission_fails_fast_with_the_schedulers_message(tmp_path, monkeypatch):
+    _fake_commands(tmp_path, 'echo "sbatch: error: invalid partition specified: nope" >&2; exit 1')
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    config = ClusterConfig(kind="slurm", jobqueue={"queue": "nope", "interface": "lo"}, worker_timeout_s=60)
+    t0 = time.perf_counter()
+    with pytest.raises(ClusterUnavailableError, match="invalid partition specified: nope"), dask_client(config):
+        pass
+    assert time.perf_counter() - t0 < 30  # not the 60 s worker timeout
+
+
+def test_jobs_that_never_start_time_out(tmp_path, monkeypatch):
+    _fake_commands(tmp_path, 'echo "Submitted batch job 4242"')  # accepted, but no worker ever runs
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    config = ClusterConfig(kind="slurm", jobs=2, jobqueue={"interface": "lo"}, worker_timeout_s=2)
+    t0 = time.perf_counter()
+    with pytest.raises(WorkerTimeoutError, match=r"(?s)0 of 2 Dask workers connected within 2 s.*worker_timeout_s"), \
+            dask_client(config):
+        pass
+    assert time.perf_counter() - t0 < 20
+
+
+def test_address_kind_connects_and_fails_clearly(tmp_path):
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster, \
+            dask_client(ClusterConfig(kind="address", address=cluster.scheduler_address)) as client:
+        assert client.submit(sum, [1, 2]).result(timeout=30) == 3
+    with pytest.raises(ClusterUnavailableError, match="no Dask scheduler answers"), \
+            dask_client(ClusterConfig(kind="address", address="tcp://127.0.0.1:9", worker_timeout_s=2)):
+        pass
+
+
+def test_generate_with_a_cluster_file_shows_progress(tmp_path, capsys):
+    import json
+
+    from qff_core.cli import main
+
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text("kind: local\nlocal: {n_workers: 2, processes: false}\n")
+    code = main(["dataset", "generate", "--engine", "pyscf", "--method", "hf", "--basis", "sto-3g",
+                 "--samples", "4", "--chunk-size", "2", "--no-prefect", "--cluster", str(cluster),
+                 "--out", str(tmp_path / "d.zarr"), "--catalog", str(tmp_path / "catalog"), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0 and json.loads(out)["n_done"] == 4
+    lines = [x for x in err.splitlines() if x.startswith("[qff dataset generate]")]
+    assert len(lines) == 2, err  # one per chunk
+    assert "2/4 samples (50%), 0 failed" in lines[0] and "ETA" in lines[0]
+    assert "4/4 samples (100%), 0 failed" in lines[1] and lines[1].endswith("done")
+
+
+def test_generate_on_slurm_without_sbatch_stops_before_any_work(tmp_path, monkeypatch, capsys):
+    from qff_core.cli import main
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch
+    out = tmp_path / "d.zarr"
+    code = main(["dataset", "generate", "--engine", "pyscf", "--method", "hf", "--basis", "sto-3g",
+                 "--cluster", str(DEPLOY / "slurm.yaml"), "--out", str(out), "--catalog", str(tmp_path / "c")])
+    assert code == 2 and "`sbatch`, which is not on PATH" in capsys.readouterr().err
+    assert not out.exists()  # no sampling, no dataset, no Prefect server started
