@@ -34,7 +34,7 @@ class PipelineConfig(BaseModel):
         seed=2024, chunk_size=10))
     models: dict[str, ModelConfig] = Field(default_factory=lambda: {
         "invariant": ModelConfig(model="invariant", depth=6, rep=2),
-        "generic": ModelConfig(model="generic", depth=6, rep=2),
+        "generic": ModelConfig(model="generic", depth=1, rep=2),  # 34 parameters, as many as the invariant
     })
     train: dict = Field(default_factory=lambda: {
         "steps": 1500, "batch_size": 64, "learning_rate": 1e-2, "final_learning_rate": 1e-3,

@@ -1,0 +1,52 @@
+"""Markdown table of evaluated runs (reads RUN/evaluation.json): `python scripts/results_table.py RUN [RUN ...]`.
+
+Energies in kcal/mol, forces in kcal/mol/A; "rot" = the randomly rotated test set. The last
+rows are the baselines of the first run's test set (constant energy + zero forces, and KRR
+when it was evaluated with --krr).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+COLUMNS = ("model", "params", "train", "steps", "E MAE", "E MAE rot", "F MAE", "F MAE rot", "F err norm",
+           "F err norm rot", "max rel. change (rot/trans/perm/inv)")
+
+
+def row(name: str, s: dict, params: str, train: str, steps: str) -> str:
+    inv = s.get("invariance")
+    change = "-" if inv is None else " / ".join(
+        f"{max(v['energy_mae_rel_change'], v['forces_err_norm_rel_change']):.0e}" for v in inv.values())
+    cells = [name, params, train, steps, f"{s['test']['energy_mae_kcal_mol']:.3f}",
+             f"{s['rotated']['energy_mae_kcal_mol']:.3f}", f"{s['test']['forces_mae_kcal_mol_a']:.3f}",
+             f"{s['rotated']['forces_mae_kcal_mol_a']:.3f}", f"{s['test']['forces_err_norm_kcal_mol_a']:.3f}",
+             f"{s['rotated']['forces_err_norm_kcal_mol_a']:.3f}", change]
+    return "| " + " | ".join(cells) + " |"
+
+
+def main(paths: list[str]) -> None:
+    print("| " + " | ".join(COLUMNS) + " |")
+    print("|" + "---|" * len(COLUMNS))
+    summaries = []
+    for p in paths:
+        s = json.loads((Path(p) / "evaluation.json").read_text())
+        summaries.append(s)
+        r = s["run"]
+        print(row(f"{r['model']} D={r['depth']}", s, str(r["n_parameters"]), str(r["split"]["train"]),
+                  str(r["step"])))
+    first = summaries[0]
+    base = first["baselines"]["constant_energy_zero_forces"]
+    base_rot = first["baselines"]["constant_energy_zero_forces_rotated"]
+    print(row("constant E, zero F", {"test": base, "rotated": base_rot}, "1", "-", "-"))
+    for s in summaries:
+        krr = s["baselines"].get("krr_inverse_distances")
+        if krr:
+            print(row(f"KRR (inverse distances, gamma {krr['gamma']:g}, alpha {krr['alpha']:g})", krr,
+                      str(krr["n_train"]), str(krr["n_train"]), "-"))
+            break
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
