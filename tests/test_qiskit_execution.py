@@ -20,6 +20,7 @@ CASES = [
     ("lih", {"model": "invariant", "depth": 1}),
     ("lih", {"model": "generic", "depth": 1}),
 ]
+NH3_CASE = ("nh3", {"pattern": "all-to-all", "depth": 1, "rep": 1})  # an orbit-summed generator (H triangle)
 
 
 def _aer_expectations(program, values: np.ndarray) -> np.ndarray:
@@ -31,8 +32,7 @@ def _aer_expectations(program, values: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize(
     ("molecule", "config"),
-    [*CASES, ("nh3", {"pattern": "all-to-all", "depth": 1}),  # orbit-summed generators
-     ("h2o", {"symmetry_breaking": "trainable", "symmetrize_inversion": True, "depth": 1})],
+    [*CASES, NH3_CASE, ("h2o", {"symmetry_breaking": "trainable", "symmetrize_inversion": True, "depth": 1})],
 )
 def test_template_energies_equal_the_exact_simulator(molecule, config, rng):
     sim = simulator_for(molecule, **config)
@@ -96,3 +96,99 @@ def test_shift_rules_are_exact_for_their_frequencies():
         d2 = -sum(w * w * (ai[0] * np.cos(w * p) + ai[1] * np.sin(w * p)) for ai, w in zip(a, freqs, strict=True))
         assert abs(est2 - d2) < 1e-11
     assert isinstance(PAULI_ROTATION.compose(PAULI_ROTATION), ShiftRule)
+
+
+# ----------------------------------------------------------------------------- parameter shift on Aer
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    from qff_core.distributed import dask_client as make_client
+
+    with make_client(n_workers=2, processes=False) as client:
+        yield client
+
+
+LOSS = {"energy_scale_ev": 0.7, "force_scale_ev_per_a": 1.3}
+
+
+@pytest.mark.parametrize(("molecule", "config"), [*CASES, NH3_CASE])
+def test_parameter_shift_equals_exact_autodiff(molecule, config, dask_client, rng):
+    from qff_core.execution.executors import ExactExecutor, get_executor
+    from qff_core.execution.shift import Batching
+
+    sim = simulator_for(molecule, **config)
+    model = sim.model
+    exact = ExactExecutor(sim)
+    aer = get_executor("aer", model, client=dask_client, batching=Batching(rows_per_pub=1500, min_chunks=2))
+    theta = init_parameters(model, seed=4, strategy="random")
+    X = random_geometries(model, 2, rng)
+    X[0] = model.molecule.positions_a  # LiH's reference: H on the z axis
+    E_ref, F_ref = sim.evaluate(init_parameters(model, seed=9, strategy="random"), X)
+
+    E, F = aer.energies_forces(theta, X)
+    E0, F0 = exact.energies_forces(theta, X)
+    assert np.abs(E - E0).max() < SHIFT_TOL and np.abs(F - F0).max() < SHIFT_TOL
+    for weights in ({"w_energy": 1.0, "w_forces": 0.0}, {"w_energy": 0.0, "w_forces": 1.0},
+                    {"w_energy": 0.3, "w_forces": 0.7, "energy_shift_ev": 0.2}):
+        loss, grad = aer.loss_and_grad(theta, X, E_ref, F_ref, **weights, **LOSS)
+        loss0, grad0 = exact.loss_and_grad(theta, X, E_ref, F_ref, **weights, **LOSS)
+        assert abs(loss - loss0) < SHIFT_TOL, weights
+        assert np.abs(grad - grad0).max() < SHIFT_TOL, weights
+        assert np.any(grad0 != 0)
+
+
+def test_shot_estimates_lie_within_five_standard_errors(rng):
+    from qff_core.execution.executors import get_executor
+    from qff_core.execution.shift import Request
+
+    sim = simulator_for("h2o", depth=1)
+    model = sim.model
+    theta = init_parameters(model, seed=4, strategy="random")
+    X = random_geometries(model, 2, rng)
+    E0, F0 = sim.evaluate(theta, X)
+    aer = get_executor("aer", model, shots=2000, seed=11)
+    res = aer.run(aer.plan(theta, X, Request(forces=True)))
+    assert np.all(res.energies_var > 0) and np.all(res.forces_var > 0)
+    assert np.all(np.abs(res.energies - E0) < N_SIGMA * np.sqrt(res.energies_var))
+    assert np.all(np.abs(res.forces - F0) < N_SIGMA * np.sqrt(res.forces_var))
+    assert np.abs(res.energies - E0).max() > 1e-6  # really sampled
+    again = aer.run(aer.plan(theta, X, Request(forces=True)))
+    assert np.array_equal(again.forces, res.forces)  # seeded
+
+
+def test_planned_gradient_counts_follow_the_formula(rng):
+    from qff_core.execution.qiskit_circuits import compile_qiskit
+    from qff_core.execution.shift import Batching, Request, plan_shifts
+
+    model = simulator_for("h2o", depth=1).model
+    q = compile_qiskit(model)
+    theta = init_parameters(model, seed=4)
+    n = 5
+    X = random_geometries(model, n, rng)
+    trainable = model.trainable_mask()
+    weight_units = sum(any(trainable[w] for w in u.weights) for u in q.units)
+    encodes = sum(u.kind == "encode" and u.slot == 0 for u in q.units)
+    batching = Batching(rows_per_pub=40, pubs_per_chunk=3)
+
+    plan = plan_shifts(q, theta, X, Request(weight_gradient=True), batching)
+    rows = n * (1 + 2 * weight_units)  # unshifted + two-term rule per weight-dependent gate angle
+    assert (plan.n_circuits, plan.n_rows) == (1, rows)
+    assert plan.n_pubs == -(-rows // 40) and plan.n_chunks == -(-plan.n_pubs // 3)
+
+    plan = plan_shifts(q, theta, X, Request(forces=True, force_gradient=True), batching)
+    P, W = 3 * encodes, weight_units  # position units per geometry: 3 per encoding gate
+    both = encodes  # phi's unit is in both
+    pairs = P * W - both * (both - 1) // 2
+    rows = n * (1 + 2 * P + 4 * (pairs - both) + 2 * both)  # diagonal pairs reuse the unshifted row
+    assert plan.n_rows == rows and plan.second.shape[0] == n * pairs
+
+
+def test_executor_registry():
+    from qff_core.errors import InputError
+    from qff_core.execution.executors import Executor, found, get_executor
+
+    assert found() == {"exact": None, "aer": None}
+    with pytest.raises(InputError, match="unknown executor"):
+        get_executor("qpu", simulator_for("lih", depth=1).model)
+    assert isinstance(get_executor("exact", simulator_for("lih", depth=1).model), Executor)

@@ -85,7 +85,8 @@ class QiskitModel:
 
     ``angles_fn(theta, positions (atoms, 3), sign) -> (n_units,)`` and
     ``force_coefficients_fn(theta, positions, sign) -> (n_units, atoms, 3)`` are JAX functions
-    of one geometry; ``sign`` is +1, or -1 for the inverted image. The energy of a geometry is
+    of one geometry (``batch_*``: jitted over a batch, plus d(angles)/d(theta) and the
+    theta-VJP of the force coefficients); ``sign`` is +1, or -1 for the inverted image. The energy of a geometry is
     ``theta[scale] * mean over images of <O> + theta[offset]`` (eV) and its gradient with
     respect to the positions ``theta[scale] * mean over images of sum_u K_u d<O>/d(angle_u)``.
     """
@@ -99,6 +100,8 @@ class QiskitModel:
     force_coefficients_fn: Callable
     batch_angles: Callable
     batch_force_coefficients: Callable
+    batch_angle_jacobian: Callable
+    batch_force_vjp: Callable
 
     @property
     def n_units(self) -> int:
@@ -310,53 +313,62 @@ def compile_qiskit(model: Model) -> QiskitModel:
         origin = positions.mean(axis=0) if center is None else positions[center]
         return sign * (positions - origin)
 
-    z_coefficients = {
-        g.pairs: jnp.asarray([c for _, c in _walsh_z_terms(heisenberg_sum_eig(g.pairs)[1])])
-        for g in gates if isinstance(g, ExchangeSum)
-    }
-    seen: set[int] = set()
-    layout = [gates[un.gate] for un in units if not (un.gate in seen or seen.add(un.gate))]
+    # Unit groups, vectorised: encodings; angle = theta[w] * x[atom, axis]; angle = c * theta[w].
+    enc_units, enc_alpha, enc_atom = [], [], []
+    axis_units, axis_scale, axis_atom, axis_axis = [], [], [], []
+    lin_units, lin_weight, lin_coeff = [], [], []
+    for i, un in enumerate(units):
+        g = gates[un.gate]
+        if isinstance(g, Encode):
+            if un.slot == 0:
+                enc_units.append(list(range(i, i + ENCODE_UNITS)))
+                enc_alpha.append(g.alpha)
+                enc_atom.append(g.atom)
+        elif isinstance(g, EncodeAxis):
+            axis_units.append(i)
+            axis_scale.append(g.scale)
+            axis_atom.append(g.atom)
+            axis_axis.append(g.axis)
+        else:
+            lin_units.append(i)
+            lin_weight.append(un.weights[0])
+            lin_coeff.append(_walsh_z_terms(heisenberg_sum_eig(g.pairs)[1])[un.slot][1]
+                             if isinstance(g, ExchangeSum) else 1.0)
+    enc_units_a, enc_alpha_a, enc_atom_a = (np.asarray(v, dtype=int).reshape(-1, *s) for v, s in
+                                            ((enc_units, (ENCODE_UNITS,)), (enc_alpha, ()), (enc_atom, ())))
+    axis = [np.asarray(v, dtype=int) for v in (axis_units, axis_scale, axis_atom, axis_axis)]
+    lin = (np.asarray(lin_units, dtype=int), np.asarray(lin_weight, dtype=int), np.asarray(lin_coeff))
+    m = len(units)
 
     def angles_fn(theta: jnp.ndarray, positions: jnp.ndarray, sign=1.0) -> jnp.ndarray:
         x = relative(positions, sign)
-        out = []
-        for g in layout:
-            if isinstance(g, Encode):
-                out.append(encode_angles(theta[g.alpha], x[g.atom]))
-            elif isinstance(g, Exchange):
-                out.append(jnp.repeat(theta[g.j], len(g.pairs)))
-            elif isinstance(g, ExchangeSum):
-                out.append(theta[g.j] * z_coefficients[g.pairs])
-            elif isinstance(g, RZ):
-                out.append(theta[g.angle][None])
-            elif isinstance(g, EncodeAxis):
-                out.append((theta[g.scale] * x[g.atom, g.axis])[None])
-            elif isinstance(g, Rot):
-                out.append(theta[jnp.asarray(g.angles)])
-        return jnp.concatenate(out)
+        out = jnp.zeros(m)
+        if len(enc_alpha_a):
+            out = out.at[enc_units_a].set(jax.vmap(encode_angles)(theta[enc_alpha_a], x[enc_atom_a]))
+        if len(axis[0]):
+            out = out.at[axis[0]].set(theta[axis[1]] * x[axis[2], axis[3]])
+        if len(lin[0]):
+            out = out.at[lin[0]].set(lin[2] * theta[lin[1]])
+        return out
 
     def force_coefficients_fn(theta: jnp.ndarray, positions: jnp.ndarray, sign=1.0) -> jnp.ndarray:
         x = relative(positions, sign)
         jx = jax.jacfwd(relative)(positions, sign)  # (atoms, 3, atoms, 3), linear in positions
-        out = []
-        for g in layout:
-            if isinstance(g, Encode):
-                c = encode_coefficients(theta[g.alpha], x[g.atom])  # (5, 3)
-                out.append(jnp.einsum("ik,kbc->ibc", c, jx[g.atom]))
-            elif isinstance(g, EncodeAxis):
-                out.append((theta[g.scale] * jx[g.atom, g.axis])[None])
-            elif isinstance(g, Exchange):
-                out.append(jnp.zeros((len(g.pairs), n_atoms, 3)))
-            elif isinstance(g, Rot):
-                out.append(jnp.zeros((3, n_atoms, 3)))
-            elif isinstance(g, ExchangeSum):
-                out.append(jnp.zeros((len(z_coefficients[g.pairs]), n_atoms, 3)))
-            else:
-                out.append(jnp.zeros((1, n_atoms, 3)))
-        return jnp.concatenate(out)
+        out = jnp.zeros((m, n_atoms, 3))
+        if len(enc_alpha_a):
+            c = jax.vmap(encode_coefficients)(theta[enc_alpha_a], x[enc_atom_a])  # (n_enc, 5, 3)
+            out = out.at[enc_units_a].set(jnp.einsum("eik,ekbc->eibc", c, jx[enc_atom_a]))
+        if len(axis[0]):
+            out = out.at[axis[0]].set(theta[axis[1]][:, None, None] * jx[axis[2], axis[3]])
+        return out
 
-    batch_angles = jax.jit(jax.vmap(angles_fn, in_axes=(None, 0, None)))
-    batch_force = jax.jit(jax.vmap(force_coefficients_fn, in_axes=(None, 0, None)))
+    batch_force = jax.vmap(force_coefficients_fn, in_axes=(None, 0, None))
+
+    def force_vjp(theta, positions, sign, cotangent):
+        """d/dtheta of sum(cotangent * K(theta)) for a batch: exact, by reverse-mode autodiff."""
+        _, pullback = jax.vjp(lambda t: batch_force(t, positions, sign), theta)
+        return pullback(cotangent)[0]
+
     return QiskitModel(
         model=model,
         template=template,
@@ -365,8 +377,10 @@ def compile_qiskit(model: Model) -> QiskitModel:
         images=(1.0, -1.0) if model.symmetrize_inversion else (1.0,),
         angles_fn=angles_fn,
         force_coefficients_fn=force_coefficients_fn,
-        batch_angles=batch_angles,
-        batch_force_coefficients=batch_force,
+        batch_angles=jax.jit(jax.vmap(angles_fn, in_axes=(None, 0, None))),
+        batch_force_coefficients=jax.jit(batch_force),
+        batch_angle_jacobian=jax.jit(jax.vmap(jax.jacfwd(angles_fn), in_axes=(None, 0, None))),
+        batch_force_vjp=jax.jit(force_vjp),
     )
 
 
