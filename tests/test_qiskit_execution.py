@@ -8,6 +8,7 @@ from conftest import simulator_for
 
 from qff_core.audit import random_geometries
 from qff_core.execution.qiskit_circuits import compile_qiskit, encode_coefficients, transpile_for
+from qff_core.execution.shift import Request
 from qff_core.execution.shift_rules import HEISENBERG_PAIR, PAULI_ROTATION, ShiftRule, frequency_rule
 from qff_core.models import init_parameters
 
@@ -188,7 +189,41 @@ def test_executor_registry():
     from qff_core.errors import InputError
     from qff_core.execution.executors import Executor, found, get_executor
 
-    assert found() == {"exact": None, "aer": None}
+    assert found() == {"exact": None, "aer": None, "ibm": None}
     with pytest.raises(InputError, match="unknown executor"):
         get_executor("qpu", simulator_for("lih", depth=1).model)
     assert isinstance(get_executor("exact", simulator_for("lih", depth=1).model), Executor)
+
+
+def test_noise_model_from_a_fake_backend_moves_the_energies(rng):
+    from qff_core.execution.executors import get_executor
+
+    sim = simulator_for("lih", depth=1)
+    theta = init_parameters(sim.model, seed=4, strategy="random")
+    X = random_geometries(sim.model, 2, rng)
+    E0, _ = sim.evaluate(theta, X)
+    E, F = get_executor("aer", sim.model, noise_backend="FakeManilaV2").energies_forces(theta, X)
+    assert 1e-4 < np.abs(E - E0).max() < 0.5 * abs(theta[sim.model.scale]) and np.all(np.isfinite(F))
+
+
+@pytest.mark.parametrize("backend", ["aer", "FakeManilaV2"])
+def test_ibm_executor_in_local_testing_mode(backend, rng):
+    """qiskit-ibm-runtime's client-side Estimator, local testing mode: ideal or a fake device."""
+    from qff_core.execution.executors import get_executor
+    from qff_core.execution.ibm import ibm_backend, runtime_mode
+
+    sim = simulator_for("lih", depth=1)
+    theta = init_parameters(sim.model, seed=4, strategy="random")
+    X = random_geometries(sim.model, 1, rng)
+    E0, F0 = sim.evaluate(theta, X)
+    options = {"resilience_level": 0, "default_shots": 4000}
+    device = ibm_backend(backend)
+    with runtime_mode(device, "session") as session:
+        ibm = get_executor("ibm", sim.model, backend=device, options=options, mode=session, seed=5)
+        res = ibm.run(ibm.plan(theta, X, Request(forces=True)))
+    assert len(ibm.evaluator.job_ids) == ibm.plan(theta, X, Request(forces=True)).n_chunks
+    if backend == "aer":  # shot noise only
+        assert np.all(np.abs(res.energies - E0) < N_SIGMA * np.sqrt(res.energies_var))
+        assert np.all(np.abs(res.forces - F0) < N_SIGMA * np.sqrt(res.forces_var))
+    else:  # a noisy device: finite and in range
+        assert np.all(np.isfinite(res.forces)) and np.abs(res.energies - E0).max() < 0.5 * abs(theta[sim.model.scale])

@@ -1,4 +1,4 @@
-"""Executors behind one small protocol, found by name: ``exact``, ``aer`` (and ``ibm`` when added).
+"""Executors behind one small protocol, found by name: ``exact``, ``aer``, ``ibm``.
 
 An executor gives energies (eV) and forces (eV/Angstrom) for a batch of geometries and the
 value and weight gradient of the training loss
@@ -188,17 +188,33 @@ def _make_aer(model: Model, *, shots: int | None = None, noise_backend: str | No
                          batching=batching, client=client, seed=seed)
 
 
-def _aer_missing() -> str | None:
-    try:
-        import qiskit_aer  # noqa: F401
-    except ImportError:
-        return "qiskit-aer is not installed: pip install qiskit-aer"
-    return None
+def _make_ibm(model: Model, *, backend="aer", options: dict | None = None, mode=None,
+              batching: Batching = DEFAULT_BATCHING, seed: int | None = None) -> ShiftExecutor:
+    """``backend``: a name for ``ibm_backend`` or a backend object; ``mode``: an open Session/Batch."""
+    from qff_core.execution.ibm import IbmEvaluator, ibm_backend
+
+    qmodel = compile_qiskit(model)
+    evaluator = IbmEvaluator(backend=ibm_backend(backend) if isinstance(backend, str) else backend,
+                             options=dict(options or {"resilience_level": 0}), mode=mode)
+    return ShiftExecutor(name="ibm", qmodel=qmodel, evaluator=evaluator, program=evaluator.prepare(qmodel),
+                         batching=batching, seed=seed)
+
+
+def _missing(module: str, package: str) -> Callable[[], str | None]:
+    def check() -> str | None:
+        try:
+            __import__(module)
+        except ImportError:
+            return f"{package} is not installed: pip install {package}"
+        return None
+
+    return check
 
 
 EXECUTORS: dict[str, tuple[Callable[..., Executor], Callable[[], str | None]]] = {
     "exact": (_make_exact, lambda: None),
-    "aer": (_make_aer, _aer_missing),
+    "aer": (_make_aer, _missing("qiskit_aer", "qiskit-aer")),
+    "ibm": (_make_ibm, _missing("qiskit_ibm_runtime", "qiskit-ibm-runtime")),
 }
 
 

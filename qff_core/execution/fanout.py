@@ -38,11 +38,15 @@ def run_plan(plan: Plan, evaluator: Evaluator, program, *, client=None,
     """Evaluate every row of ``plan``; returns (evs, variances), each (n_rows,).
 
     With a dask.distributed ``client`` each chunk is one task (the program is scattered to the
-    workers once); without one the chunks run here, in order.
+    workers once). Without one, an evaluator that can ``submit`` and ``collect`` (remote jobs:
+    IBM Runtime) gets every chunk's job submitted before any is awaited; others run here, in order.
     """
     pieces = [[plan.values[a:b] for a, b in (plan.pubs[p] for p in chunk)] for chunk in plan.chunks]
     seeds = [chunk_seed(seed, c) for c in range(len(pieces))]
-    if client is None:
+    if client is None and hasattr(evaluator, "submit"):
+        jobs = [evaluator.submit(program, v, s) for v, s in zip(pieces, seeds, strict=True)]
+        results = [evaluator.collect(job) for job in jobs]
+    elif client is None:
         results = [_run_chunk(evaluator, program, v, s) for v, s in zip(pieces, seeds, strict=True)]
     else:
         [program_future] = client.scatter([program], broadcast=True, hash=False)
