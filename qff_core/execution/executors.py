@@ -78,16 +78,21 @@ class ExactExecutor:
         sim = self.simulator
         mask = jnp.asarray(sim.model.trainable_mask(), dtype=jnp.float64)
 
+        def energy_loss(theta, positions, e_ref, f_ref, w):
+            e = sim.batch_energies_fn(theta, positions)
+            return w[0] * jnp.mean(((e - (e_ref - w[4])) / w[2]) ** 2)
+
         def loss(theta, positions, e_ref, f_ref, w):
             e, f = sim.energies_forces_fn(theta, positions)
             value = w[0] * jnp.mean(((e - (e_ref - w[4])) / w[2]) ** 2)
-            value = value + w[1] * jnp.mean(((f - f_ref) / w[3]) ** 2)
-            return value
+            return value + w[1] * jnp.mean(((f - f_ref) / w[3]) ** 2)
 
-        value_and_grad = jax.jit(jax.value_and_grad(loss))
+        # Without forces in the loss, no second derivatives: a much smaller program to compile.
+        with_forces = jax.jit(jax.value_and_grad(loss))
+        energy_only = jax.jit(jax.value_and_grad(energy_loss))
 
-        def masked(*args):
-            v, g = value_and_grad(*args)
+        def masked(theta, positions, e_ref, f_ref, w, forces: bool):
+            v, g = (with_forces if forces else energy_only)(theta, positions, e_ref, f_ref, w)
             return v, g * mask
 
         object.__setattr__(self, "_loss", masked)
@@ -108,7 +113,7 @@ class ExactExecutor:
                                  jnp.asarray(energies_ev, dtype=jnp.float64),
                                  jnp.asarray(forces_ev_per_a, dtype=jnp.float64),
                                  jnp.asarray([w.w_energy, w.w_forces, w.energy_scale_ev, w.force_scale_ev_per_a,
-                                              w.energy_shift_ev]))
+                                              w.energy_shift_ev]), w.w_forces > 0)
         return float(value), np.asarray(grad)
 
 
