@@ -192,6 +192,21 @@ def test_planned_gradient_counts_follow_the_formula(rng):
     assert plan.n_rows == rows and plan.second.shape[0] == n * pairs
 
 
+@pytest.mark.parametrize(("molecule", "config"), [*CASES, NH3_CASE])
+def test_counts_from_structure_equal_the_plan(molecule, config, rng):
+    from qff_core.execution.qiskit_circuits import compile_qiskit
+    from qff_core.execution.shift import Batching, Request, count_shifts, plan_shifts
+
+    model = simulator_for(molecule, **config).model
+    q = compile_qiskit(model)
+    theta = init_parameters(model, seed=4, strategy="random")
+    X = random_geometries(model, 3, rng)
+    batching = Batching(rows_per_pub=500, pubs_per_chunk=2)
+    for request in (Request(), Request(forces=True), Request(weight_gradient=True),
+                    Request(forces=True, weight_gradient=True, force_gradient=True), Request(force_gradient=True)):
+        assert count_shifts(q, 3, request, batching) == plan_shifts(q, theta, X, request, batching).cost(), request
+
+
 def test_executor_registry():
     from qff_core.errors import InputError
     from qff_core.execution.executors import Executor, found, get_executor

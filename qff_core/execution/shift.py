@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from qff_core.errors import InputError
-from qff_core.execution.qiskit_circuits import QiskitModel
+from qff_core.execution.qiskit_circuits import PHI_SLOT, QiskitModel
 from qff_core.execution.shift_rules import ShiftRule
 
 
@@ -329,3 +329,51 @@ def plan_shifts(qmodel: QiskitModel, theta: np.ndarray, positions_a: np.ndarray,
     return Plan(qmodel=qmodel, request=request, theta=theta, positions_a=positions, trainable=trainable,
                 values=values, base_rows=base_rows, first=first, first_index=first_entries, second=second,
                 second_index=second_entries, force_coefficients=kcoef, angle_jacobian=jac, pubs=pubs, chunks=chunks)
+
+
+def _rows_of(rule: ShiftRule) -> int:
+    return len(rule)
+
+
+def count_shifts(qmodel: QiskitModel, n_geometries: int, request: Request = ENERGIES,
+                 batching: Batching = DEFAULT_BATCHING) -> dict:
+    """The counts ``plan_shifts`` would give, from the model's structure alone (nothing is evaluated).
+
+    For pricing a run before it starts (a training step, an evaluation): rows are parameter
+    bindings. Assumes every position unit has a non-zero coefficient (true unless a generic
+    upload scale is exactly 0).
+    """
+    model = qmodel.model
+    trainable = model.trainable_mask()
+    position: list[ShiftRule] = []  # one entry per position unit per point
+    both: list[ShiftRule] = []  # units that are position and weight units
+    weight: list[ShiftRule] = []
+    for u in qmodel.units:
+        is_weight = any(trainable[w] for w in u.weights)
+        if is_weight:
+            weight.append(u.rule)
+        # Three units per encoding (phi's, weight-dependent, and two others), every upload rotation.
+        if (u.kind == "encode" and u.slot in (0, 1, PHI_SLOT)) or u.kind == "encode_axis":
+            position.append(u.rule)
+            if is_weight:
+                both.append(u.rule)
+    need_p = request.forces or request.force_gradient
+    per_point = 1
+    first = (len(position) if need_p else 0) + (len(weight) - (len(both) if need_p else 0)
+                                                 if request.weight_gradient else 0)
+    per_point += sum(map(_rows_of, position)) if need_p else 0
+    if request.weight_gradient:
+        per_point += sum(map(_rows_of, weight)) - (sum(map(_rows_of, both)) if need_p else 0)
+    second = 0
+    if request.force_gradient:
+        total = sum(_rows_of(p) for p in position) * sum(_rows_of(w) for w in weight)
+        diag = sum(_rows_of(r) ** 2 for r in both)
+        dup = (sum(_rows_of(r) for r in both) ** 2 - diag) // 2  # {u, v} both in P and W counted twice
+        composed = sum(len(r.compose(r)) - (0.0 in r.compose(r).shifts) for r in both)
+        per_point += total - dup - diag + composed
+        second = len(position) * len(weight) - len(both) * (len(both) - 1) // 2
+    points = n_geometries * len(qmodel.images)
+    rows = points * per_point
+    pubs, chunks = batching.split(rows)
+    return {"circuits": 1, "rows": rows, "pubs": len(pubs), "chunks": len(chunks),
+            "first_derivatives": points * first, "second_derivatives": points * second}
