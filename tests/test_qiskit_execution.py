@@ -249,3 +249,26 @@ def test_ibm_executor_in_local_testing_mode(backend, rng):
         assert np.all(np.abs(res.forces - F0) < N_SIGMA * np.sqrt(res.forces_var))
     else:  # a noisy device: finite and in range
         assert np.all(np.isfinite(res.forces)) and np.abs(res.energies - E0).max() < 0.5 * abs(theta[sim.model.scale])
+
+
+def test_runtime_session_is_closed_on_success_and_on_error(monkeypatch):
+    import qiskit_ibm_runtime
+
+    from qff_core.execution.ibm import runtime_mode
+
+    closed = []
+
+    class Recording:
+        def __init__(self, backend, max_time=None):
+            self.backend = backend
+
+        def close(self):
+            closed.append(self.backend)
+
+    monkeypatch.setattr(qiskit_ibm_runtime, "Session", Recording)
+    monkeypatch.setattr(qiskit_ibm_runtime, "Batch", Recording)
+    with runtime_mode("ok", "session"):
+        pass
+    with pytest.raises(RuntimeError), runtime_mode("failed", "batch"):
+        raise RuntimeError("job failed")
+    assert closed == ["ok", "failed"]
