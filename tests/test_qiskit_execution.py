@@ -272,3 +272,53 @@ def test_runtime_session_is_closed_on_success_and_on_error(monkeypatch):
     with pytest.raises(RuntimeError), runtime_mode("failed", "batch"):
         raise RuntimeError("job failed")
     assert closed == ["ok", "failed"]
+
+
+class _Scripted:
+    """An evaluator that fails in the modes a test asks for, then returns zeros."""
+
+    def __init__(self, failures: list[Exception]) -> None:
+        self.failures = list(failures)
+        self.calls = 0
+
+    def run(self, program, values, seed):
+        self.calls += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        return [(np.zeros(len(v)), np.zeros(len(v))) for v in values]
+
+
+class _ScriptedJobs(_Scripted):
+    """The submit/collect form (remote jobs): the failure shows when the result is collected."""
+
+    def submit(self, program, values, seed):
+        self.calls += 1
+        return (self.failures.pop(0) if self.failures else None, values)
+
+    def collect(self, job):
+        error, values = job
+        if error is not None:
+            raise error
+        return [(np.zeros(len(v)), np.zeros(len(v))) for v in values]
+
+
+@pytest.mark.parametrize("scripted", [_Scripted, _ScriptedJobs])
+def test_transient_job_failures_are_retried_and_others_are_not(scripted, rng):
+    from qff_core.errors import EngineError, TransientError
+    from qff_core.execution.fanout import RetryPolicy, run_plan
+    from qff_core.execution.qiskit_circuits import compile_qiskit
+    from qff_core.execution.shift import plan_shifts
+
+    model = simulator_for("lih", depth=1).model
+    plan = plan_shifts(compile_qiskit(model), init_parameters(model), random_geometries(model, 2, rng))
+    retry = RetryPolicy(attempts=3, delays_s=(0.0,))
+    flaky = scripted([TransientError("queue timeout")])
+    evs, _ = run_plan(plan, flaky, program=None, retry=retry)
+    assert flaky.calls == plan.n_chunks + 1 and evs.shape == (plan.n_rows,)
+    broken = scripted([EngineError("bad circuit")])
+    with pytest.raises(EngineError):
+        run_plan(plan, broken, program=None, retry=retry)
+    assert broken.calls == 1
+    down = scripted([TransientError("network")] * 5)
+    with pytest.raises(TransientError):
+        run_plan(plan, down, program=None, retry=retry)

@@ -23,7 +23,7 @@ import numpy as np
 
 from qff_core.errors import InputError, ResourceError
 from qff_core.execution.exact import ExactSimulator, compile_exact
-from qff_core.execution.fanout import Evaluator, run_plan
+from qff_core.execution.fanout import DEFAULT_RETRY, Evaluator, RetryPolicy, run_plan
 from qff_core.execution.qiskit_circuits import QiskitModel, compile_qiskit
 from qff_core.execution.shift import DEFAULT_BATCHING, Batching, Plan, Request, ShiftResult, plan_shifts
 from qff_core.models.ir import Model
@@ -143,7 +143,8 @@ class ShiftExecutor:
     """Parameter shift on a circuit backend: plan, run the rows (fanned out on ``client``), reassemble.
 
     ``evaluator`` executes prepared programs (``AerEvaluator``...), ``program`` is what its
-    ``prepare`` made for this model; ``seed`` makes shot noise reproducible.
+    ``prepare`` made for this model; ``seed`` makes shot noise reproducible; ``retry`` reruns
+    chunks whose job failed with a TransientError (never any other error).
     """
 
     name: str
@@ -153,6 +154,7 @@ class ShiftExecutor:
     batching: Batching = DEFAULT_BATCHING
     client: object | None = None
     seed: int | None = None
+    retry: RetryPolicy = DEFAULT_RETRY
 
     def plan(self, theta, positions_a, request: Request) -> Plan:
         """The plan for ``request`` (nothing runs): inspect ``cost()`` before paying for it."""
@@ -160,7 +162,7 @@ class ShiftExecutor:
 
     def run(self, plan: Plan) -> ShiftResult:
         """Evaluate a plan's rows and reassemble them."""
-        evs, var = run_plan(plan, self.evaluator, self.program, client=self.client, seed=self.seed)
+        evs, var = run_plan(plan, self.evaluator, self.program, client=self.client, seed=self.seed, retry=self.retry)
         return plan.reassemble(evs, var)
 
     def energies_forces(self, theta, positions_a):

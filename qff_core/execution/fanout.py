@@ -9,11 +9,52 @@ same numbers on any number of workers.
 
 from __future__ import annotations
 
-from typing import Protocol
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import numpy as np
 
+from qff_core.errors import InputError, TransientError
 from qff_core.execution.shift import Plan
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retry a chunk's job on ``TransientError`` only (anything else stops at once), with backoff.
+
+    ``attempts`` counts the first try; the wait before retry k is ``delays_s[k]`` (the last
+    entry repeats).
+    """
+
+    attempts: int = 3
+    delays_s: tuple[float, ...] = (1.0, 4.0, 16.0)
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1 or not self.delays_s or min(self.delays_s) < 0:
+            raise InputError("a retry policy needs attempts >= 1 and non-negative delays")
+
+    def delay(self, retry: int) -> float:
+        """Seconds to wait before retry number ``retry`` (0-based)."""
+        return self.delays_s[min(retry, len(self.delays_s) - 1)]
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """``fn()``, retried on TransientError."""
+        for attempt in range(self.attempts):
+            try:
+                return fn()
+            except TransientError:
+                if attempt + 1 == self.attempts:
+                    raise
+                time.sleep(self.delay(attempt))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+NO_RETRY = RetryPolicy(attempts=1)
+DEFAULT_RETRY = RetryPolicy()
 
 
 class Evaluator(Protocol):
@@ -29,28 +70,44 @@ def chunk_seed(seed: int | None, chunk: int) -> int | None:
     return None if seed is None else int(np.random.SeedSequence([seed, chunk]).generate_state(1)[0])
 
 
-def _run_chunk(evaluator: Evaluator, program, values: list[np.ndarray], seed: int | None):
-    return evaluator.run(program, values, seed)
+def _run_chunk(evaluator: Evaluator, program, values: list[np.ndarray], seed: int | None,
+               retry: RetryPolicy = NO_RETRY):
+    return retry.call(lambda: evaluator.run(program, values, seed))
 
 
-def run_plan(plan: Plan, evaluator: Evaluator, program, *, client=None,
-             seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _collect(evaluator, program, values, seed, job, retry: RetryPolicy):
+    """A submitted job's results; on a transient failure, wait and submit the chunk again."""
+    for attempt in range(retry.attempts):
+        try:
+            return evaluator.collect(job)
+        except TransientError:
+            if attempt + 1 == retry.attempts:
+                raise
+            time.sleep(retry.delay(attempt))
+            job = retry.call(lambda: evaluator.submit(program, values, seed))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def run_plan(plan: Plan, evaluator: Evaluator, program, *, client=None, seed: int | None = None,
+             retry: RetryPolicy = DEFAULT_RETRY) -> tuple[np.ndarray, np.ndarray]:
     """Evaluate every row of ``plan``; returns (evs, variances), each (n_rows,).
 
     With a dask.distributed ``client`` each chunk is one task (the program is scattered to the
     workers once). Without one, an evaluator that can ``submit`` and ``collect`` (remote jobs:
     IBM Runtime) gets every chunk's job submitted before any is awaited; others run here, in order.
+    A chunk whose job fails with ``TransientError`` is run again under ``retry``.
     """
     pieces = [[plan.values[a:b] for a, b in (plan.pubs[p] for p in chunk)] for chunk in plan.chunks]
     seeds = [chunk_seed(seed, c) for c in range(len(pieces))]
     if client is None and hasattr(evaluator, "submit"):
-        jobs = [evaluator.submit(program, v, s) for v, s in zip(pieces, seeds, strict=True)]
-        results = [evaluator.collect(job) for job in jobs]
+        chunks = list(zip(pieces, seeds, strict=True))
+        jobs = [retry.call(lambda v=v, s=s: evaluator.submit(program, v, s)) for v, s in chunks]
+        results = [_collect(evaluator, program, v, s, job, retry) for (v, s), job in zip(chunks, jobs, strict=True)]
     elif client is None:
-        results = [_run_chunk(evaluator, program, v, s) for v, s in zip(pieces, seeds, strict=True)]
+        results = [_run_chunk(evaluator, program, v, s, retry) for v, s in zip(pieces, seeds, strict=True)]
     else:
         [program_future] = client.scatter([program], broadcast=True, hash=False)
-        futures = [client.submit(_run_chunk, evaluator, program_future, v, s, pure=False)
+        futures = [client.submit(_run_chunk, evaluator, program_future, v, s, retry, pure=False)
                    for v, s in zip(pieces, seeds, strict=True)]
         results = client.gather(futures)
     evs = np.empty(plan.n_rows)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from qff_core.errors import InputError
+from qff_core.errors import InputError, TransientError
 from qff_core.execution.qiskit_circuits import IsaProgram, QiskitModel, transpile_for
 
 LOCAL_IDEAL = "aer"
@@ -38,6 +38,14 @@ def ibm_backend(name: str):
     from qiskit_ibm_runtime import QiskitRuntimeService
 
     return QiskitRuntimeService().backend(name)  # credentials from the environment or the saved account
+
+
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    """Failures worth a retry: the network, the API, timeouts."""
+    from qiskit_ibm_runtime.api.exceptions import RequestsApiError
+    from qiskit_ibm_runtime.exceptions import JobTimeoutError, RuntimeJobTimeoutError
+
+    return (RequestsApiError, RuntimeJobTimeoutError, JobTimeoutError, ConnectionError, TimeoutError)
 
 
 @contextmanager
@@ -90,8 +98,12 @@ class IbmEvaluator:
 
     @staticmethod
     def collect(job) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(evs, variances) per PUB of a finished job (waits for it)."""
-        return [(np.asarray(r.data.evs), np.asarray(r.data.stds) ** 2) for r in job.result()]
+        """(evs, variances) per PUB of a finished job (waits for it); network and timeout failures are transient."""
+        try:
+            result = job.result()
+        except _transient_errors() as exc:
+            raise TransientError(f"IBM Runtime job {job.job_id()} failed transiently: {exc}") from exc
+        return [(np.asarray(r.data.evs), np.asarray(r.data.stds) ** 2) for r in result]
 
     def run(self, program: IsaProgram, values: list[np.ndarray], seed: int | None):
         """Submit and wait: one job."""
