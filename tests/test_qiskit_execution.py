@@ -291,9 +291,23 @@ class _Scripted:
 class _ScriptedJobs(_Scripted):
     """The submit/collect form (remote jobs): the failure shows when the result is collected."""
 
+    def __init__(self, failures: list[Exception], server: dict | None = None) -> None:
+        super().__init__(failures)
+        self.server = {} if server is None else server  # job id -> job, outlives a "killed" run
+        self.attached: list[str] = []
+
     def submit(self, program, values, seed):
         self.calls += 1
-        return (self.failures.pop(0) if self.failures else None, values)
+        job = (self.failures.pop(0) if self.failures else None, values)
+        self.server[f"job-{len(self.server)}"] = job
+        return job
+
+    def job_id(self, job):
+        return next(k for k, v in self.server.items() if v is job)
+
+    def attach(self, job_id):
+        self.attached.append(job_id)
+        return self.server[job_id]
 
     def collect(self, job):
         error, values = job
@@ -322,3 +336,36 @@ def test_transient_job_failures_are_retried_and_others_are_not(scripted, rng):
     down = scripted([TransientError("network")] * 5)
     with pytest.raises(TransientError):
         run_plan(plan, down, program=None, retry=retry)
+
+
+def test_a_killed_run_reattaches_to_its_recorded_jobs(tmp_path, rng):
+    from qff_core.execution.fanout import RetryPolicy, run_plan
+    from qff_core.execution.journal import JobJournal
+    from qff_core.execution.qiskit_circuits import compile_qiskit
+    from qff_core.execution.shift import Batching, plan_shifts
+
+    model = simulator_for("lih", depth=1).model
+    q = compile_qiskit(model)
+    X, forces, three = random_geometries(model, 2, rng), Request(forces=True), Batching(min_chunks=3)
+    plan = plan_shifts(q, init_parameters(model), X, forces, three)
+    journal = JobJournal(tmp_path / "jobs.json")
+    retry = RetryPolicy(attempts=1, delays_s=(0.0,))
+
+    class KilledError(Exception):
+        pass
+
+    server: dict = {}
+    first = _ScriptedJobs([], server)
+    first.collect = lambda job: (_ for _ in ()).throw(KilledError())  # the process dies while waiting
+    with pytest.raises(KilledError):
+        run_plan(plan, first, program=None, retry=retry, journal=journal)
+    assert first.calls == plan.n_chunks == 3 and len(journal.load()) == 3  # all submitted and recorded
+
+    second = _ScriptedJobs([], server)
+    evs, _ = run_plan(plan, second, program=None, retry=retry, journal=journal)
+    assert second.calls == 0 and sorted(second.attached) == sorted(journal.load().values())
+    assert evs.shape == (plan.n_rows,)
+    other = plan_shifts(q, init_parameters(model, seed=1), X, forces, three)
+    third = _ScriptedJobs([], server)
+    run_plan(other, third, program=None, retry=retry, journal=journal)  # different rows: new jobs
+    assert third.calls == 3 and not third.attached

@@ -24,6 +24,7 @@ import numpy as np
 from qff_core.errors import InputError, ResourceError
 from qff_core.execution.exact import ExactSimulator, compile_exact
 from qff_core.execution.fanout import DEFAULT_RETRY, Evaluator, RetryPolicy, run_plan
+from qff_core.execution.journal import JobJournal
 from qff_core.execution.qiskit_circuits import QiskitModel, compile_qiskit
 from qff_core.execution.shift import DEFAULT_BATCHING, Batching, Plan, Request, ShiftResult, plan_shifts
 from qff_core.models.ir import Model
@@ -144,7 +145,8 @@ class ShiftExecutor:
 
     ``evaluator`` executes prepared programs (``AerEvaluator``...), ``program`` is what its
     ``prepare`` made for this model; ``seed`` makes shot noise reproducible; ``retry`` reruns
-    chunks whose job failed with a TransientError (never any other error).
+    chunks whose job failed with a TransientError (never any other error); ``journal`` records
+    remote job ids so that a rerun re-attaches.
     """
 
     name: str
@@ -155,6 +157,7 @@ class ShiftExecutor:
     client: object | None = None
     seed: int | None = None
     retry: RetryPolicy = DEFAULT_RETRY
+    journal: JobJournal | None = None
 
     def plan(self, theta, positions_a, request: Request) -> Plan:
         """The plan for ``request`` (nothing runs): inspect ``cost()`` before paying for it."""
@@ -162,7 +165,8 @@ class ShiftExecutor:
 
     def run(self, plan: Plan) -> ShiftResult:
         """Evaluate a plan's rows and reassemble them."""
-        evs, var = run_plan(plan, self.evaluator, self.program, client=self.client, seed=self.seed, retry=self.retry)
+        evs, var = run_plan(plan, self.evaluator, self.program, client=self.client, seed=self.seed, retry=self.retry,
+                            journal=self.journal, tag=self.name)
         return plan.reassemble(evs, var)
 
     def energies_forces(self, theta, positions_a):
@@ -196,7 +200,8 @@ def _make_aer(model: Model, *, shots: int | None = None, noise_backend: str | No
 
 
 def _make_ibm(model: Model, *, backend="aer", options: dict | None = None, mode=None,
-              batching: Batching = DEFAULT_BATCHING, seed: int | None = None) -> ShiftExecutor:
+              batching: Batching = DEFAULT_BATCHING, seed: int | None = None,
+              journal: JobJournal | None = None) -> ShiftExecutor:
     """``backend``: a name for ``ibm_backend`` or a backend object; ``mode``: an open Session/Batch."""
     from qff_core.execution.ibm import IbmEvaluator, ibm_backend
 
@@ -204,7 +209,7 @@ def _make_ibm(model: Model, *, backend="aer", options: dict | None = None, mode=
     evaluator = IbmEvaluator(backend=ibm_backend(backend) if isinstance(backend, str) else backend,
                              options=dict(options or {"resilience_level": 0}), mode=mode)
     return ShiftExecutor(name="ibm", qmodel=qmodel, evaluator=evaluator, program=evaluator.prepare(qmodel),
-                         batching=batching, seed=seed)
+                         batching=batching, seed=seed, journal=journal)
 
 
 def _missing(module: str, package: str) -> Callable[[], str | None]:

@@ -17,6 +17,7 @@ from typing import Protocol, TypeVar
 import numpy as np
 
 from qff_core.errors import InputError, TransientError
+from qff_core.execution.journal import JobJournal, plan_digest
 from qff_core.execution.shift import Plan
 
 T = TypeVar("T")
@@ -75,7 +76,7 @@ def _run_chunk(evaluator: Evaluator, program, values: list[np.ndarray], seed: in
     return retry.call(lambda: evaluator.run(program, values, seed))
 
 
-def _collect(evaluator, program, values, seed, job, retry: RetryPolicy):
+def _collect(evaluator, program, values, seed, job, retry: RetryPolicy, resubmitted: Callable):
     """A submitted job's results; on a transient failure, wait and submit the chunk again."""
     for attempt in range(retry.attempts):
         try:
@@ -85,24 +86,49 @@ def _collect(evaluator, program, values, seed, job, retry: RetryPolicy):
                 raise
             time.sleep(retry.delay(attempt))
             job = retry.call(lambda: evaluator.submit(program, values, seed))
+            resubmitted(job)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _run_jobs(evaluator, program, pieces, seeds, retry: RetryPolicy, journal: JobJournal | None, digest: str):
+    """Submit every chunk (or re-attach to its recorded job), record the ids, then collect."""
+
+    def record(i: int, job) -> None:
+        if journal is not None:
+            journal.record(digest, i, evaluator.job_id(job))
+
+    jobs = []
+    for i, (v, s) in enumerate(zip(pieces, seeds, strict=True)):
+        job_id = journal.lookup(digest, i) if journal is not None else None
+        if job_id is not None:
+            jobs.append(evaluator.attach(job_id))
+            continue
+        jobs.append(retry.call(lambda v=v, s=s: evaluator.submit(program, v, s)))
+        record(i, jobs[-1])
+    return [_collect(evaluator, program, v, s, job, retry, lambda new, i=i: record(i, new))
+            for i, (v, s, job) in enumerate(zip(pieces, seeds, jobs, strict=True))]
+
+
 def run_plan(plan: Plan, evaluator: Evaluator, program, *, client=None, seed: int | None = None,
-             retry: RetryPolicy = DEFAULT_RETRY) -> tuple[np.ndarray, np.ndarray]:
+             retry: RetryPolicy = DEFAULT_RETRY, journal: JobJournal | None = None,
+             tag: str = "") -> tuple[np.ndarray, np.ndarray]:
     """Evaluate every row of ``plan``; returns (evs, variances), each (n_rows,).
 
     With a dask.distributed ``client`` each chunk is one task (the program is scattered to the
     workers once). Without one, an evaluator that can ``submit`` and ``collect`` (remote jobs:
     IBM Runtime) gets every chunk's job submitted before any is awaited; others run here, in order.
-    A chunk whose job fails with ``TransientError`` is run again under ``retry``.
+    A chunk whose job fails with ``TransientError`` is run again under ``retry``. With a
+    ``journal`` (remote jobs only) every job id is recorded as soon as it is submitted, and a
+    rerun of the same plan (same rows, same ``tag``) re-attaches to the recorded jobs.
     """
+    remote = hasattr(evaluator, "submit")
+    if journal is not None and (client is not None or not remote):
+        raise InputError("a job journal needs an evaluator with remote jobs (submit/attach) and no Dask client")
     pieces = [[plan.values[a:b] for a, b in (plan.pubs[p] for p in chunk)] for chunk in plan.chunks]
     seeds = [chunk_seed(seed, c) for c in range(len(pieces))]
-    if client is None and hasattr(evaluator, "submit"):
-        chunks = list(zip(pieces, seeds, strict=True))
-        jobs = [retry.call(lambda v=v, s=s: evaluator.submit(program, v, s)) for v, s in chunks]
-        results = [_collect(evaluator, program, v, s, job, retry) for (v, s), job in zip(chunks, jobs, strict=True)]
+    if client is None and remote:
+        digest = plan_digest(plan, tag) if journal is not None else ""
+        results = _run_jobs(evaluator, program, pieces, seeds, retry, journal, digest)
     elif client is None:
         results = [_run_chunk(evaluator, program, v, s, retry) for v, s in zip(pieces, seeds, strict=True)]
     else:

@@ -97,6 +97,18 @@ class IbmEvaluator:
         return job
 
     @staticmethod
+    def job_id(job) -> str:
+        """The id to record for re-attaching."""
+        return job.job_id()
+
+    @staticmethod
+    def attach(job_id: str):
+        """A job submitted earlier, by id (needs the account: local testing-mode jobs cannot be re-attached)."""
+        from qiskit_ibm_runtime import QiskitRuntimeService
+
+        return QiskitRuntimeService().job(job_id)
+
+    @staticmethod
     def collect(job) -> list[tuple[np.ndarray, np.ndarray]]:
         """(evs, variances) per PUB of a finished job (waits for it); network and timeout failures are transient."""
         try:
