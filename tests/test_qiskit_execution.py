@@ -1,0 +1,371 @@
+"""Quantum execution: Qiskit templates, parameter-shift plans, executors, against the exact JAX path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import simulator_for
+
+from qff_core.audit import random_geometries
+from qff_core.execution.qiskit_circuits import compile_qiskit, encode_coefficients, transpile_for
+from qff_core.execution.shift import Request
+from qff_core.execution.shift_rules import HEISENBERG_PAIR, PAULI_ROTATION, ShiftRule, frequency_rule
+from qff_core.models import init_parameters
+
+SHIFT_TOL = 1e-8  # parameter shift on exact Aer vs autodiff of the exact simulator (float64)
+N_SIGMA = 5  # shots: estimates within this many standard errors of the exact value
+
+CASES = [
+    ("h2o", {"model": "invariant", "depth": 1}),
+    ("h2o", {"model": "generic", "depth": 1}),
+    ("lih", {"model": "invariant", "depth": 1, "symmetry_breaking": "frozen"}),  # frozen angles: zero gradient
+    ("lih", {"model": "generic", "depth": 1, "symmetrize_inversion": True}),  # E = (E(X) + E(-X)) / 2
+]
+NH3_CASE = ("nh3", {"pattern": "all-to-all", "depth": 1, "rep": 1})  # an orbit-summed generator (H triangle)
+
+
+def _aer_expectations(program, values: np.ndarray) -> np.ndarray:
+    from qiskit_aer.primitives import EstimatorV2
+
+    est = EstimatorV2(options={"backend_options": {"runtime_parameter_bind_enable": True}})
+    return est.run([(program.circuit, program.observable, values)]).result()[0].data.evs
+
+
+@pytest.mark.parametrize(
+    ("molecule", "config"),
+    [*CASES, NH3_CASE, ("h2o", {"symmetry_breaking": "trainable", "symmetrize_inversion": True, "depth": 1})],
+)
+def test_template_energies_equal_the_exact_simulator(molecule, config, rng):
+    sim = simulator_for(molecule, **config)
+    model = sim.model
+    q = compile_qiskit(model)
+    theta = init_parameters(model, seed=3, strategy="random")
+    X = random_geometries(model, 3, rng)
+    E_exact, _ = sim.evaluate(theta, X)
+    program = transpile_for(q)  # rz/sx/x/cx
+    ev = np.mean([_aer_expectations(program, q.bind(theta, X, s)) for s in q.images], axis=0)
+    assert np.abs(theta[model.scale] * ev + theta[model.offset] - E_exact).max() < SHIFT_TOL
+
+
+def test_encoding_coefficients_are_finite_and_exact_on_the_z_axis():
+    """LiH's reference geometry has H on the z axis, where the (g, b) chain rule is singular."""
+    import jax
+    import jax.numpy as jnp
+
+    from qff_core.execution.qiskit_circuits import encode_angles
+    from qff_core.execution.statevector import axis_rotation, su2_encoding
+
+    def z_of(u):  # <Z> of U|+>
+        a, b = (u[0, 0] + u[0, 1]) / np.sqrt(2), (u[1, 0] + u[1, 1]) / np.sqrt(2)
+        return jnp.abs(a) ** 2 - jnp.abs(b) ** 2
+
+    @jax.jit
+    def z_after(angles):
+        u = jnp.eye(2, dtype=complex)
+        for axis, a in zip((2, 1, 2, 1, 2), angles, strict=True):
+            u = axis_rotation(axis, a) @ u
+        return z_of(u)
+
+    grad_exact = jax.jit(jax.grad(lambda v: z_of(su2_encoding(v, 1.3))))
+    coefficients = jax.jit(encode_coefficients)
+    for x in (np.array([0.0, 0.0, 1.59]), np.array([0.3, -0.2, 0.9])):
+        c = np.asarray(coefficients(1.3, jnp.asarray(x)))
+        assert np.all(np.isfinite(c)) and np.count_nonzero(np.abs(c).sum(axis=1)) == 3
+        angles = np.asarray(encode_angles(jnp.asarray(1.3), jnp.asarray(x)))
+        d = [sum(cf * float(z_after(angles + sh * np.eye(5)[i]))
+                 for sh, cf in zip(PAULI_ROTATION.shifts, PAULI_ROTATION.coeffs, strict=True)) for i in range(5)]
+        assert np.abs(np.asarray(d) @ c - np.asarray(grad_exact(jnp.asarray(x)))).max() < 1e-12
+
+
+def test_shift_rules_are_exact_for_their_frequencies():
+    rng = np.random.default_rng(1)
+    three = (2.0, 4.0, 6.0)
+    for rule, freqs in ((PAULI_ROTATION, (1.0,)), (HEISENBERG_PAIR, (4.0,)), (frequency_rule(three), three)):
+        a = rng.normal(size=(len(freqs), 2))
+        p = rng.uniform(-3, 3)
+
+        def f(t, a=a, freqs=freqs):
+            return 0.7 + sum(ai[0] * np.cos(w * t) + ai[1] * np.sin(w * t) for ai, w in zip(a, freqs, strict=True))
+
+        def df(t, a=a, freqs=freqs):
+            return sum(w * (-ai[0] * np.sin(w * t) + ai[1] * np.cos(w * t)) for ai, w in zip(a, freqs, strict=True))
+
+        est = sum(c * f(p + s) for s, c in zip(rule.shifts, rule.coeffs, strict=True))
+        assert abs(est - df(p)) < 1e-12
+        second = rule.compose(rule)
+        est2 = sum(c * f(p + s) for s, c in zip(second.shifts, second.coeffs, strict=True))
+        d2 = -sum(w * w * (ai[0] * np.cos(w * p) + ai[1] * np.sin(w * p)) for ai, w in zip(a, freqs, strict=True))
+        assert abs(est2 - d2) < 1e-11
+    assert isinstance(PAULI_ROTATION.compose(PAULI_ROTATION), ShiftRule)
+
+
+# ----------------------------------------------------------------------------- parameter shift on Aer
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    from qff_core.distributed import dask_client as make_client
+
+    with make_client(n_workers=2, processes=False) as client:
+        yield client
+
+
+LOSS = {"energy_scale_ev": 0.7, "force_scale_ev_per_a": 1.3}
+
+
+@pytest.mark.parametrize(("molecule", "config"), [*CASES, NH3_CASE])
+def test_parameter_shift_equals_exact_autodiff(molecule, config, dask_client, rng):
+    """Energies, forces and loss gradients (energy, force and mixed losses) on exact Aer, fanned out on Dask.
+
+    NH3 (orbit-summed generators, 6 qubits) checks the energy loss only: compiling the exact
+    force-loss gradient of a 6-qubit model costs ~40 s, and the second-order path is the same code.
+    """
+    from qff_core.execution.executors import ExactExecutor, get_executor
+    from qff_core.execution.shift import Batching
+
+    sim = simulator_for(molecule, **config)
+    model = sim.model
+    exact = ExactExecutor(sim)
+    aer = get_executor("aer", model, client=dask_client, batching=Batching(rows_per_pub=1500, min_chunks=2))
+    theta = init_parameters(model, seed=4, strategy="random")
+    X = random_geometries(model, 2, rng)
+    X[0] = model.molecule.positions_a  # LiH's reference: H on the z axis
+    E_ref, F_ref = sim.evaluate(init_parameters(model, seed=9, strategy="random"), X)
+
+    E, F = aer.energies_forces(theta, X)
+    E0, F0 = exact.energies_forces(theta, X)
+    assert np.abs(E - E0).max() < SHIFT_TOL and np.abs(F - F0).max() < SHIFT_TOL
+    # The energy loss alone, then a mixed one (its force part follows by linearity).
+    losses = [{"w_energy": 1.0, "w_forces": 0.0}, {"w_energy": 0.3, "w_forces": 0.7, "energy_shift_ev": 0.2}]
+    for weights in losses[:1] if molecule == "nh3" else losses:
+        loss, grad = aer.loss_and_grad(theta, X, E_ref, F_ref, **weights, **LOSS)
+        loss0, grad0 = exact.loss_and_grad(theta, X, E_ref, F_ref, **weights, **LOSS)
+        assert abs(loss - loss0) < SHIFT_TOL, weights
+        assert np.abs(grad - grad0).max() < SHIFT_TOL, weights
+        assert np.any(grad0 != 0)
+        assert np.all(grad[~np.asarray(model.trainable_mask())] == 0)
+
+
+def test_shot_estimates_lie_within_five_standard_errors(rng):
+    from qff_core.execution.executors import get_executor
+    from qff_core.execution.shift import Request
+
+    sim = simulator_for("h2o", depth=1)
+    model = sim.model
+    theta = init_parameters(model, seed=4, strategy="random")
+    X = random_geometries(model, 2, rng)
+    E0, F0 = sim.evaluate(theta, X)
+    aer = get_executor("aer", model, shots=2000, seed=11)
+    res = aer.run(aer.plan(theta, X, Request(forces=True)))
+    assert np.all(res.energies_var > 0) and np.all(res.forces_var > 0)
+    assert np.all(np.abs(res.energies - E0) < N_SIGMA * np.sqrt(res.energies_var))
+    assert np.all(np.abs(res.forces - F0) < N_SIGMA * np.sqrt(res.forces_var))
+    assert np.abs(res.energies - E0).max() > 1e-6  # really sampled
+    again = aer.run(aer.plan(theta, X, Request(forces=True)))
+    assert np.array_equal(again.forces, res.forces)  # seeded
+
+
+def test_planned_gradient_counts_follow_the_formula(rng):
+    from qff_core.execution.qiskit_circuits import compile_qiskit
+    from qff_core.execution.shift import Batching, Request, plan_shifts
+
+    model = simulator_for("h2o", depth=1).model
+    q = compile_qiskit(model)
+    theta = init_parameters(model, seed=4)
+    n = 5
+    X = random_geometries(model, n, rng)
+    trainable = model.trainable_mask()
+    weight_units = sum(any(trainable[w] for w in u.weights) for u in q.units)
+    encodes = sum(u.kind == "encode" and u.slot == 0 for u in q.units)
+    batching = Batching(rows_per_pub=40, pubs_per_chunk=3)
+
+    plan = plan_shifts(q, theta, X, Request(weight_gradient=True), batching)
+    rows = n * (1 + 2 * weight_units)  # unshifted + two-term rule per weight-dependent gate angle
+    assert (plan.n_circuits, plan.n_rows) == (1, rows)
+    assert plan.n_pubs == -(-rows // 40) and plan.n_chunks == -(-plan.n_pubs // 3)
+
+    plan = plan_shifts(q, theta, X, Request(forces=True, force_gradient=True), batching)
+    P, W = 3 * encodes, weight_units  # position units per geometry: 3 per encoding gate
+    both = encodes  # phi's unit is in both
+    pairs = P * W - both * (both - 1) // 2
+    rows = n * (1 + 2 * P + 4 * (pairs - both) + 2 * both)  # diagonal pairs reuse the unshifted row
+    assert plan.n_rows == rows and plan.second.shape[0] == n * pairs
+
+
+@pytest.mark.parametrize(("molecule", "config"), [*CASES, NH3_CASE])
+def test_counts_from_structure_equal_the_plan(molecule, config, rng):
+    from qff_core.execution.qiskit_circuits import compile_qiskit
+    from qff_core.execution.shift import Batching, Request, count_shifts, plan_shifts
+
+    model = simulator_for(molecule, **config).model
+    q = compile_qiskit(model)
+    theta = init_parameters(model, seed=4, strategy="random")
+    X = random_geometries(model, 3, rng)
+    batching = Batching(rows_per_pub=500, pubs_per_chunk=2)
+    for request in (Request(), Request(forces=True), Request(weight_gradient=True),
+                    Request(forces=True, weight_gradient=True, force_gradient=True), Request(force_gradient=True)):
+        assert count_shifts(q, 3, request, batching) == plan_shifts(q, theta, X, request, batching).cost(), request
+
+
+def test_executor_registry():
+    from qff_core.errors import InputError
+    from qff_core.execution.executors import Executor, found, get_executor
+
+    assert found() == {"exact": None, "aer": None, "ibm": None}
+    with pytest.raises(InputError, match="unknown executor"):
+        get_executor("qpu", simulator_for("lih", depth=1).model)
+    assert isinstance(get_executor("exact", simulator_for("lih", depth=1).model), Executor)
+
+
+def test_noise_model_from_a_fake_backend_moves_the_energies(rng):
+    from qff_core.execution.executors import get_executor
+
+    sim = simulator_for("lih", depth=1)
+    theta = init_parameters(sim.model, seed=4, strategy="random")
+    X = random_geometries(sim.model, 2, rng)
+    E0, _ = sim.evaluate(theta, X)
+    E, F = get_executor("aer", sim.model, noise_backend="FakeManilaV2").energies_forces(theta, X)
+    assert 1e-4 < np.abs(E - E0).max() < 0.5 * abs(theta[sim.model.scale]) and np.all(np.isfinite(F))
+
+
+@pytest.mark.parametrize("backend", ["aer", "FakeManilaV2"])
+def test_ibm_executor_in_local_testing_mode(backend, rng):
+    """qiskit-ibm-runtime's client-side Estimator, local testing mode: ideal or a fake device."""
+    from qff_core.execution.executors import get_executor
+    from qff_core.execution.ibm import ibm_backend, runtime_mode
+
+    sim = simulator_for("lih", depth=1)
+    theta = init_parameters(sim.model, seed=4, strategy="random")
+    X = random_geometries(sim.model, 1, rng)
+    E0, F0 = sim.evaluate(theta, X)
+    options = {"resilience_level": 0, "default_shots": 4000}
+    device = ibm_backend(backend)
+    with runtime_mode(device, "session") as session:
+        ibm = get_executor("ibm", sim.model, backend=device, options=options, mode=session, seed=5)
+        res = ibm.run(ibm.plan(theta, X, Request(forces=True)))
+    assert len(ibm.evaluator.job_ids) == ibm.plan(theta, X, Request(forces=True)).n_chunks
+    if backend == "aer":  # shot noise only
+        assert np.all(np.abs(res.energies - E0) < N_SIGMA * np.sqrt(res.energies_var))
+        assert np.all(np.abs(res.forces - F0) < N_SIGMA * np.sqrt(res.forces_var))
+    else:  # a noisy device: finite and in range
+        assert np.all(np.isfinite(res.forces)) and np.abs(res.energies - E0).max() < 0.5 * abs(theta[sim.model.scale])
+
+
+def test_runtime_session_is_closed_on_success_and_on_error(monkeypatch):
+    import qiskit_ibm_runtime
+
+    from qff_core.execution.ibm import runtime_mode
+
+    closed = []
+
+    class Recording:
+        def __init__(self, backend, max_time=None):
+            self.backend = backend
+
+        def close(self):
+            closed.append(self.backend)
+
+    monkeypatch.setattr(qiskit_ibm_runtime, "Session", Recording)
+    monkeypatch.setattr(qiskit_ibm_runtime, "Batch", Recording)
+    with runtime_mode("ok", "session"):
+        pass
+    with pytest.raises(RuntimeError), runtime_mode("failed", "batch"):
+        raise RuntimeError("job failed")
+    assert closed == ["ok", "failed"]
+
+
+class _Scripted:
+    """An evaluator that fails in the modes a test asks for, then returns zeros."""
+
+    def __init__(self, failures: list[Exception]) -> None:
+        self.failures = list(failures)
+        self.calls = 0
+
+    def run(self, program, values, seed):
+        self.calls += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        return [(np.zeros(len(v)), np.zeros(len(v))) for v in values]
+
+
+class _ScriptedJobs(_Scripted):
+    """The submit/collect form (remote jobs): the failure shows when the result is collected."""
+
+    def __init__(self, failures: list[Exception], server: dict | None = None) -> None:
+        super().__init__(failures)
+        self.server = {} if server is None else server  # job id -> job, outlives a "killed" run
+        self.attached: list[str] = []
+
+    def submit(self, program, values, seed):
+        self.calls += 1
+        job = (self.failures.pop(0) if self.failures else None, values)
+        self.server[f"job-{len(self.server)}"] = job
+        return job
+
+    def job_id(self, job):
+        return next(k for k, v in self.server.items() if v is job)
+
+    def attach(self, job_id):
+        self.attached.append(job_id)
+        return self.server[job_id]
+
+    def collect(self, job):
+        error, values = job
+        if error is not None:
+            raise error
+        return [(np.zeros(len(v)), np.zeros(len(v))) for v in values]
+
+
+@pytest.mark.parametrize("scripted", [_Scripted, _ScriptedJobs])
+def test_transient_job_failures_are_retried_and_others_are_not(scripted, rng):
+    from qff_core.errors import EngineError, TransientError
+    from qff_core.execution.fanout import RetryPolicy, run_plan
+    from qff_core.execution.qiskit_circuits import compile_qiskit
+    from qff_core.execution.shift import plan_shifts
+
+    model = simulator_for("lih", depth=1).model
+    plan = plan_shifts(compile_qiskit(model), init_parameters(model), random_geometries(model, 2, rng))
+    retry = RetryPolicy(attempts=3, delays_s=(0.0,))
+    flaky = scripted([TransientError("queue timeout")])
+    evs, _ = run_plan(plan, flaky, program=None, retry=retry)
+    assert flaky.calls == plan.n_chunks + 1 and evs.shape == (plan.n_rows,)
+    broken = scripted([EngineError("bad circuit")])
+    with pytest.raises(EngineError):
+        run_plan(plan, broken, program=None, retry=retry)
+    assert broken.calls == 1
+    down = scripted([TransientError("network")] * 5)
+    with pytest.raises(TransientError):
+        run_plan(plan, down, program=None, retry=retry)
+
+
+def test_a_killed_run_reattaches_to_its_recorded_jobs(tmp_path, rng):
+    from qff_core.execution.fanout import RetryPolicy, run_plan
+    from qff_core.execution.journal import JobJournal
+    from qff_core.execution.qiskit_circuits import compile_qiskit
+    from qff_core.execution.shift import Batching, plan_shifts
+
+    model = simulator_for("lih", depth=1).model
+    q = compile_qiskit(model)
+    X, forces, three = random_geometries(model, 2, rng), Request(forces=True), Batching(min_chunks=3)
+    plan = plan_shifts(q, init_parameters(model), X, forces, three)
+    journal = JobJournal(tmp_path / "jobs.json")
+    retry = RetryPolicy(attempts=1, delays_s=(0.0,))
+
+    class KilledError(Exception):
+        pass
+
+    server: dict = {}
+    first = _ScriptedJobs([], server)
+    first.collect = lambda job: (_ for _ in ()).throw(KilledError())  # the process dies while waiting
+    with pytest.raises(KilledError):
+        run_plan(plan, first, program=None, retry=retry, journal=journal)
+    assert first.calls == plan.n_chunks == 3 and len(journal.load()) == 3  # all submitted and recorded
+
+    second = _ScriptedJobs([], server)
+    evs, _ = run_plan(plan, second, program=None, retry=retry, journal=journal)
+    assert second.calls == 0 and sorted(second.attached) == sorted(journal.load().values())
+    assert evs.shape == (plan.n_rows,)
+    other = plan_shifts(q, init_parameters(model, seed=1), X, forces, three)
+    third = _ScriptedJobs([], server)
+    run_plan(other, third, program=None, retry=retry, journal=journal)  # different rows: new jobs
+    assert third.calls == 3 and not third.attached
