@@ -328,6 +328,7 @@ def _exact_functions(run: Run, train: TrainingData):
     optimiser = optax.adam(learning_rate_schedule(cfg))
     X, E, F = (jnp.asarray(a) for a in (train.positions_a, train.energies_ev, train.forces_ev_per_a))
     w_e, w_f = cfg.energy_weight, cfg.force_weight
+    trainable = jnp.asarray(run.model.trainable_mask(), dtype=jnp.float64)  # frozen parameters get no update
 
     def loss_fn(opt_params, pos, e_ref, f_ref):
         theta = opt_params * mult + shift
@@ -341,6 +342,7 @@ def _exact_functions(run: Run, train: TrainingData):
     @jax.jit
     def step(opt_params, opt_state, idx):
         value, grad = jax.value_and_grad(loss_fn)(opt_params, X[idx], E[idx], F[idx])
+        grad = grad * trainable
         updates, opt_state = optimiser.update(grad, opt_state, opt_params)
         return optax.apply_updates(opt_params, updates), opt_state, value
 
