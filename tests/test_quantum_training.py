@@ -1,6 +1,6 @@
 """Training on quantum executors with the trainer of the exact path: the same step on exact Aer,
-Dask fan-out, shots reproducible on resume, job ids kept with the checkpoint and re-attached after a kill,
-retries, permanent failures."""
+Dask fan-out, shots reproducible on resume, IBM Runtime Sessions (local testing mode), job ids kept
+with the checkpoint and re-attached after a kill, retries, permanent failures, cost before submission."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from qff_core.cli import main
 from qff_core.datagen import GenerateSettings, compute_pending, prepare_dataset
 from qff_core.distributed import ClusterConfig, LocalSettings
 from qff_core.store.checkpoint import latest_checkpoint, read_checkpoint
@@ -195,6 +196,32 @@ def test_a_permanent_failure_stops_with_the_checkpoint_intact(lih, tmp_path, uni
     assert np.array_equal(last(tmp_path / "run")["opt_params"], uninterrupted["opt_params"])
 
 
+# ----------------------------------------------------------------------------- IBM Runtime, local testing mode
+
+
+def train_args(dataset: str, run_dir: Path, *extra: str) -> list[str]:
+    return ["train", "--dataset", dataset, "--depth", "1", "--steps", "1", "--batch-size", "2", "--test-size", "2",
+            "--val-size", "2", "--seed", "3", "--run-dir", str(run_dir), "--no-prefect", "--json", *extra]
+
+
+def test_a_training_step_runs_in_an_ibm_runtime_session_and_stores_no_token(lih, tmp_path, monkeypatch, capsys):
+    token = "qff-test-token-7f3a9c"  # local testing mode never uses it; it must not be written anywhere
+    monkeypatch.setenv("QISKIT_IBM_TOKEN", token)
+    run_dir = tmp_path / "run"
+    assert main(train_args(lih, run_dir, "--executor", "ibm", "--ibm-backend", "aer", "--shots", "500",
+                           "--force-weight", "0")) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out[out.index("{"):])
+    assert summary["executor"] == {"name": "ibm", "runtime_mode": "Session", "jobs_submitted": 1}
+    assert summary["step"] == 1 and np.isfinite(summary["final_loss"])
+    assert not (run_dir / "checkpoints" / "jobs.json").exists()  # local jobs cannot be re-attached: none kept
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert any(p.name == "run.json" for p in files) and len(files) > 5
+    assert not [p for p in files if token.encode() in p.read_bytes()]
+    stored = json.loads((run_dir / "run.json").read_text())["config"]["executor"]
+    assert stored["backend"] == "aer" and stored["shots"] == 500 and stored["token_secret"] is None
+
+
 def test_executor_settings_are_checked_and_old_runs_still_read():
     from pydantic import ValidationError
 
@@ -211,3 +238,70 @@ def test_executor_settings_are_checked_and_old_runs_still_read():
     a = ExecutorSettings(name="ibm", backend="ibm_fez", instance="crn:a", retry_attempts=5)
     assert a.fingerprint() == ExecutorSettings(name="ibm", backend="ibm_fez").fingerprint()  # operational only
     assert a.fingerprint() != ExecutorSettings(name="ibm", backend="ibm_torino").fingerprint()
+
+
+# ----------------------------------------------------------------------------- cost before submission
+
+
+def write_config(path: Path, dataset: str, executor: dict, **train_kw) -> Path:
+    train_section = {"dataset": dataset, "model": {"depth": 1}, "steps": 10, "batch_size": 2, "test_size": 2,
+                     "val_size": 2, **train_kw}
+    path.write_text(json.dumps({"train": train_section, "executor": executor}))  # JSON is YAML
+    return path
+
+
+def test_cost_of_a_small_model_matches_a_hand_count(lih, tmp_path, capsys):
+    """LiH invariant D=1: 2 qubits, units: 4 encodings x 5 angles + 1 exchange; the weight-dependent ones
+    are the 4 encodings' phi angles and the exchange angle, each with a two-term shift rule."""
+    cfg = write_config(tmp_path / "c.yaml", lih, {"name": "ibm", "backend": "FakeFez", "shots": 1000},
+                       force_weight=0.0)  # energy loss: weight gradient only
+    assert main(["cost", "--config", str(cfg), "--json"]) == 0
+    cost = json.loads(capsys.readouterr().out)
+    bindings = 2 * (1 + 2 * 5)  # 2 geometries x (unshifted + 2 shifts x 5 weight-dependent angles) = 22
+    bases = 3  # XX, YY, ZZ: the singlet observable's qubit-wise commuting groups
+    shots = bindings * bases * 1000  # 66,000
+    seconds = 1 * 3.0 + shots * (250e-6 + 10e-6)  # one job: 3 s overhead + 17.16 s of shots = 20.16 s
+    assert cost["circuits_per_step"] == bases and cost["bindings_per_step"] == bindings
+    assert cost["shots_per_step"] == shots and cost["jobs_per_step"] == 1
+    assert cost["qpu_seconds_per_step"] == pytest.approx(seconds, rel=1e-12)
+    assert cost["qpu_seconds_total"] == pytest.approx(10 * seconds, rel=1e-12)
+
+    # Twirling (level 1) rounds 1000 shots up to 16 randomizations x 64; overrides of the time model apply.
+    cfg = write_config(tmp_path / "c1.yaml", lih, {"name": "ibm", "backend": "FakeFez", "shots": 1000,
+                                                   "resilience_level": 1}, force_weight=0.0)
+    text = cfg.read_text()
+    cfg.write_text(text[:-1] + ', "qpu_time": {"job_overhead_s": 1.0, "circuit_duration_s": 0.0}}')
+    assert main(["cost", "--config", str(cfg), "--json"]) == 0
+    cost = json.loads(capsys.readouterr().out)
+    assert cost["shots_per_step"] == bindings * bases * 1024
+    assert cost["qpu_seconds_per_step"] == pytest.approx(1.0 + bindings * bases * 1024 * 250e-6, rel=1e-12)
+
+    # Forces in the loss: the planner's own count; local executors cost no QPU time.
+    cfg = write_config(tmp_path / "c2.yaml", lih, {"name": "aer"})
+    assert main(["cost", "--config", str(cfg), "--json"]) == 0
+    cost = json.loads(capsys.readouterr().out)
+    assert (cost["bindings_per_step"], cost["shots_per_step"], cost["qpu_seconds_total"]) == (470, 0, 0.0)
+    assert cost["circuits_per_step"] == 1  # exact expectation values: the template itself
+
+
+def test_train_refuses_to_start_beyond_its_qpu_budget(lih, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    args = train_args(lih, run_dir, "--executor", "ibm", "--ibm-backend", "FakeFez", "--precision", "0.01")
+    assert main([*args, "--max-qpu-seconds", "60"]) == 2
+    err = capsys.readouterr().err
+    assert "--max-qpu-seconds 60" in err and "nothing was started" in err and "QPU s" in err
+    assert not run_dir.exists()
+    assert main([*train_args(lih, run_dir), "--workers", "2"]) == 2  # exact: no Dask cluster to fan out to
+    assert "aer" in capsys.readouterr().err and not run_dir.exists()
+
+
+def test_the_api_key_can_come_from_a_prefect_secret_block(prefect_server):
+    from prefect.blocks.system import Secret
+
+    from flows.credentials import ibm_token
+    from qff_core.errors import InputError
+
+    Secret(value="qff-secret-key-31d2").save("qff-test-ibm-token", overwrite=True)
+    assert ibm_token("qff-test-ibm-token") == "qff-secret-key-31d2"
+    with pytest.raises(InputError, match="no Prefect Secret block 'qff-missing'"):
+        ibm_token("qff-missing")
