@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from prefect import flow, task
 
+from flows.credentials import ibm_token
+from qff_core.distributed import ClusterConfig
 from qff_core.evaluation import evaluate_run
 from qff_core.training import TrainConfig, format_progress, train
 
@@ -18,18 +20,26 @@ def _print_progress(p: dict) -> None:
 
 
 @task(name="train-segment")
-def train_segment(run_dir: str, config: dict, resume: bool, steps: int) -> dict:
-    """Up to ``steps`` training steps from the last checkpoint (or from the start)."""
-    return train(run_dir, TrainConfig.model_validate(config), resume=resume, stop_after=steps,
-                 progress=_print_progress)
+def train_segment(run_dir: str, config: dict, resume: bool, steps: int, cluster: dict | None = None) -> dict:
+    """Up to ``steps`` training steps from the last checkpoint (or from the start).
+
+    ``cluster``: ClusterConfig fields for aer's Dask fan-out. An IBM API key named by the
+    executor's ``token_secret`` is read here, inside the task, so it is never a parameter.
+    """
+    train_config = TrainConfig.model_validate(config)
+    secret = train_config.executor.token_secret
+    return train(run_dir, train_config, resume=resume, stop_after=steps, progress=_print_progress,
+                 cluster=None if cluster is None else ClusterConfig.model_validate(cluster),
+                 ibm_token=ibm_token(secret) if secret else None)
 
 
 @flow(name="train-model", log_prints=True)
-def train_model(config: dict, run_dir: str, resume: bool = False, segment_steps: int = 1000) -> dict:
+def train_model(config: dict, run_dir: str, resume: bool = False, segment_steps: int = 1000,
+                cluster: dict | None = None) -> dict:
     """Train (or continue) one run to its step budget or early stop; returns the trainer's summary."""
-    summary = train_segment(run_dir, config, resume, segment_steps)
+    summary = train_segment(run_dir, config, resume, segment_steps, cluster)
     while summary["stop_reason"] is None:
-        summary = train_segment(run_dir, config, True, segment_steps)
+        summary = train_segment(run_dir, config, True, segment_steps, cluster)
     return summary
 
 

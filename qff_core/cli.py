@@ -47,8 +47,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON document")
 
 
-def _config_section(path: Path | None, section: str) -> dict:
-    """The ``section:`` of a YAML config file (or the whole file when it has no such key); {} without a file."""
+def _load_config(path: Path | None) -> dict:
+    """A YAML config file as a mapping; {} without a file."""
     if path is None:
         return {}
     try:
@@ -59,6 +59,12 @@ def _config_section(path: Path | None, section: str) -> dict:
         raise InputError(f"{path} is not valid YAML: {exc}") from exc
     if not isinstance(loaded, dict):
         raise InputError(f"{path} must hold a mapping of settings")
+    return loaded
+
+
+def _config_section(path: Path | None, section: str) -> dict:
+    """The ``section:`` of a YAML config file (or the whole file when it has no such key); {} without a file."""
+    loaded = _load_config(path)
     return dict(loaded.get(section, loaded))
 
 
@@ -287,7 +293,6 @@ def cmd_dataset_info(args: argparse.Namespace) -> int:
 _TRAIN_FLAGS = {
     "dataset": dict(help="Zarr dataset (from `qff dataset generate`)"),
     "molecule": dict(help="molecule spec (built-in or file); default: the dataset's built-in molecule"),
-    "executor": dict(choices=["exact", "aer", "ibm"], help="where circuits run (default exact)"),
     "steps": dict(type=int, help="Adam steps in total (default 2000)"),
     "batch_size": dict(type=int, help="geometries per minibatch (default 128)"),
     "learning_rate": dict(type=float, help="initial learning rate (default 1e-2)"),
@@ -306,12 +311,46 @@ _TRAIN_FLAGS = {
 }
 
 
+# flag -> ExecutorSettings field, argparse keywords
+_EXECUTOR_FLAGS = {
+    "executor": ("name", dict(choices=["exact", "aer", "ibm"], help="where circuits run (default exact)")),
+    "shots": ("shots", dict(type=int, help="shots per parameter binding and measured basis "
+                                           "(aer: omit for exact expectation values)")),
+    "precision": ("precision", dict(type=float, help="ibm: target standard error per expectation value, "
+                                                     "instead of --shots (default 1/64)")),
+    "shot_seed": ("seed", dict(type=int, help="seed of the shot noise (default: --seed)")),
+    "noise_backend": ("noise_backend", dict(help="aer: simulate this fake backend's noise (FakeManilaV2, ...)")),
+    "ibm_backend": ("backend", dict(help="ibm: a device of your account (ibm_fez, ...), or aer / FakeManilaV2 ... "
+                                         "for qiskit-ibm-runtime's local testing mode")),
+    "ibm_instance": ("instance", dict(help="ibm: instance CRN (default $QISKIT_IBM_INSTANCE or the saved account)")),
+    "ibm_channel": ("channel", dict(choices=["ibm_quantum_platform", "ibm_cloud"], help="ibm: account channel")),
+    "ibm_token_secret": ("token_secret", dict(help="ibm: Prefect Secret block holding the API key "
+                                                   "(default $QISKIT_IBM_TOKEN or the saved account)")),
+    "resilience_level": ("resilience_level", dict(type=int, choices=[0, 1, 2],
+                                                  help="ibm: 0 none (default), 1 measurement mitigation, 2 ZNE")),
+}
+
+
+def _executor_values(args: argparse.Namespace, values: dict) -> dict:
+    """Executor settings: ``executor:`` of the train section, the file's top-level ``executor:``, then flags."""
+    loaded = _load_config(getattr(args, "config", None))
+    merged: dict = {}
+    for source in (values.get("executor"), loaded.get("executor") if "train" in loaded else None):
+        merged.update({"name": source} if isinstance(source, str) else dict(source or {}))
+    for flag, (name, _) in _EXECUTOR_FLAGS.items():
+        if getattr(args, flag, None) is not None:
+            merged[name] = getattr(args, flag)
+    return merged
+
+
 def train_config_from_args(args: argparse.Namespace):
-    """TrainConfig from ``--config`` (its ``train:`` section, or the whole file) with flags on top."""
+    """TrainConfig from ``--config`` (its ``train:`` section, or the whole file; executor settings also
+    from a top-level ``executor:`` section) with flags on top."""
     from qff_core.training import TrainConfig
 
     values = _config_section(args.config, "train")
     values.update({k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k, None) is not None})
+    values["executor"] = _executor_values(args, values)
     model = dict(values.get("model") or {})
     model.update({k: getattr(args, k) for k in [*_MODEL_FLAGS, "symmetrize_inversion"]
                   if getattr(args, k, None) is not None})
@@ -324,29 +363,76 @@ def train_config_from_args(args: argparse.Namespace):
         raise InputError(f"invalid training settings:\n{exc}") from exc
 
 
+def _qpu_time_model(args: argparse.Namespace):
+    """The QPU-time model: defaults, with the config file's ``qpu_time:`` section on top."""
+    from qff_core.cost import QpuTimeModel
+
+    try:
+        return QpuTimeModel.model_validate(_load_config(args.config).get("qpu_time") or {})
+    except ValueError as exc:
+        raise InputError(f"invalid qpu_time settings in {args.config}:\n{exc}") from exc
+
+
+def _train_cluster(args: argparse.Namespace, executor: str) -> ClusterConfig | None:
+    """The Dask cluster of aer's fan-out (``--cluster``...); other executors take none."""
+    if executor == "aer":
+        return cluster_config_from_args(args)
+    if args.cluster is not None or args.scheduler or args.workers:
+        raise InputError(f"--cluster/--workers/--scheduler fan aer simulations out to Dask; the {executor} executor "
+                         "does not use them")
+    return None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a model on a dataset; checkpoints into --run-dir; --resume continues."""
     from qff_core.training import format_progress, train
 
     config = train_config_from_args(args)
     log = (lambda *a, **k: None) if args.json else print
+    cluster = _train_cluster(args, config.executor.name)
+    if args.max_qpu_seconds is not None:  # before anything is written
+        from qff_core.cost import check_qpu_budget
+
+        cost = check_qpu_budget(config, args.max_qpu_seconds, qpu_time=_qpu_time_model(args),
+                                run_dir=args.run_dir if args.resume else None)
+        log(f"estimated {cost.qpu_seconds_total:,.1f} QPU s for {cost.steps} steps "
+            f"(--max-qpu-seconds {args.max_qpu_seconds:g})")
 
     def progress(p: dict) -> None:
         log("  " + format_progress(p), flush=True)
 
-    log(f"training {config.model.model} model (D={config.model.depth}) on {config.dataset} -> {args.run_dir}")
+    log(f"training {config.model.model} model (D={config.model.depth}) on {config.dataset} with the "
+        f"{config.executor.name} executor -> {args.run_dir}")
     if args.no_prefect:
-        summary = train(args.run_dir, config, resume=args.resume, progress=progress)
+        token = None
+        if config.executor.token_secret:
+            from flows.credentials import ibm_token
+
+            token = ibm_token(config.executor.token_secret)
+        summary = train(args.run_dir, config, resume=args.resume, progress=progress, cluster=cluster,
+                        ibm_token=token)
     else:
         _prefect_defaults()
         from flows.training import train_model
 
         summary = train_model(config.model_dump(), str(args.run_dir), resume=args.resume,
-                              segment_steps=args.segment_steps)
+                              segment_steps=args.segment_steps,
+                              cluster=None if cluster is None else cluster.model_dump())
     log(f"{summary['stop_reason']} at step {summary['step']}; best validation at step {summary['best_step']} "
         f"({summary['wall_time_s']:.1f} s)")
     if args.json:
         print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_cost(args: argparse.Namespace) -> int:
+    """Circuits, parameter bindings, shots and QPU seconds a training configuration would use (nothing runs)."""
+    from qff_core.cost import training_cost
+
+    config = train_config_from_args(args)
+    cost = training_cost(config, qpu_time=_qpu_time_model(args))
+    _emit(args, cost.to_dict(), f"training {config.model.model} model (D={config.model.depth}) with the "
+                                f"{cost.describe()}")
     return 0
 
 
@@ -420,12 +506,23 @@ def build_parser() -> argparse.ArgumentParser:
     for name, kw in _MODEL_FLAGS.items():
         tr.add_argument("--" + name.replace("_", "-"), dest=name, default=None, **kw)
     tr.add_argument("--symmetrize-inversion", action="store_true", default=None)
+    quantum = tr.add_argument_group("quantum executors (also under executor: in --config)")
+    for name, (_, kw) in _EXECUTOR_FLAGS.items():
+        quantum.add_argument("--" + name.replace("_", "-"), dest=name, default=None, **kw)
+    quantum.add_argument("--max-qpu-seconds", type=float, default=None,
+                         help="refuse to start when the estimated QPU time of the steps to run exceeds this")
+    add_cluster_args(quantum)
     tr.add_argument("--run-dir", type=Path, required=True, help="where the run's split and checkpoints go")
     tr.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
     tr.add_argument("--segment-steps", type=int, default=1000, help="steps per Prefect task (flow mode)")
     tr.add_argument("--no-prefect", action="store_true", help="run the plain trainer instead of the Prefect flow")
     tr.add_argument("--json", action="store_true")
     tr.set_defaults(func=cmd_train)
+    cost = sub.add_parser("cost", help="circuits, bindings, shots and QPU seconds of a training configuration")
+    cost.add_argument("--config", type=Path, required=True,
+                      help="YAML with a train: section (as qff train --config), executor: and optional qpu_time:")
+    cost.add_argument("--json", action="store_true")
+    cost.set_defaults(func=cmd_cost)
     ev = sub.add_parser("evaluate", help="test errors, symmetry checks, plots of a trained run")
     ev.add_argument("run_dir", type=Path)
     ev.add_argument("--seed", type=int, default=0, help="seed of the random symmetry operations")

@@ -62,3 +62,8 @@ class ClusterUnavailableError(ResourceError):
 
 class WorkerTimeoutError(TransientError):
     """The Dask cluster started, but too few workers connected within ``worker_timeout_s``."""
+
+
+class ExecutionError(QffError):
+    """Circuits could not be run for good (a job failed permanently, or retries ran out); the message says
+    what was kept and how to continue."""

@@ -20,20 +20,25 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from qff_core.errors import InputError, QffError
+from qff_core.errors import ExecutionError, InputError, QffError, TransientError
+from qff_core.execution.settings import ExecutorSettings, open_executor
 from qff_core.models import InitStrategy, ModelConfig, build_model, init_parameters
 from qff_core.models.ir import Model
 from qff_core.store.checkpoint import Checkpoint, latest_checkpoint, read_checkpoint, write_checkpoint
 from qff_core.store.dataset import DONE, Dataset
 from qff_core.units import EV_KCAL_PER_MOL
+
+if TYPE_CHECKING:
+    from qff_core.execution.journal import JobJournal
 
 RUN_SCHEMA = 1
 
@@ -50,7 +55,8 @@ class TrainConfig(BaseModel):
     dataset: str
     molecule: str | None = Field(None, description="molecule spec (built-in or file); default: the dataset's")
     model: ModelConfig = Field(default_factory=ModelConfig)
-    executor: str = "exact"
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings,
+                                       description="where circuits run: exact, aer or ibm, with their options")
     steps: int = Field(2000, ge=1, description="Adam steps in total (a resumed run continues to this)")
     batch_size: int = Field(128, ge=1)
     learning_rate: float = Field(1e-2, gt=0)
@@ -73,6 +79,7 @@ class TrainConfig(BaseModel):
         d = self.model_dump()
         for k in ("steps", "patience", "keep_checkpoints", "checkpoint_every", "eval_every"):
             d.pop(k)
+        d["executor"] = self.executor.fingerprint()
         return d
 
 
@@ -328,6 +335,7 @@ def _exact_functions(run: Run, train: TrainingData):
     optimiser = optax.adam(learning_rate_schedule(cfg))
     X, E, F = (jnp.asarray(a) for a in (train.positions_a, train.energies_ev, train.forces_ev_per_a))
     w_e, w_f = cfg.energy_weight, cfg.force_weight
+    trainable = jnp.asarray(run.model.trainable_mask(), dtype=jnp.float64)  # frozen parameters get no update
 
     def loss_fn(opt_params, pos, e_ref, f_ref):
         theta = opt_params * mult + shift
@@ -341,6 +349,7 @@ def _exact_functions(run: Run, train: TrainingData):
     @jax.jit
     def step(opt_params, opt_state, idx):
         value, grad = jax.value_and_grad(loss_fn)(opt_params, X[idx], E[idx], F[idx])
+        grad = grad * trainable
         updates, opt_state = optimiser.update(grad, opt_state, opt_params)
         return optax.apply_updates(opt_params, updates), opt_state, value
 
@@ -416,19 +425,8 @@ def format_progress(p: dict) -> str:
             f"({p['seconds_per_step'] * 1e3:.0f} ms/step, ETA {p['eta_s']:.0f} s)")
 
 
-def train(run_dir: str | Path, config: TrainConfig, *, resume: bool = False,
-          progress: ProgressFn | None = None, stop_after: int | None = None) -> dict:
-    """Train (or, with ``resume``, continue) the run in ``run_dir``; returns a summary.
-
-    ``stop_after``: return after this many steps in this call (checkpointing first), to split a
-    long run into pieces (Prefect tasks, batch jobs with a wall-time limit).
-    """
-    import jax
-    import jax.numpy as jnp
-
-    run_dir = Path(run_dir)
-    if config.executor != "exact":
-        raise InputError(f"executor {config.executor!r} is not available for training yet; use --executor exact")
+def _open_or_create(run_dir: Path, config: TrainConfig, resume: bool) -> Run:
+    """The run in ``run_dir`` (checked against ``config``) with ``resume``, else a new one."""
     if (run_dir / "run.json").exists():
         if not resume:
             raise TrainingError(f"{run_dir} already holds a run; pass --resume to continue it "
@@ -441,28 +439,153 @@ def train(run_dir: str | Path, config: TrainConfig, *, resume: bool = False,
         if config.steps != run.config.steps:
             raise TrainingError(f"the run in {run_dir} was planned for {run.config.steps} steps (its learning-rate "
                                 f"schedule depends on it); resume with --steps {run.config.steps}")
-    else:
-        run = create_run(run_dir, config)
+        return run
+    return create_run(run_dir, config)
 
+
+def _initial_state(run: Run, sim, optimiser, train_data: TrainingData) -> TrainState:
+    """The state of the latest checkpoint, or step 0."""
+    import jax
+    import jax.numpy as jnp
+
+    ckpt_path = latest_checkpoint(run.checkpoint_dir)
+    if ckpt_path is not None:
+        return _state_from_checkpoint(read_checkpoint(ckpt_path))
+    mult, shift = parameter_map(run.model, run.norm)
+    opt0 = _initial_opt_params(run, sim, train_data)
+    return TrainState(step=0, opt_params=opt0,
+                      opt_state_leaves=[np.asarray(x) for x in jax.tree_util.tree_leaves(optimiser.init(
+                          jnp.asarray(opt0)))],
+                      best_params=opt0 * mult + shift, best_val_loss=math.inf, best_step=0, evals_since_best=0,
+                      history={k: [] for k in (*HISTORY_KEYS, *VAL_KEYS)})
+
+
+def train(run_dir: str | Path, config: TrainConfig, *, resume: bool = False,
+          progress: ProgressFn | None = None, stop_after: int | None = None, cluster=None, executor=None,
+          ibm_token: str | None = None) -> dict:
+    """Train (or, with ``resume``, continue) the run in ``run_dir``; returns a summary.
+
+    ``stop_after``: return after this many steps in this call (checkpointing first), to split a
+    long run into pieces (Prefect tasks, batch jobs with a wall-time limit). ``cluster``: a
+    ``ClusterConfig`` whose Dask workers run the aer executor's circuits. ``executor``: an
+    executor already built for this run's model, used instead of the one ``config.executor``
+    describes (tests; callers that hold their own Session). ``ibm_token``: an API key read from
+    a secret store, handed to IBM Runtime and never stored.
+    """
+    import optax
+
+    from qff_core.execution.exact import compile_exact
+    from qff_core.execution.journal import JobJournal
+
+    run_dir = Path(run_dir)
+    if cluster is not None and config.executor.name != "aer":
+        raise InputError(f"--cluster fans aer simulations out to Dask; the {config.executor.name} executor does not "
+                         "use it: drop --cluster/--workers/--scheduler")
+    run = _open_or_create(run_dir, config, resume)
     dataset = run.dataset()
     train_data = TrainingData.take(dataset, run.split.train)
     val_data = TrainingData.take(dataset, run.split.val) if run.split.val.size else None
-    sim, optimiser, step_fn = _exact_functions(run, train_data)
+    if executor is None and run.config.executor.name == "exact":
+        sim, optimiser, exact_step = _exact_functions(run, train_data)
+        state = _initial_state(run, sim, optimiser, train_data)
+        return _loop(run, state, optimiser, lambda p, s, idx, _: exact_step(p, s, idx), sim, val_data, progress,
+                     stop_after)
+    # Quantum executors: the same loop, minibatches, optimiser and checkpoints; initialisation and
+    # validation stay on the exact simulator (classical, free: they pick the best parameters).
+    sim = compile_exact(run.model)
+    optimiser = optax.adam(learning_rate_schedule(run.config))
+    state = _initial_state(run, sim, optimiser, train_data)
+    journal = JobJournal(run.checkpoint_dir / JOURNAL)
+    with ExitStack() as stack:
+        if executor is None:
+            client = None
+            if cluster is not None:
+                from qff_core.distributed import dask_client
+
+                client = stack.enter_context(dask_client(cluster))
+            executor = stack.enter_context(open_executor(run.config.executor, run.model, client=client,
+                                                         journal=journal, seed=run.config.seed, ibm_token=ibm_token))
+        else:
+            executor = _with_journal(executor, journal)
+        step_fn = _executor_step(run, train_data, optimiser, executor)
+        summary = _loop(run, state, optimiser, step_fn, sim, val_data, progress, stop_after, executor=executor,
+                        journal=journal)
+    return summary
+
+
+JOURNAL = "jobs.json"
+"""The job journal's file name inside ``checkpoints/``: remote job ids of every step, for re-attaching."""
+
+
+def _with_journal(executor, journal: JobJournal):
+    """``executor`` recording its remote jobs in ``journal`` (a parameter-shift executor with a remote
+    evaluator and no Dask client); any other executor unchanged."""
+    from qff_core.execution.executors import ShiftExecutor
+
+    if (isinstance(executor, ShiftExecutor) and executor.journal is None and executor.client is None
+            and hasattr(executor.evaluator, "submit")):
+        return replace(executor, journal=journal)
+    return executor
+
+
+def step_seed(seed: int | None, step: int) -> int | None:
+    """The shot-noise seed of training step ``step`` (None stays None): a resumed run draws the same shots."""
+    return None if seed is None else int(np.random.SeedSequence([seed, step, 1]).generate_state(1)[0])
+
+
+def _executor_step(run: Run, train: TrainingData, optimiser, executor) -> Callable:
+    """A step on any executor: its loss and gradient with respect to theta, chained to the optimised
+    parameters (theta = mult * opt + shift), then the optax update."""
+    import jax.numpy as jnp
+    import optax
+
+    from qff_core.execution.executors import ShiftExecutor
+
+    cfg, norm = run.config, run.norm
+    mult, shift = parameter_map(run.model, norm)
+    reseed = isinstance(executor, ShiftExecutor) and executor.seed is not None
+
+    def step(opt_params, opt_state, idx, step_number: int):
+        idx = np.asarray(idx)
+        ex = replace(executor, seed=step_seed(executor.seed, step_number)) if reseed else executor
+        loss, grad = ex.loss_and_grad(np.asarray(opt_params) * mult + shift, train.positions_a[idx],
+                                      train.energies_ev[idx], train.forces_ev_per_a[idx],
+                                      w_energy=cfg.energy_weight, w_forces=cfg.force_weight,
+                                      energy_scale_ev=norm.energy_std_ev, force_scale_ev_per_a=norm.force_rms_ev_per_a)
+        updates, opt_state = optimiser.update(jnp.asarray(grad * mult), opt_state, opt_params)
+        return optax.apply_updates(opt_params, updates), opt_state, loss
+
+    return step
+
+
+def _executor_info(executor, journal: JobJournal | None) -> dict:
+    """What the summary and checkpoints say about a quantum executor: name, runtime mode, jobs."""
+    if executor is None:
+        return {}
+    info: dict = {"name": executor.name}
+    evaluator = getattr(executor, "evaluator", None)
+    if getattr(evaluator, "mode", None) is not None:
+        info["runtime_mode"] = type(evaluator.mode).__name__
+    if getattr(evaluator, "job_ids", None) is not None:
+        info["jobs_submitted"] = len(evaluator.job_ids)
+    if journal is not None and Path(journal.path).exists():
+        info["job_journal"] = {"file": Path(journal.path).name, "jobs": len(journal.load())}
+    return info
+
+
+def _loop(run: Run, state: TrainState, optimiser, step_fn: Callable, sim, val_data: TrainingData | None,
+          progress: ProgressFn | None, stop_after: int | None, *, executor=None,
+          journal: JobJournal | None = None) -> dict:
+    """Steps from ``state`` to the budget, early stop or ``stop_after``, with validation and checkpoints.
+
+    With an ``executor`` (quantum path), a step that fails for good checkpoints the steps done
+    and raises ExecutionError; submitted jobs stay in ``journal`` for the resumed run.
+    """
+    import jax
+    import jax.numpy as jnp
 
     template = optimiser.init(jnp.zeros(run.model.n_parameters))
     treedef = jax.tree_util.tree_structure(template)
-    ckpt_path = latest_checkpoint(run.checkpoint_dir)
-    if ckpt_path is not None:
-        state = _state_from_checkpoint(read_checkpoint(ckpt_path))
-    else:
-        opt0 = _initial_opt_params(run, sim, train_data)
-        state = TrainState(step=0, opt_params=opt0,
-                           opt_state_leaves=[np.asarray(x) for x in jax.tree_util.tree_leaves(optimiser.init(
-                               jnp.asarray(opt0)))],
-                           best_params=opt0 * parameter_map(run.model, run.norm)[0] + parameter_map(
-                               run.model, run.norm)[1],
-                           best_val_loss=math.inf, best_step=0, evals_since_best=0,
-                           history={k: [] for k in (*HISTORY_KEYS, *VAL_KEYS)})
     resumed_from = state.step
     opt_params = jnp.asarray(state.opt_params)
     opt_state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x) for x in state.opt_state_leaves])
@@ -476,12 +599,26 @@ def train(run_dir: str | Path, config: TrainConfig, *, resume: bool = False,
     def checkpoint() -> None:
         state.opt_params = np.asarray(opt_params)
         state.opt_state_leaves = [np.asarray(x) for x in jax.tree_util.tree_leaves(opt_state)]
-        write_checkpoint(run.checkpoint_dir, _state_to_checkpoint(state, run), keep=cfg.keep_checkpoints)
+        ckpt = _state_to_checkpoint(state, run)
+        if executor is not None:
+            ckpt.attrs["executor"] = _executor_info(executor, journal)
+        write_checkpoint(run.checkpoint_dir, ckpt, keep=cfg.keep_checkpoints)
 
     while state.step < limit and state.stop_reason is None:
         idx = jnp.asarray(batch_indices(cfg.seed, state.step, n_train, cfg.batch_size))
         lr = float(schedule(state.step))
-        opt_params, opt_state, loss = step_fn(opt_params, opt_state, idx)
+        try:
+            opt_params, opt_state, loss = step_fn(opt_params, opt_state, idx, state.step)
+        except Exception as exc:
+            if executor is None:
+                raise
+            checkpoint()  # the steps done so far; the failed one changed nothing
+            again = "retries ran out; " if isinstance(exc, TransientError) else ""
+            raise ExecutionError(
+                f"step {state.step + 1} failed on the {executor.name} executor ({again}{type(exc).__name__}: {exc}). "
+                f"The run is checkpointed at step {state.step} in {run.checkpoint_dir}; fix the cause, then continue "
+                f"with `qff train --resume --run-dir {run.path}` (jobs already submitted are re-attached, "
+                "not paid again)") from exc
         state.step += 1
         state.history["step"].append(state.step)
         state.history["loss"].append(float(loss))
@@ -519,8 +656,8 @@ def train(run_dir: str | Path, config: TrainConfig, *, resume: bool = False,
     if state.stop_reason is None and state.step >= cfg.steps:
         state.stop_reason = "completed"
     checkpoint()
-    return {
-        "run_dir": str(run_dir),
+    summary = {
+        "run_dir": str(run.path),
         "step": state.step,
         "steps": cfg.steps,
         "resumed_from": resumed_from,
@@ -532,6 +669,9 @@ def train(run_dir: str | Path, config: TrainConfig, *, resume: bool = False,
         "split": run.split.counts(),
         "n_parameters": run.model.n_parameters,
     }
+    if executor is not None:
+        summary["executor"] = _executor_info(executor, journal)
+    return summary
 
 
 __all__ = ["Run", "Split", "TrainConfig", "TrainingError", "batch_indices", "create_run", "error_metrics",

@@ -369,3 +369,26 @@ def test_a_killed_run_reattaches_to_its_recorded_jobs(tmp_path, rng):
     third = _ScriptedJobs([], server)
     run_plan(other, third, program=None, retry=retry, journal=journal)  # different rows: new jobs
     assert third.calls == 3 and not third.attached
+
+
+def test_a_job_that_failed_on_the_backend_is_forgotten_and_resubmitted(tmp_path, rng):
+    from qff_core.errors import EngineError
+    from qff_core.execution.fanout import RetryPolicy, run_plan
+    from qff_core.execution.journal import JobJournal
+    from qff_core.execution.qiskit_circuits import compile_qiskit
+    from qff_core.execution.shift import Batching, plan_shifts
+
+    model = simulator_for("lih", depth=1).model
+    plan = plan_shifts(compile_qiskit(model), init_parameters(model), random_geometries(model, 3, rng), Request(),
+                       Batching(min_chunks=3))
+    assert plan.n_chunks == 3
+    journal = JobJournal(tmp_path / "jobs.json")
+    retry = RetryPolicy(attempts=3, delays_s=(0.0,))
+    server: dict = {}
+    failing = _ScriptedJobs([EngineError("job failed on the backend")], server)
+    with pytest.raises(EngineError):
+        run_plan(plan, failing, program=None, retry=retry, journal=journal)
+    assert failing.calls == 3 and len(journal.load()) == 2  # not retried; its record dropped, the others kept
+    rerun = _ScriptedJobs([], server)
+    run_plan(plan, rerun, program=None, retry=retry, journal=journal)
+    assert rerun.calls == 1 and len(rerun.attached) == 2

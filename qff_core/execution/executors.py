@@ -63,6 +63,10 @@ class LossWeights:
         if self.w_energy < 0 or self.w_forces < 0:
             raise InputError("loss weights must be non-negative")
 
+    def request(self) -> Request:
+        """What a parameter-shift plan must deliver for this loss and its weight gradient."""
+        return Request(forces=self.w_forces > 0, weight_gradient=self.w_energy > 0, force_gradient=self.w_forces > 0)
+
 
 # ----------------------------------------------------------------------------- exact
 
@@ -176,8 +180,7 @@ class ShiftExecutor:
     def loss_and_grad(self, theta, positions_a, energies_ev, forces_ev_per_a, *, w_energy, w_forces, energy_scale_ev,
                       force_scale_ev_per_a, energy_shift_ev=0.0):
         w = LossWeights(w_energy, w_forces, energy_scale_ev, force_scale_ev_per_a, energy_shift_ev)
-        request = Request(forces=w.w_forces > 0, weight_gradient=w.w_energy > 0, force_gradient=w.w_forces > 0)
-        return loss_from_shifts(self.run(self.plan(theta, positions_a, request)), energies_ev, forces_ev_per_a, w)
+        return loss_from_shifts(self.run(self.plan(theta, positions_a, w.request())), energies_ev, forces_ev_per_a, w)
 
 
 # ----------------------------------------------------------------------------- registry
@@ -190,26 +193,28 @@ def _make_exact(model: Model, **options) -> ExactExecutor:
 
 
 def _make_aer(model: Model, *, shots: int | None = None, noise_backend: str | None = None, threads: int = 1,
-              batching: Batching = DEFAULT_BATCHING, client=None, seed: int | None = None) -> ShiftExecutor:
+              batching: Batching = DEFAULT_BATCHING, client=None, seed: int | None = None,
+              retry: RetryPolicy = DEFAULT_RETRY) -> ShiftExecutor:
     from qff_core.execution.aer import AerEvaluator
 
     qmodel = compile_qiskit(model)
     evaluator = AerEvaluator(shots=shots, noise_backend=noise_backend, threads=threads)
     return ShiftExecutor(name="aer", qmodel=qmodel, evaluator=evaluator, program=evaluator.prepare(qmodel),
-                         batching=batching, client=client, seed=seed)
+                         batching=batching, client=client, seed=seed, retry=retry)
 
 
 def _make_ibm(model: Model, *, backend="aer", options: dict | None = None, mode=None,
               batching: Batching = DEFAULT_BATCHING, seed: int | None = None,
-              journal: JobJournal | None = None) -> ShiftExecutor:
-    """``backend``: a name for ``ibm_backend`` or a backend object; ``mode``: an open Session/Batch."""
+              journal: JobJournal | None = None, retry: RetryPolicy = DEFAULT_RETRY, service=None) -> ShiftExecutor:
+    """``backend``: a name for ``ibm_backend`` or a backend object; ``mode``: an open Session/Batch;
+    ``service``: the account's QiskitRuntimeService (re-attaches to journalled jobs)."""
     from qff_core.execution.ibm import IbmEvaluator, ibm_backend
 
     qmodel = compile_qiskit(model)
-    evaluator = IbmEvaluator(backend=ibm_backend(backend) if isinstance(backend, str) else backend,
-                             options=dict(options or {"resilience_level": 0}), mode=mode)
+    evaluator = IbmEvaluator(backend=ibm_backend(backend, service=service) if isinstance(backend, str) else backend,
+                             options=dict(options or {"resilience_level": 0}), mode=mode, service=service)
     return ShiftExecutor(name="ibm", qmodel=qmodel, evaluator=evaluator, program=evaluator.prepare(qmodel),
-                         batching=batching, seed=seed, journal=journal)
+                         batching=batching, seed=seed, journal=journal, retry=retry)
 
 
 def _missing(module: str, package: str) -> Callable[[], str | None]:

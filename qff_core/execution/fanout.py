@@ -16,7 +16,7 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 
-from qff_core.errors import InputError, TransientError
+from qff_core.errors import EngineError, InputError, TransientError
 from qff_core.execution.journal import JobJournal, plan_digest
 from qff_core.execution.shift import Plan
 
@@ -76,17 +76,21 @@ def _run_chunk(evaluator: Evaluator, program, values: list[np.ndarray], seed: in
     return retry.call(lambda: evaluator.run(program, values, seed))
 
 
-def _collect(evaluator, program, values, seed, job, retry: RetryPolicy, resubmitted: Callable):
-    """A submitted job's results; on a transient failure, wait and submit the chunk again."""
+def _collect(evaluator, program, values, seed, job, retry: RetryPolicy, resubmitted: Callable, failed: Callable):
+    """A submitted job's results; on a transient failure, wait and submit the chunk again. A job the
+    backend reports as failed (EngineError) is final: ``failed()`` is called (the journal forgets it)."""
     for attempt in range(retry.attempts):
         try:
             return evaluator.collect(job)
         except TransientError:
             if attempt + 1 == retry.attempts:
-                raise
+                raise  # the job may still finish: a rerun re-attaches to it
             time.sleep(retry.delay(attempt))
             job = retry.call(lambda: evaluator.submit(program, values, seed))
             resubmitted(job)
+        except EngineError:
+            failed()
+            raise
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -97,6 +101,10 @@ def _run_jobs(evaluator, program, pieces, seeds, retry: RetryPolicy, journal: Jo
         if journal is not None:
             journal.record(digest, i, evaluator.job_id(job))
 
+    def forget(i: int) -> None:
+        if journal is not None:
+            journal.forget(digest, i)
+
     jobs = []
     for i, (v, s) in enumerate(zip(pieces, seeds, strict=True)):
         job_id = journal.lookup(digest, i) if journal is not None else None
@@ -105,7 +113,7 @@ def _run_jobs(evaluator, program, pieces, seeds, retry: RetryPolicy, journal: Jo
             continue
         jobs.append(retry.call(lambda v=v, s=s: evaluator.submit(program, v, s)))
         record(i, jobs[-1])
-    return [_collect(evaluator, program, v, s, job, retry, lambda new, i=i: record(i, new))
+    return [_collect(evaluator, program, v, s, job, retry, lambda new, i=i: record(i, new), lambda i=i: forget(i))
             for i, (v, s, job) in enumerate(zip(pieces, seeds, jobs, strict=True))]
 
 
@@ -119,7 +127,8 @@ def run_plan(plan: Plan, evaluator: Evaluator, program, *, client=None, seed: in
     IBM Runtime) gets every chunk's job submitted before any is awaited; others run here, in order.
     A chunk whose job fails with ``TransientError`` is run again under ``retry``. With a
     ``journal`` (remote jobs only) every job id is recorded as soon as it is submitted, and a
-    rerun of the same plan (same rows, same ``tag``) re-attaches to the recorded jobs.
+    rerun of the same plan (same rows, same ``tag``) re-attaches to the recorded jobs; a job the
+    backend reports as failed (EngineError) is forgotten, so the rerun submits its chunk again.
     """
     remote = hasattr(evaluator, "submit")
     if journal is not None and (client is not None or not remote):

@@ -5,9 +5,9 @@ one in 0.51 (api-facts section 1), so the new class is imported explicitly. ``mo
 backend (job mode; a fake backend or an AerSimulator is qiskit-ibm-runtime's local testing
 mode: the same code path with no network), or an open ``Session`` (training loops) or
 ``Batch`` (evaluation) from ``runtime_mode``. Every chunk is one job; all jobs of a plan are
-submitted before any result is awaited, and their ids are kept. Credentials are read by
-``QiskitRuntimeService`` from the environment (``QISKIT_IBM_TOKEN``...) and never pass
-through qff.
+submitted before any result is awaited, and their ids are kept. Credentials: qiskit-ibm-runtime
+reads ``QISKIT_IBM_TOKEN`` (``_INSTANCE``, ``_CHANNEL``, ``_URL``) or its saved account; a key
+from a secret store is passed to ``runtime_service`` and kept only inside the service object.
 """
 
 from __future__ import annotations
@@ -18,15 +18,23 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from qff_core.errors import InputError, TransientError
+from qff_core.errors import EngineError, InputError, TransientError
 from qff_core.execution.qiskit_circuits import IsaProgram, QiskitModel, transpile_for
 
 LOCAL_IDEAL = "aer"
 """Backend name for an ideal local simulator (AerSimulator lowered to rz/sx/x/cx)."""
 
 
-def ibm_backend(name: str):
-    """A backend by name: ``aer`` (ideal, local), ``Fake...`` (local testing mode) or a device of the account."""
+def runtime_service(*, channel: str | None = None, instance: str | None = None, token: str | None = None):
+    """A ``QiskitRuntimeService``; what is not given comes from ``QISKIT_IBM_*`` or the saved account."""
+    from qiskit_ibm_runtime import QiskitRuntimeService
+
+    return QiskitRuntimeService(channel=channel, instance=instance, token=token)
+
+
+def ibm_backend(name: str, *, service=None):
+    """A backend by name: ``aer`` (ideal, local), ``Fake...`` (local testing mode) or a device of the
+    account of ``service`` (default: ``runtime_service()``)."""
     if name == LOCAL_IDEAL:
         from qiskit_aer import AerSimulator
 
@@ -35,13 +43,11 @@ def ibm_backend(name: str):
         from qff_core.execution.aer import fake_backend
 
         return fake_backend(name)
-    from qiskit_ibm_runtime import QiskitRuntimeService
-
-    return QiskitRuntimeService().backend(name)  # credentials from the environment or the saved account
+    return (service or runtime_service()).backend(name)
 
 
 def _transient_errors() -> tuple[type[BaseException], ...]:
-    """Failures worth a retry: the network, the API, timeouts."""
+    """Failures worth a retry: the network, the API, timeouts (a job that ran and failed is not one)."""
     from qiskit_ibm_runtime.api.exceptions import RequestsApiError
     from qiskit_ibm_runtime.exceptions import JobTimeoutError, RuntimeJobTimeoutError
 
@@ -68,12 +74,13 @@ class IbmEvaluator:
     """Runs PUBs through the client-side Estimator on ``backend`` in ``mode`` (defaults to the backend).
 
     ``options`` are ``EstimatorOptions`` fields as a dict (``resilience_level``, ``default_shots``,
-    ``simulator.seed_simulator``...).
+    ``simulator.seed_simulator``...). ``service`` is the account that re-attaches to recorded jobs.
     """
 
     backend: object
     options: dict = field(default_factory=lambda: {"resilience_level": 0})
     mode: object | None = None
+    service: object | None = field(default=None, repr=False)
     job_ids: list = field(default_factory=list, compare=False)
 
     def prepare(self, qmodel: QiskitModel) -> IsaProgram:
@@ -101,20 +108,23 @@ class IbmEvaluator:
         """The id to record for re-attaching."""
         return job.job_id()
 
-    @staticmethod
-    def attach(job_id: str):
+    def attach(self, job_id: str):
         """A job submitted earlier, by id (needs the account: local testing-mode jobs cannot be re-attached)."""
-        from qiskit_ibm_runtime import QiskitRuntimeService
-
-        return QiskitRuntimeService().job(job_id)
+        return (self.service or runtime_service()).job(job_id)
 
     @staticmethod
     def collect(job) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(evs, variances) per PUB of a finished job (waits for it); network and timeout failures are transient."""
+        """(evs, variances) per PUB of a finished job (waits for it); network and timeout failures are
+        transient, a job that failed on the backend is an EngineError."""
+        from qiskit_ibm_runtime.exceptions import RuntimeJobFailureError
+
         try:
             result = job.result()
         except _transient_errors() as exc:
             raise TransientError(f"IBM Runtime job {job.job_id()} failed transiently: {exc}") from exc
+        except RuntimeJobFailureError as exc:
+            raise EngineError(f"IBM Runtime job {job.job_id()} failed on the backend: {exc}; its logs are on the "
+                              "IBM Quantum dashboard") from exc
         return [(np.asarray(r.data.evs), np.asarray(r.data.stds) ** 2) for r in result]
 
     def run(self, program: IsaProgram, values: list[np.ndarray], seed: int | None):

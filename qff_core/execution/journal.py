@@ -50,6 +50,15 @@ class JobJournal:
         """Record (or replace, after a retry) a chunk's job id; atomic on the file system."""
         entries = self.load()
         entries[f"{digest}:{chunk}"] = job_id
+        self._write(entries)
+
+    def forget(self, digest: str, chunk: int) -> None:
+        """Drop a chunk's job (it failed for good): a rerun submits the chunk again instead of re-attaching."""
+        entries = self.load()
+        if entries.pop(f"{digest}:{chunk}", None) is not None:
+            self._write(entries)
+
+    def _write(self, entries: dict[str, str]) -> None:
         path = Path(self.path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
