@@ -137,6 +137,9 @@ def _prefect_defaults() -> None:
     SQLite), and a startup timeout that survives a busy 2-core machine (the default 20 s does not)."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    # Dask's own logging config (applied when distributed is imported) would print every
+    # scheduler and nanny INFO line; warnings and errors still show.
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 
 
 def _run_pipeline(config, args: argparse.Namespace) -> int:
