@@ -49,17 +49,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 def _load_config(path: Path | None) -> dict:
     """A YAML config file as a mapping; {} without a file."""
-    if path is None:
-        return {}
-    try:
-        loaded = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path} is not valid YAML: {exc}") from exc
-    if not isinstance(loaded, dict):
-        raise InputError(f"{path} must hold a mapping of settings")
-    return loaded
+    from qff_core.yamlfile import load_mapping
+
+    return {} if path is None else load_mapping(path, "config file")
 
 
 def _config_section(path: Path | None, section: str) -> dict:

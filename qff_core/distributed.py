@@ -19,7 +19,6 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from qff_core.errors import ClusterUnavailableError, InputError, WorkerTimeoutError
@@ -91,15 +90,9 @@ class ClusterConfig(BaseModel):
     @classmethod
     def load(cls, path: str | Path) -> ClusterConfig:
         """Read a cluster YAML file (the settings at top level or under ``cluster:``)."""
-        path = Path(path)
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except OSError as exc:
-            raise InputError(f"cannot read the cluster file {path}: {exc.strerror}") from exc
-        except yaml.YAMLError as exc:
-            raise InputError(f"the cluster file {path} is not valid YAML: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise InputError(f"the cluster file {path} must hold a mapping (kind: local|address|slurm|pbs, ...)")
+        from qff_core.yamlfile import load_mapping
+
+        loaded = load_mapping(path, "cluster file")
         try:
             return cls.model_validate(loaded.get("cluster", loaded))
         except ValidationError as exc:

@@ -251,27 +251,19 @@ def test_ibm_executor_in_local_testing_mode(backend, rng):
         assert np.all(np.isfinite(res.forces)) and np.abs(res.energies - E0).max() < 0.5 * abs(theta[sim.model.scale])
 
 
-def test_runtime_session_is_closed_on_success_and_on_error(monkeypatch):
-    import qiskit_ibm_runtime
+def test_runtime_session_is_closed_on_success_and_on_error():
+    """Real Session and Batch objects of the runtime (local mode: a fake backend, no network)."""
+    from qiskit_ibm_runtime.fake_provider import FakeManilaV2
 
     from qff_core.execution.ibm import runtime_mode
 
-    closed = []
-
-    class Recording:
-        def __init__(self, backend, max_time=None):
-            self.backend = backend
-
-        def close(self):
-            closed.append(self.backend)
-
-    monkeypatch.setattr(qiskit_ibm_runtime, "Session", Recording)
-    monkeypatch.setattr(qiskit_ibm_runtime, "Batch", Recording)
-    with runtime_mode("ok", "session"):
-        pass
-    with pytest.raises(RuntimeError), runtime_mode("failed", "batch"):
+    with runtime_mode(FakeManilaV2(), "session") as session:
+        assert session._active
+    assert not session._active
+    with pytest.raises(RuntimeError), runtime_mode(FakeManilaV2(), "batch") as batch:
+        assert batch._active
         raise RuntimeError("job failed")
-    assert closed == ["ok", "failed"]
+    assert not batch._active and type(batch).__name__ == "Batch"
 
 
 class _Scripted:
