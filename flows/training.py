@@ -12,6 +12,7 @@ from prefect import flow, task
 from flows.credentials import ibm_token
 from qff_core.distributed import ClusterConfig
 from qff_core.evaluation import evaluate_run
+from qff_core.execution.settings import ExecutorSettings
 from qff_core.training import TrainConfig, format_progress, train
 
 
@@ -44,12 +45,21 @@ def train_model(config: dict, run_dir: str, resume: bool = False, segment_steps:
 
 
 @task(name="evaluate-run")
-def evaluate_task(run_dir: str, seed: int = 0, plots: bool = True, krr: bool = False) -> dict:
-    """Test-set metrics, transformed sets, baselines, audit and plots of one run."""
-    return evaluate_run(run_dir, seed=seed, plots=plots, krr=krr)
+def evaluate_task(run_dir: str, seed: int = 0, plots: bool = True, krr: bool = False, executor: dict | None = None,
+                  sets: tuple[str, ...] | None = None, max_test: int | None = None,
+                  cluster: dict | None = None) -> dict:
+    """Test-set metrics, transformed sets, baselines, audit and plots of one run, on any executor
+    (an IBM API key named by ``token_secret`` is read here, never passed as a parameter)."""
+    settings = ExecutorSettings.model_validate(executor or {})
+    secret = settings.token_secret
+    return evaluate_run(run_dir, seed=seed, plots=plots, krr=krr, executor=settings, sets=sets, max_test=max_test,
+                        cluster=None if cluster is None else ClusterConfig.model_validate(cluster),
+                        ibm_token=ibm_token(secret) if secret else None)
 
 
 @flow(name="evaluate-model", log_prints=True)
-def evaluate_model(run_dir: str, seed: int = 0, plots: bool = True, krr: bool = False) -> dict:
-    """Evaluate one trained run (writes evaluation.json and plots into it)."""
-    return evaluate_task(run_dir, seed, plots, krr)
+def evaluate_model(run_dir: str, seed: int = 0, plots: bool = True, krr: bool = False, executor: dict | None = None,
+                   sets: tuple[str, ...] | None = None, max_test: int | None = None,
+                   cluster: dict | None = None) -> dict:
+    """Evaluate one trained run (writes evaluation.json, or evaluation_<executor>.json, and plots into it)."""
+    return evaluate_task(run_dir, seed, plots, krr, executor, sets, max_test, cluster)

@@ -25,6 +25,8 @@ from qff_core.molecules import BUILTIN_NAMES, load_molecule
 if TYPE_CHECKING:
     from qff_core.distributed import ClusterConfig
 
+TRANSFORM_NAMES = ("rotated", "translated", "permuted", "inverted")  # qff_core.evaluation.TRANSFORMS, unimported
+
 _MODEL_FLAGS = {
     "model": dict(choices=["invariant", "generic"], help="invariant siVQLM or generic baseline"),
     "depth": dict(type=int, help="trainable layers D (default 6)"),
@@ -47,6 +49,14 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON document")
 
 
+def _validated(cls, values: dict, what: str):
+    """``cls.model_validate(values)``, a validation error turned into an InputError naming ``what``."""
+    try:
+        return cls.model_validate(values)
+    except ValueError as exc:
+        raise InputError(f"invalid {what}:\n{exc}") from exc
+
+
 def _load_config(path: Path | None) -> dict:
     """A YAML config file as a mapping; {} without a file."""
     from qff_core.yamlfile import load_mapping
@@ -66,10 +76,7 @@ def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
     for name in [*_MODEL_FLAGS, "symmetrize_inversion"]:
         if getattr(args, name, None) is not None:
             values[name] = getattr(args, name)
-    try:
-        return ModelConfig.model_validate(values)
-    except ValueError as exc:
-        raise InputError(f"invalid model settings:\n{exc}") from exc
+    return _validated(ModelConfig, values, "model settings")
 
 
 def _model_from_args(args: argparse.Namespace) -> Model:
@@ -173,10 +180,8 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     """The whole chain from one YAML file (sections: name, dataset, models, train, workers, output_dir)."""
     from qff_core.pipeline import PipelineConfig
 
-    try:
-        config = PipelineConfig.model_validate(_config_section(args.config, "pipeline"))
-    except ValueError as exc:
-        raise InputError(f"invalid pipeline settings in {args.config}:\n{exc}") from exc
+    values = _config_section(args.config, "pipeline")
+    config = _validated(PipelineConfig, values, f"pipeline settings in {args.config}")
     return _run_pipeline(config, args)
 
 
@@ -229,10 +234,7 @@ def cmd_dataset_generate(args: argparse.Namespace) -> int:
         loaded = yaml.safe_load(args.config.read_text()) or {}
         values.update(loaded.get("dataset", loaded))
     values.update({k: getattr(args, k) for k in _GENERATE_FLAGS if getattr(args, k) is not None})
-    try:
-        settings = GenerateSettings.model_validate(values)
-    except ValueError as exc:
-        raise InputError(f"invalid dataset settings:\n{exc}") from exc
+    settings = _validated(GenerateSettings, values, "dataset settings")
     log = (lambda *a, **k: None) if args.json else print
     cluster = cluster_config_from_args(args)  # a bad cluster file fails before any work
     t0 = time.perf_counter()
@@ -326,11 +328,11 @@ _EXECUTOR_FLAGS = {
 }
 
 
-def _executor_values(args: argparse.Namespace, values: dict) -> dict:
-    """Executor settings: ``executor:`` of the train section, the file's top-level ``executor:``, then flags."""
+def _executor_values(args: argparse.Namespace, values: dict, section: str = "train") -> dict:
+    """Executor settings: ``executor:`` of the section, the file's top-level ``executor:``, then flags."""
     loaded = _load_config(getattr(args, "config", None))
     merged: dict = {}
-    for source in (values.get("executor"), loaded.get("executor") if "train" in loaded else None):
+    for source in (values.get("executor"), loaded.get("executor") if section in loaded else None):
         merged.update({"name": source} if isinstance(source, str) else dict(source or {}))
     for flag, (name, _) in _EXECUTOR_FLAGS.items():
         if getattr(args, flag, None) is not None:
@@ -352,23 +354,18 @@ def train_config_from_args(args: argparse.Namespace):
     values["model"] = model
     if "dataset" not in values:
         raise InputError("say which data to train on: --dataset PATH (or `dataset:` in --config)")
-    try:
-        return TrainConfig.model_validate(values)
-    except ValueError as exc:
-        raise InputError(f"invalid training settings:\n{exc}") from exc
+    return _validated(TrainConfig, values, "training settings")
 
 
 def _qpu_time_model(args: argparse.Namespace):
     """The QPU-time model: defaults, with the config file's ``qpu_time:`` section on top."""
     from qff_core.cost import QpuTimeModel
 
-    try:
-        return QpuTimeModel.model_validate(_load_config(args.config).get("qpu_time") or {})
-    except ValueError as exc:
-        raise InputError(f"invalid qpu_time settings in {args.config}:\n{exc}") from exc
+    values = _load_config(args.config).get("qpu_time") or {}
+    return _validated(QpuTimeModel, values, f"qpu_time settings in {args.config}")
 
 
-def _train_cluster(args: argparse.Namespace, executor: str) -> ClusterConfig | None:
+def _aer_cluster(args: argparse.Namespace, executor: str) -> ClusterConfig | None:
     """The Dask cluster of aer's fan-out (``--cluster``...); other executors take none."""
     if executor == "aer":
         return cluster_config_from_args(args)
@@ -384,7 +381,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = train_config_from_args(args)
     log = (lambda *a, **k: None) if args.json else print
-    cluster = _train_cluster(args, config.executor.name)
+    cluster = _aer_cluster(args, config.executor.name)
     if args.max_qpu_seconds is not None:  # before anything is written
         from qff_core.cost import check_qpu_budget
 
@@ -421,9 +418,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_cost(args: argparse.Namespace) -> int:
-    """Circuits, parameter bindings, shots and QPU seconds a training configuration would use (nothing runs)."""
-    from qff_core.cost import training_cost
+    """Circuits, parameter bindings, shots and QPU seconds a training or evaluation configuration would use
+    (nothing runs): an ``evaluate:`` section prices ``qff evaluate``, else the ``train:`` settings are priced."""
+    from qff_core.cost import evaluation_cost, training_cost
 
+    if "evaluate" in _load_config(args.config):
+        ev = evaluate_config_from_args(args)
+        cost = evaluation_cost(ev, qpu_time=_qpu_time_model(args))
+        _emit(args, cost.to_dict(), f"evaluating {ev.run_dir} ({', '.join(ev.sets)}) with the {cost.describe()}")
+        return 0
     config = train_config_from_args(args)
     cost = training_cost(config, qpu_time=_qpu_time_model(args))
     _emit(args, cost.to_dict(), f"training {config.model.model} model (D={config.model.depth}) with the "
@@ -431,17 +434,48 @@ def cmd_cost(args: argparse.Namespace) -> int:
     return 0
 
 
+def evaluate_config_from_args(args: argparse.Namespace):
+    """EvaluateConfig from ``--config`` (its ``evaluate:`` section; executor settings also from a top-level
+    ``executor:``) with flags on top."""
+    from qff_core.evaluation import EvaluateConfig
+
+    loaded = _load_config(args.config)
+    values = dict(loaded.get("evaluate") or {})
+    for flag in ("run_dir", "seed", "max_test", "sets"):
+        if getattr(args, flag, None) is not None:
+            value = getattr(args, flag)
+            values[flag] = str(value) if flag == "run_dir" else value
+    values["executor"] = _executor_values(args, values, section="evaluate")
+    if "run_dir" not in values:
+        raise InputError("say which run to evaluate: qff evaluate RUN_DIR (or run_dir: in the evaluate: section)")
+    return _validated(EvaluateConfig, values, "evaluation settings")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Test-set errors of a trained run (and on transformed copies), baselines, plots."""
+    """Test-set errors of a trained run (and on transformed copies), baselines, plots; on any executor."""
     from qff_core.evaluation import evaluate_run, summary_table
 
+    config = evaluate_config_from_args(args)
+    cluster = _aer_cluster(args, config.executor.name)
+    if args.max_qpu_seconds is not None:  # before anything is submitted
+        from qff_core.cost import check_evaluation_budget
+
+        check_evaluation_budget(config, args.max_qpu_seconds, qpu_time=_qpu_time_model(args))
+    options = dict(seed=config.seed, plots=not args.no_plots, krr=args.krr, sets=config.sets,
+                   max_test=config.max_test)
     if args.no_prefect:
-        summary = evaluate_run(args.run_dir, seed=args.seed, plots=not args.no_plots, krr=args.krr)
+        token = None
+        if config.executor.token_secret:
+            from flows.credentials import ibm_token
+
+            token = ibm_token(config.executor.token_secret)
+        summary = evaluate_run(config.run_dir, executor=config.executor, cluster=cluster, ibm_token=token, **options)
     else:
         _prefect_defaults()
         from flows.training import evaluate_model
 
-        summary = evaluate_model(str(args.run_dir), seed=args.seed, plots=not args.no_plots, krr=args.krr)
+        summary = evaluate_model(config.run_dir, executor=config.executor.model_dump(),
+                                 cluster=None if cluster is None else cluster.model_dump(), **options)
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
@@ -449,6 +483,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"{run['run_dir']}: {run['model']} model of {run['molecule']}, {run['n_parameters']} parameters, "
           f"best step {run['best_step']}, {run['split']['test']} test geometries")
     print(summary_table({run["model"]: summary}))
+    if "deviation_from_exact" in summary:
+        d = summary["deviation_from_exact"]
+        print(f"{summary['executor']['name']} executor against the exact simulator: energy MAE "
+              f"{d['energy_mae_kcal_mol']:.2e} kcal/mol, force MAE {d['forces_mae_kcal_mol_a']:.2e} kcal/mol/A")
     if "krr_inverse_distances" in summary["baselines"]:
         k = summary["baselines"]["krr_inverse_distances"]
         print(f"KRR on inverse distances (classical baseline): test energy MAE {k['test']['energy_mae_kcal_mol']:.4f} "
@@ -458,6 +496,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for name, path in summary.get("plots", {}).items():
         print(f"{name}: {path}")
     return 0
+
+
+def _add_executor_args(parser: argparse.ArgumentParser, title: str, budget_help: str) -> None:
+    group = parser.add_argument_group(title)
+    for name, (_, kw) in _EXECUTOR_FLAGS.items():
+        group.add_argument("--" + name.replace("_", "-"), dest=name, default=None, **kw)
+    group.add_argument("--max-qpu-seconds", type=float, default=None, help=budget_help)
+    add_cluster_args(group)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -501,26 +547,32 @@ def build_parser() -> argparse.ArgumentParser:
     for name, kw in _MODEL_FLAGS.items():
         tr.add_argument("--" + name.replace("_", "-"), dest=name, default=None, **kw)
     tr.add_argument("--symmetrize-inversion", action="store_true", default=None)
-    quantum = tr.add_argument_group("quantum executors (also under executor: in --config)")
-    for name, (_, kw) in _EXECUTOR_FLAGS.items():
-        quantum.add_argument("--" + name.replace("_", "-"), dest=name, default=None, **kw)
-    quantum.add_argument("--max-qpu-seconds", type=float, default=None,
-                         help="refuse to start when the estimated QPU time of the steps to run exceeds this")
-    add_cluster_args(quantum)
+    _add_executor_args(tr, "quantum executors (also under executor: in --config)",
+                       "refuse to start when the estimated QPU time of the steps to run exceeds this")
     tr.add_argument("--run-dir", type=Path, required=True, help="where the run's split and checkpoints go")
     tr.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
     tr.add_argument("--segment-steps", type=int, default=1000, help="steps per Prefect task (flow mode)")
     tr.add_argument("--no-prefect", action="store_true", help="run the plain trainer instead of the Prefect flow")
     tr.add_argument("--json", action="store_true")
     tr.set_defaults(func=cmd_train)
-    cost = sub.add_parser("cost", help="circuits, bindings, shots and QPU seconds of a training configuration")
+    cost = sub.add_parser("cost", help="circuits, bindings, shots and QPU seconds of a training or evaluation "
+                                       "configuration")
     cost.add_argument("--config", type=Path, required=True,
-                      help="YAML with a train: section (as qff train --config), executor: and optional qpu_time:")
+                      help="YAML with a train: section (as qff train --config) or an evaluate: section (as qff "
+                           "evaluate --config), executor: and optional qpu_time:")
     cost.add_argument("--json", action="store_true")
     cost.set_defaults(func=cmd_cost)
     ev = sub.add_parser("evaluate", help="test errors, symmetry checks, plots of a trained run")
-    ev.add_argument("run_dir", type=Path)
-    ev.add_argument("--seed", type=int, default=0, help="seed of the random symmetry operations")
+    ev.add_argument("run_dir", type=Path, nargs="?", help="the run (or run_dir: in the evaluate: section of --config)")
+    ev.add_argument("--config", type=Path, help="YAML with an evaluate: section (run_dir, sets, max_test, seed, "
+                                                "executor); flags override it")
+    ev.add_argument("--seed", type=int, default=None, help="seed of the random symmetry operations (default 0)")
+    ev.add_argument("--sets", nargs="+", choices=["test", *TRANSFORM_NAMES], default=None,
+                    help="sets to score (default: test and all four transformed copies)")
+    ev.add_argument("--max-test", type=int, default=None,
+                    help="score the first N test geometries only (each costs circuits on a quantum executor)")
+    _add_executor_args(ev, "quantum executors (also under executor: in --config); ibm runs in a Batch",
+                       "refuse to submit when the estimated QPU time exceeds this")
     ev.add_argument("--no-plots", action="store_true")
     ev.add_argument("--krr", action="store_true", help="also fit and score a kernel ridge regression baseline")
     ev.add_argument("--no-prefect", action="store_true", help="run the plain function instead of the Prefect flow")

@@ -1,9 +1,11 @@
-"""Cost before submission: circuits, parameter bindings, shots and estimated QPU seconds of a training run.
+"""Cost before submission: circuits, parameter bindings, shots and estimated QPU seconds of a
+training run or an evaluation.
 
 Counts come from the model's structure (``count_shifts``: the rows the planner would submit),
 nothing is run. A training step plans the loss gradient of one minibatch (energies, forces
 and their weight gradients as the loss weights ask); initialisation and validation run on the
-exact simulator and cost no QPU time.
+exact simulator and cost no QPU time. An evaluation is one "step": energies and forces of
+every scored geometry (test set x transformed copies), in one plan.
 
 Shots executed by one step: bindings x measured bases (qubit-wise commuting groups of the
 observable, one measured circuit each) x shots per binding. With twirling (IBM resilience
@@ -30,6 +32,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from qff_core.errors import InputError
+from qff_core.evaluation import EvaluateConfig
 from qff_core.execution.settings import ExecutorSettings
 from qff_core.training import TrainConfig
 
@@ -85,6 +88,7 @@ class RunCost:
 
     executor: str
     backend: str | None
+    kind: str  # "training" or "evaluation"
     steps: int
     geometries_per_step: int
     circuits_per_step: int
@@ -104,11 +108,16 @@ class RunCost:
     def describe(self) -> str:
         """A few lines for people."""
         where = f"{self.executor} executor" + (f" on {self.backend}" if self.backend else "")
-        lines = [f"{where}, {self.geometries_per_step} geometries per step:",
-                 f"  per step: {self.circuits_per_step} circuits, {self.bindings_per_step:,} parameter bindings, "
-                 f"{self.jobs_per_step} primitive jobs, {self.shots_per_step:,} shots, "
-                 f"{self.qpu_seconds_per_step:,.1f} QPU s",
-                 f"  {self.steps} steps: {self.qpu_seconds_total:,.1f} QPU s ({self.qpu_seconds_total / 3600:.2f} h)"]
+        counts = (f"{self.circuits_per_step} circuits, {self.bindings_per_step:,} parameter bindings, "
+                  f"{self.jobs_per_step} primitive jobs, {self.shots_per_step:,} shots, "
+                  f"{self.qpu_seconds_per_step:,.1f} QPU s")
+        if self.kind == "evaluation":
+            lines = [f"{where}, energies and forces of {self.geometries_per_step} geometries (one plan):",
+                     f"  {counts} ({self.qpu_seconds_total / 3600:.2f} h)"]
+        else:
+            lines = [f"{where}, {self.geometries_per_step} geometries per step:", f"  per step: {counts}",
+                     f"  {self.steps} steps: {self.qpu_seconds_total:,.1f} QPU s "
+                     f"({self.qpu_seconds_total / 3600:.2f} h)"]
         if self.qpu:
             m = self.qpu_time_model
             lines.append(f"  QPU-time model: {m['job_overhead_s']:g} s per job + shots x "
@@ -149,32 +158,48 @@ def _model(config: TrainConfig):
     return build_model(load_molecule(config.molecule), config.model)
 
 
-def training_cost(config: TrainConfig, *, qpu_time: QpuTimeModel | None = None, steps: int | None = None) -> RunCost:
-    """The cost of ``steps`` (default: all) training steps of ``config`` on its executor."""
-    from qff_core.execution.executors import LossWeights
+def _plan_cost(model, settings: ExecutorSettings, n_geometries: int, request, *, kind: str, steps: int,
+               qpu_time: QpuTimeModel) -> RunCost:
+    """Price ``steps`` plans of ``request`` for ``n_geometries`` geometries on ``settings``' executor."""
     from qff_core.execution.qiskit_circuits import compile_qiskit
     from qff_core.execution.shift import count_shifts
 
-    qpu_time = qpu_time or QpuTimeModel()
-    settings = config.executor
-    steps = config.steps if steps is None else steps
-    n = geometries_per_step(config)
     circuits = bindings = jobs = shots = 0
     if settings.name != "exact":
-        qmodel = compile_qiskit(_model(config))
-        request = LossWeights(config.energy_weight, config.force_weight, 1.0, 1.0).request()
-        counts = count_shifts(qmodel, n, request, settings.batching())
+        qmodel = compile_qiskit(model)
+        counts = count_shifts(qmodel, n_geometries, request, settings.batching())
         per_binding = executed_shots_per_binding(settings)
         bases = len(qmodel.observable.group_commuting(qubit_wise=True)) if per_binding else 1
         circuits, bindings, jobs = counts["circuits"] * bases, counts["rows"], counts["chunks"]
         shots = bindings * bases * per_binding
     qpu = settings.name == "ibm"
     per_step = qpu_time.seconds(jobs, shots) if qpu else 0.0
-    return RunCost(executor=settings.name, backend=settings.backend or settings.noise_backend, steps=steps,
-                   geometries_per_step=n, circuits_per_step=circuits, bindings_per_step=bindings,
-                   jobs_per_step=jobs, shots_per_step=shots, qpu_seconds_per_step=per_step,
-                   qpu_seconds_total=per_step * steps, qpu=qpu, local_testing=qpu and settings.local,
-                   qpu_time_model=qpu_time.model_dump())
+    return RunCost(executor=settings.name, backend=settings.backend or settings.noise_backend, kind=kind,
+                   steps=steps, geometries_per_step=n_geometries, circuits_per_step=circuits,
+                   bindings_per_step=bindings, jobs_per_step=jobs, shots_per_step=shots,
+                   qpu_seconds_per_step=per_step, qpu_seconds_total=per_step * steps, qpu=qpu,
+                   local_testing=qpu and settings.local, qpu_time_model=qpu_time.model_dump())
+
+
+def training_cost(config: TrainConfig, *, qpu_time: QpuTimeModel | None = None, steps: int | None = None) -> RunCost:
+    """The cost of ``steps`` (default: all) training steps of ``config`` on its executor."""
+    from qff_core.execution.executors import LossWeights
+
+    model = _model(config) if config.executor.name != "exact" else None
+    request = LossWeights(config.energy_weight, config.force_weight, 1.0, 1.0).request()
+    return _plan_cost(model, config.executor, geometries_per_step(config), request, kind="training",
+                      steps=config.steps if steps is None else steps, qpu_time=qpu_time or QpuTimeModel())
+
+
+def evaluation_cost(config: EvaluateConfig, *, qpu_time: QpuTimeModel | None = None) -> RunCost:
+    """The cost of ``qff evaluate`` with ``config``: energies and forces of every scored geometry, one plan."""
+    from qff_core.execution.shift import Request
+    from qff_core.training import open_run
+
+    run = open_run(config.run_dir)
+    n = config.n_geometries(len(run.split.test))
+    return _plan_cost(run.model, config.executor, n, Request(forces=True), kind="evaluation", steps=1,
+                      qpu_time=qpu_time or QpuTimeModel())
 
 
 def remaining_steps(config: TrainConfig, run_dir: str | Path | None) -> int:
@@ -191,11 +216,24 @@ def check_qpu_budget(config: TrainConfig, max_qpu_seconds: float, *, qpu_time: Q
                      run_dir: str | Path | None = None) -> RunCost:
     """The cost of the steps still to run; BudgetError (before anything is written) when it exceeds the budget."""
     cost = training_cost(config, qpu_time=qpu_time, steps=remaining_steps(config, run_dir))
+    _check_budget(cost, max_qpu_seconds, "Lower --steps, --batch-size or --shots")
+    return cost
+
+
+def check_evaluation_budget(config: EvaluateConfig, max_qpu_seconds: float, *,
+                            qpu_time: QpuTimeModel | None = None) -> RunCost:
+    """The cost of an evaluation; BudgetError (before anything is submitted) when it exceeds the budget."""
+    cost = evaluation_cost(config, qpu_time=qpu_time)
+    _check_budget(cost, max_qpu_seconds, "Lower --max-test, drop --sets or lower --shots")
+    return cost
+
+
+def _check_budget(cost: RunCost, max_qpu_seconds: float, remedy: str) -> None:
     if cost.qpu_seconds_total > max_qpu_seconds:
+        what = f"{cost.steps} steps" if cost.kind == "training" else f"evaluating {cost.geometries_per_step} geometries"
         raise BudgetError(
-            f"{cost.steps} steps on {cost.executor} ({cost.backend}) would take an estimated "
+            f"{what} on {cost.executor} ({cost.backend}) would take an estimated "
             f"{cost.qpu_seconds_total:,.0f} QPU s ({cost.qpu_seconds_per_step:,.1f} s per step: "
             f"{cost.bindings_per_step:,} bindings, {cost.shots_per_step:,} shots, {cost.jobs_per_step} jobs), more "
-            f"than --max-qpu-seconds {max_qpu_seconds:g}; nothing was started. Lower --steps, --batch-size or "
-            "--shots, or raise the limit (see `qff cost --config FILE`)")
-    return cost
+            f"than --max-qpu-seconds {max_qpu_seconds:g}; nothing was started. {remedy}, or raise the limit "
+            "(see `qff cost --config FILE`)")

@@ -13,11 +13,18 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from qff_core.errors import InputError
+from qff_core.execution.settings import ExecutorSettings
 from qff_core.symmetry import permute_atoms, random_rotation
 from qff_core.training import Run, TrainingData, error_metrics, open_run
+
+if TYPE_CHECKING:
+    from qff_core.distributed import ClusterConfig
 
 TRANSFORMS = ("rotated", "translated", "permuted", "inverted")
 METRIC_KEYS = ("energy_mae_kcal_mol", "energy_rmse_kcal_mol", "forces_mae_kcal_mol_a", "forces_rmse_kcal_mol_a",
@@ -42,29 +49,75 @@ def transformed_sets(run: Run, data: TrainingData, seed: int) -> dict[str, Train
     }
 
 
+SetName = Literal["test", "rotated", "translated", "permuted", "inverted"]
+
+
+class EvaluateConfig(BaseModel):
+    """What ``qff evaluate`` computes and where: the ``evaluate:`` section of a config, flags on top.
+
+    On a quantum executor every geometry costs circuits (energies and forces by parameter
+    shift), so ``sets`` and ``max_test`` bound the work; ``qff cost`` prices it first.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    run_dir: str = Field(description="the trained run to evaluate")
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
+    sets: tuple[SetName, ...] = Field(("test", *TRANSFORMS), description="test set and transformed copies to score")
+    max_test: int | None = Field(None, ge=1, description="score the first N test geometries only (default: all)")
+    seed: int = Field(0, description="seed of the random symmetry operations (and of shot noise, unless the "
+                                     "executor sets one)")
+
+    @model_validator(mode="after")
+    def _sets_hold_the_test_set(self) -> EvaluateConfig:
+        if "test" not in self.sets or len(set(self.sets)) != len(self.sets):
+            raise ValueError(f"sets must name each set once and include 'test' (the reference of the "
+                             f"invariance check); got {list(self.sets)}")
+        return self
+
+    def n_geometries(self, n_test: int) -> int:
+        """Geometries scored: the (capped) test set once per set."""
+        return min(n_test, self.max_test or n_test) * len(self.sets)
+
+
 def evaluate_run(run_dir: str | Path, *, seed: int = 0, plots: bool = True, audit: bool = True,
-                 krr: bool = False) -> dict:
-    """Metrics of the run's best parameters on its test set (and transformed copies); writes
-    ``evaluation.json`` and, with ``plots``, PNG files into the run directory."""
+                 krr: bool = False, executor: ExecutorSettings | None = None,
+                 sets: tuple[str, ...] | None = None, max_test: int | None = None,
+                 cluster: ClusterConfig | None = None, ibm_token: str | None = None) -> dict:
+    """Metrics of the run's best parameters on its test set (and transformed copies).
+
+    ``executor``: where the predictions are computed (default exact; aer and ibm by parameter
+    shift, ibm inside a Runtime Batch, aer fanned out on ``cluster``). Writes
+    ``evaluation.json`` (``evaluation_<executor>.json`` for quantum executors, which also
+    report their deviation from the exact simulator) and, with ``plots``, PNG files.
+    """
     from qff_core.execution.exact import compile_exact
 
+    config = EvaluateConfig(run_dir=str(run_dir), executor=executor or ExecutorSettings(),
+                            sets=tuple(sets) if sets else ("test", *TRANSFORMS), max_test=max_test, seed=seed)
+    settings = config.executor
     run = open_run(run_dir)
     theta, ckpt = run.final_parameters()
     dataset = run.dataset()
-    test = TrainingData.take(dataset, run.split.test)
+    test_idx = run.split.test[: config.max_test] if config.max_test else run.split.test
+    test = TrainingData.take(dataset, test_idx)
     if test.energies_ev.size == 0:
-        from qff_core.errors import InputError
-
         raise InputError(f"the run in {run.path} has no test samples (it was trained with --test-size 0)")
     sim = compile_exact(run.model)
-    sets = {"test": test, **transformed_sets(run, test, seed)}
-    # One batched call for all sets: a single compiled shape.
-    X = np.concatenate([s.positions_a for s in sets.values()])
-    E_all, F_all = sim.evaluate(theta, X)
+    every = {"test": test, **transformed_sets(run, test, seed)}
+    sets_ = {name: every[name] for name in config.sets}
+    # One call for all sets: a single compiled shape, or a single parameter-shift plan.
+    X = np.concatenate([s.positions_a for s in sets_.values()])
+    E_exact, F_exact = sim.evaluate(theta, X)
+    if settings.name == "exact":
+        E_all, F_all, executor_info = E_exact, F_exact, {"name": "exact"}
+    else:
+        E_all, F_all, executor_info = _predict_on(settings, run, theta, X, seed=seed, cluster=cluster,
+                                                  ibm_token=ibm_token)
     n = len(test.energies_ev)
     summary: dict = {}
     predictions = {}
-    for k, (name, data) in enumerate(sets.items()):
+    for k, (name, data) in enumerate(sets_.items()):
         e, f = E_all[k * n:(k + 1) * n], F_all[k * n:(k + 1) * n]
         predictions[name] = (e, f)
         summary[name] = error_metrics(e, data.energies_ev, f, data.forces_ev_per_a)
@@ -72,19 +125,24 @@ def evaluate_run(run_dir: str | Path, *, seed: int = 0, plots: bool = True, audi
     summary["baselines"] = {
         "constant_energy_zero_forces": error_metrics(np.full(n, mean_e), test.energies_ev,
                                                      np.zeros_like(test.forces_ev_per_a), test.forces_ev_per_a),
-        "constant_energy_zero_forces_rotated": error_metrics(
-            np.full(n, mean_e), sets["rotated"].energies_ev, np.zeros_like(test.forces_ev_per_a),
-            sets["rotated"].forces_ev_per_a),
     }
+    if "rotated" in sets_:
+        summary["baselines"]["constant_energy_zero_forces_rotated"] = error_metrics(
+            np.full(n, mean_e), sets_["rotated"].energies_ev, np.zeros_like(test.forces_ev_per_a),
+            sets_["rotated"].forces_ev_per_a)
     if krr:
-        summary["baselines"]["krr_inverse_distances"] = krr_baseline(run, sets)
+        summary["baselines"]["krr_inverse_distances"] = krr_baseline(run, sets_)
     summary["invariance"] = {
         name: {"energy_mae_rel_change": _rel(summary[name]["energy_mae_kcal_mol"],
                                              summary["test"]["energy_mae_kcal_mol"]),
                "forces_err_norm_rel_change": _rel(summary[name]["forces_err_norm_kcal_mol_a"],
                                                   summary["test"]["forces_err_norm_kcal_mol_a"])}
-        for name in TRANSFORMS
+        for name in TRANSFORMS if name in sets_
     }
+    summary["executor"] = (executor_info if settings.name == "exact"
+                           else {**settings.model_dump(exclude_none=True), **executor_info})
+    if settings.name != "exact":  # what the executor costs in accuracy: its predictions against the exact ones
+        summary["deviation_from_exact"] = error_metrics(E_all, E_exact, F_all, F_exact)
     if audit:
         from qff_core.audit import audit_model
 
@@ -94,15 +152,37 @@ def evaluate_run(run_dir: str | Path, *, seed: int = 0, plots: bool = True, audi
     summary["run"] = {
         "run_dir": str(run.path), "model": run.config.model.model, "molecule": run.model.molecule.name,
         "n_parameters": run.model.n_parameters, "n_qubits": run.model.n_qubits, "depth": run.config.model.depth,
-        "split": run.split.counts(), "step": ckpt.step, "best_step": ckpt.attrs["best"]["step"],
+        "split": run.split.counts(), "n_test_scored": n, "step": ckpt.step, "best_step": ckpt.attrs["best"]["step"],
         "stop_reason": ckpt.attrs.get("stop_reason"), "dataset": run.info["dataset"],
     }
+    suffix = "" if settings.name == "exact" else f"_{settings.name}"
     if plots:
-        summary["plots"] = write_plots(run, ckpt.arrays, sets, predictions)
-    tmp = run.path / "evaluation.json.tmp"
+        summary["plots"] = write_plots(run, ckpt.arrays, sets_, predictions, suffix=suffix)
+    out = run.path / f"evaluation{suffix}.json"
+    tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, run.path / "evaluation.json")
+    os.replace(tmp, out)
     return summary
+
+
+def _predict_on(settings: ExecutorSettings, run: Run, theta: np.ndarray, positions_a: np.ndarray, *, seed: int,
+                cluster: ClusterConfig | None, ibm_token: str | None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Energies and forces on a quantum executor (one parameter-shift plan), and what ran them."""
+    from contextlib import ExitStack
+
+    from qff_core.execution.settings import open_executor
+    from qff_core.training import executor_info
+
+    with ExitStack() as stack:
+        client = None
+        if cluster is not None and settings.name == "aer":
+            from qff_core.distributed import dask_client
+
+            client = stack.enter_context(dask_client(cluster))
+        executor = stack.enter_context(open_executor(settings, run.model, client=client, seed=seed,
+                                                     ibm_token=ibm_token, runtime_mode="batch"))
+        energies, forces = executor.energies_forces(theta, positions_a)
+        return np.asarray(energies), np.asarray(forces), executor_info(executor, None)
 
 
 def krr_baseline(run: Run, sets: dict[str, TrainingData]) -> dict:
@@ -126,8 +206,10 @@ def _rel(value: float, reference: float) -> float:
     return abs(value - reference) / max(abs(reference), 1e-300)
 
 
-def write_plots(run: Run, arrays: dict, sets: dict[str, TrainingData], predictions: dict) -> dict[str, str]:
-    """Parity plots (test and rotated test) and the learning curve, as PNG files in ``<run>/plots``."""
+def write_plots(run: Run, arrays: dict, sets: dict[str, TrainingData], predictions: dict,
+                suffix: str = "") -> dict[str, str]:
+    """Parity plots (test, and rotated test when scored) and the learning curve, as PNG files in
+    ``<run>/plots`` (``parity<suffix>.png``: a suffix per executor)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -139,14 +221,16 @@ def write_plots(run: Run, arrays: dict, sets: dict[str, TrainingData], predictio
     out.mkdir(exist_ok=True)
     paths: dict[str, str] = {}
     label = f"{run.config.model.model} D={run.config.model.depth} ({run.model.n_parameters} parameters)"
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.4))
+    second = "rotated" if "rotated" in sets else None
+    fig, axes = plt.subplots(1, 3 if second else 2, figsize=(14 if second else 9.5, 4.4))
     e_ref = (sets["test"].energies_ev - run.norm.energy_mean_ev) * EV_KCAL_PER_MOL
     e_pred = (predictions["test"][0] - run.norm.energy_mean_ev) * EV_KCAL_PER_MOL
     panels = [(axes[0], e_ref, e_pred, "energy - training mean (kcal/mol), test"),
               (axes[1], sets["test"].forces_ev_per_a.ravel() * EV_KCAL_PER_MOL,
-               predictions["test"][1].ravel() * EV_KCAL_PER_MOL, "force components (kcal/mol/A), test"),
-              (axes[2], sets["rotated"].forces_ev_per_a.ravel() * EV_KCAL_PER_MOL,
-               predictions["rotated"][1].ravel() * EV_KCAL_PER_MOL, "force components (kcal/mol/A), rotated test")]
+               predictions["test"][1].ravel() * EV_KCAL_PER_MOL, "force components (kcal/mol/A), test")]
+    if second:
+        panels.append((axes[2], sets[second].forces_ev_per_a.ravel() * EV_KCAL_PER_MOL,
+                       predictions[second][1].ravel() * EV_KCAL_PER_MOL, "force components (kcal/mol/A), rotated test"))
     for ax, ref, pred, title in panels:
         lo, hi = float(min(ref.min(), pred.min())), float(max(ref.max(), pred.max()))
         ax.plot([lo, hi], [lo, hi], color="0.6", lw=1)
@@ -154,9 +238,10 @@ def write_plots(run: Run, arrays: dict, sets: dict[str, TrainingData], predictio
         ax.set_xlabel("reference")
         ax.set_ylabel("model")
         ax.set_title(title, fontsize=9)
-    fig.suptitle(f"{run.model.molecule.name}: {label}")
+    where = "" if not suffix else f", {suffix.lstrip('_')} executor"
+    fig.suptitle(f"{run.model.molecule.name}: {label}{where}")
     fig.tight_layout()
-    paths["parity"] = str(out / "parity.png")
+    paths["parity"] = str(out / f"parity{suffix}.png")
     fig.savefig(paths["parity"], dpi=110)
     plt.close(fig)
 
@@ -200,4 +285,5 @@ def summary_table(summaries: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["METRIC_KEYS", "TRANSFORMS", "evaluate_run", "summary_table", "transformed_sets", "write_plots"]
+__all__ = ["METRIC_KEYS", "TRANSFORMS", "EvaluateConfig", "evaluate_run", "summary_table", "transformed_sets",
+           "write_plots"]

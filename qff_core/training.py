@@ -558,7 +558,7 @@ def _executor_step(run: Run, train: TrainingData, optimiser, executor) -> Callab
     return step
 
 
-def _executor_info(executor, journal: JobJournal | None) -> dict:
+def executor_info(executor, journal: JobJournal | None) -> dict:
     """What the summary and checkpoints say about a quantum executor: name, runtime mode, jobs."""
     if executor is None:
         return {}
@@ -601,7 +601,7 @@ def _loop(run: Run, state: TrainState, optimiser, step_fn: Callable, sim, val_da
         state.opt_state_leaves = [np.asarray(x) for x in jax.tree_util.tree_leaves(opt_state)]
         ckpt = _state_to_checkpoint(state, run)
         if executor is not None:
-            ckpt.attrs["executor"] = _executor_info(executor, journal)
+            ckpt.attrs["executor"] = executor_info(executor, journal)
         write_checkpoint(run.checkpoint_dir, ckpt, keep=cfg.keep_checkpoints)
 
     while state.step < limit and state.stop_reason is None:
@@ -670,7 +670,7 @@ def _loop(run: Run, state: TrainState, optimiser, step_fn: Callable, sim, val_da
         "n_parameters": run.model.n_parameters,
     }
     if executor is not None:
-        summary["executor"] = _executor_info(executor, journal)
+        summary["executor"] = executor_info(executor, journal)
     return summary
 
 

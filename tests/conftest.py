@@ -81,6 +81,18 @@ def simulator_for(molecule: str, **config) -> ExactSimulator:
 
 
 @pytest.fixture(scope="session")
+def lih(tmp_path_factory) -> str:
+    """10 LiH geometries, HF/STO-3G (PySCF): a 2-qubit model at depth 1, seconds to make."""
+    from qff_core.datagen import GenerateSettings, compute_pending, prepare_dataset
+
+    path = tmp_path_factory.mktemp("data") / "lih.zarr"
+    settings = GenerateSettings(molecule="lih", engine="pyscf", method="hf", basis="sto-3g", samples=10,
+                                temperature_k=1000.0, seed=2, out=str(path))
+    assert compute_pending(prepare_dataset(settings), settings)["n_done"] == 10
+    return str(path)
+
+
+@pytest.fixture(scope="session")
 def prefect_server():
     """One temporary Prefect API server (subprocess, SQLite) for every flow test of the session."""
     from prefect.testing.utilities import prefect_test_harness

@@ -11,22 +11,11 @@ import numpy as np
 import pytest
 
 from qff_core.cli import main
-from qff_core.datagen import GenerateSettings, compute_pending, prepare_dataset
 from qff_core.distributed import ClusterConfig, LocalSettings
 from qff_core.store.checkpoint import latest_checkpoint, read_checkpoint
 from qff_core.training import TrainConfig, train
 
 PARAM_TOL = 1e-8  # one Adam step on exact Aer (parameter shift) vs the fused JAX step
-
-
-@pytest.fixture(scope="module")
-def lih(tmp_path_factory) -> str:
-    """10 LiH geometries, HF/STO-3G (PySCF): a 2-qubit model at depth 1, seconds to make."""
-    path = tmp_path_factory.mktemp("data") / "lih.zarr"
-    settings = GenerateSettings(molecule="lih", engine="pyscf", method="hf", basis="sto-3g", samples=10,
-                                temperature_k=1000.0, seed=2, out=str(path))
-    assert compute_pending(prepare_dataset(settings), settings)["n_done"] == 10
-    return str(path)
 
 
 def config(dataset: str, executor="exact", **kw) -> TrainConfig:

@@ -146,14 +146,17 @@ def _workers(client) -> int:
 
 @contextmanager
 def open_executor(settings: ExecutorSettings, model: Model, *, client=None, journal: JobJournal | None = None,
-                  seed: int | None = None, ibm_token: str | None = None) -> Iterator:
+                  seed: int | None = None, ibm_token: str | None = None,
+                  runtime_mode: Literal["session", "batch"] = "session") -> Iterator:
     """The executor ``settings`` describe for ``model``, open for the duration of the block.
 
     ``client``: a dask.distributed Client for aer's fan-out. ``journal``: where ibm job ids
     are recorded (ignored in local testing mode, whose jobs cannot be re-attached). ``seed``:
     shot-noise seed when the settings give none. ``ibm_token``: an API key read from a secret
     store (else qiskit-ibm-runtime reads ``$QISKIT_IBM_TOKEN`` or its saved account). The ibm
-    executor runs inside an IBM Runtime Session, closed on exit, on error too.
+    executor runs inside an IBM Runtime Session (training loops: each step's jobs wait on the
+    previous step's) or, with ``runtime_mode="batch"``, a Batch (independent jobs submitted at
+    once: evaluation), closed on exit, on error too.
     """
     from qff_core.execution.executors import get_executor
 
@@ -171,13 +174,14 @@ def open_executor(settings: ExecutorSettings, model: Model, *, client=None, jour
     if client is not None:
         raise InputError("ibm jobs are submitted from this process and run remotely; drop --cluster/--workers/"
                          "--scheduler (Dask fans out aer simulations only)")
-    from qff_core.execution.ibm import ibm_backend, runtime_mode, runtime_service
+    from qff_core.execution.ibm import ibm_backend, runtime_service
+    from qff_core.execution.ibm import runtime_mode as open_runtime_mode
 
     local = is_local_backend(settings.backend)
     service = None if local else runtime_service(channel=settings.channel, instance=settings.instance,
                                                  token=ibm_token)
     backend = ibm_backend(settings.backend, service=service)
-    with runtime_mode(backend, "session", max_time=settings.session_max_time) as session:
-        yield get_executor("ibm", model, backend=backend, options=settings.ibm_options(), mode=session,
+    with open_runtime_mode(backend, runtime_mode, max_time=settings.session_max_time) as mode:
+        yield get_executor("ibm", model, backend=backend, options=settings.ibm_options(), mode=mode,
                            batching=settings.batching(), seed=seed if local else None,
                            journal=None if local else journal, retry=settings.retry(), service=service)

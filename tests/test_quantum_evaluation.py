@@ -1,0 +1,100 @@
+"""Evaluation on quantum executors: exact Aer scores what the exact simulator scores, the ibm executor
+runs in an IBM Runtime Batch with real shots, and the price announced before submission is what ran."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qff_core.cli import TRANSFORM_NAMES, main
+from qff_core.distributed import ClusterConfig, LocalSettings
+from qff_core.evaluation import METRIC_KEYS, TRANSFORMS, evaluate_run
+from qff_core.execution.qiskit_circuits import compile_qiskit
+from qff_core.execution.settings import ExecutorSettings
+from qff_core.execution.shift import Request, plan_shifts
+from qff_core.training import TrainConfig, TrainingData, open_run, train
+from qff_core.units import EV_KCAL_PER_MOL
+
+EXACT_AER_TOL = 1e-8  # parameter shift on exact Aer vs JAX autodiff (observed ~1e-13)
+
+
+@pytest.fixture(scope="module")
+def trained(lih, tmp_path_factory) -> Path:
+    """A LiH invariant D=1 run (7 parameters), 3 steps, 3 test geometries."""
+    run_dir = tmp_path_factory.mktemp("runs") / "lih"
+    train(run_dir, TrainConfig.model_validate(dict(dataset=lih, model={"depth": 1}, steps=3, batch_size=2,
+                                                   test_size=3, val_size=2, seed=3, eval_every=1,
+                                                   checkpoint_every=1, learning_rate=5e-2)))
+    return run_dir
+
+
+def test_exact_aer_evaluation_on_dask_equals_the_exact_evaluation(trained):
+    exact = evaluate_run(trained, plots=False, audit=False)
+    aer = evaluate_run(trained, executor=ExecutorSettings(name="aer"), plots=False, audit=False,
+                       cluster=ClusterConfig(local=LocalSettings(n_workers=2, processes=False)))
+    for name in ("test", *TRANSFORMS):
+        for key in METRIC_KEYS:
+            assert aer[name][key] == pytest.approx(exact[name][key], rel=EXACT_AER_TOL, abs=1e-10), (name, key)
+    deviation = aer["deviation_from_exact"]
+    assert deviation["energy_mae_kcal_mol"] < EXACT_AER_TOL and deviation["forces_mae_kcal_mol_a"] < EXACT_AER_TOL
+    assert "deviation_from_exact" not in exact and exact["executor"] == {"name": "exact"}
+    # The quantum evaluation has its own file: the exact one is not overwritten.
+    assert json.loads((trained / "evaluation.json").read_text())["executor"] == {"name": "exact"}
+    assert json.loads((trained / "evaluation_aer.json").read_text())["executor"]["name"] == "aer"
+    assert TRANSFORM_NAMES == TRANSFORMS  # the CLI's copy of the set names
+
+
+def write_eval_config(path: Path, run_dir: Path, executor: dict, **evaluate) -> Path:
+    path.write_text(json.dumps({"evaluate": {"run_dir": str(run_dir), **evaluate}, "executor": executor}))
+    return path
+
+
+def test_ibm_evaluation_runs_in_a_batch_and_submits_what_was_priced(trained, tmp_path, capsys):
+    shots = 4000
+    cfg = write_eval_config(tmp_path / "eval.yaml", trained, {"name": "ibm", "backend": "aer", "shots": shots},
+                            sets=["test", "rotated"], max_test=2, seed=5)
+    assert main(["cost", "--config", str(cfg), "--json"]) == 0
+    cost = json.loads(capsys.readouterr().out)
+    assert (cost["kind"], cost["steps"], cost["geometries_per_step"]) == ("evaluation", 1, 4)
+
+    # The price counts the rows of the plan the evaluation will run: 2 test geometries, each also rotated.
+    run = open_run(trained)
+    theta, _ = run.final_parameters()
+    test = TrainingData.take(run.dataset(), run.split.test[:2])
+    plan = plan_shifts(compile_qiskit(run.model), theta, np.concatenate([test.positions_a] * 2),
+                       Request(forces=True), ExecutorSettings(name="ibm", backend="aer").batching())
+    bases = 3  # XX, YY, ZZ of the singlet observable
+    assert cost["bindings_per_step"] == plan.values.shape[0]
+    assert cost["shots_per_step"] == plan.values.shape[0] * bases * shots
+    assert cost["jobs_per_step"] == len(plan.chunks) and cost["qpu_seconds_total"] > 0
+
+    assert main(["evaluate", "--config", str(cfg), "--no-prefect", "--no-plots", "--json"]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out[out.index("{"):])
+    assert summary["executor"]["runtime_mode"] == "Batch"
+    assert summary["executor"]["jobs_submitted"] == cost["jobs_per_step"]
+    assert {"test", "rotated"} <= set(summary) and "translated" not in summary
+    assert summary["run"]["n_test_scored"] == 2
+    # Real shots: the predictions differ from the exact ones, by about the shot noise. Per energy the
+    # standard error is at most |s| sqrt(3 / shots) (three measured bases, each of variance <= 1).
+    deviation = summary["deviation_from_exact"]["energy_mae_kcal_mol"]
+    s = abs(theta[run.model.scale]) * EV_KCAL_PER_MOL
+    assert 0 < deviation < 5 * s * np.sqrt(bases / shots)
+    assert (trained / "evaluation_ibm.json").exists()
+
+
+def test_evaluation_beyond_its_qpu_budget_submits_nothing(trained, tmp_path, capsys):
+    cfg = write_eval_config(tmp_path / "eval.yaml", trained, {"name": "ibm", "backend": "FakeFez"})
+    result = trained / "evaluation_ibm.json"
+    before = result.read_bytes() if result.exists() else None
+    assert main(["evaluate", "--config", str(cfg), "--no-prefect", "--max-qpu-seconds", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "nothing was started" in err and "--max-test" in err
+    assert (result.read_bytes() if result.exists() else None) == before
+    with pytest.raises(SystemExit):  # an unknown set name is refused by the parser
+        main(["evaluate", str(trained), "--sets", "mirrored"])
+    assert main(["evaluate", str(trained), "--sets", "rotated", "--no-prefect"]) == 2
+    assert "include 'test'" in capsys.readouterr().err
