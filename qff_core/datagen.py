@@ -22,9 +22,8 @@ from qff_core.reference import CalculationRequest, ReferenceEngine, get_engine
 from qff_core.reference.base import CalculationResult
 from qff_core.sampling import (
     bond_scan,
-    finite_difference_hessian,
     masses_amu,
-    normal_modes,
+    minimum_normal_modes,
     optimize_geometry,
     rigid_rotations,
     thermal_samples,
@@ -78,13 +77,11 @@ def sample_geometries(settings: GenerateSettings, molecule: MoleculeSpec, n: int
         return r.energy_ev, -r.forces_ev_per_a
 
     try:
-        minimum = optimize_geometry(energy_gradient, molecule.positions_a)
         if settings.sampler == "rotations":
-            return rigid_rotations(minimum, n, seed)
-        hessian = finite_difference_hessian(energy_gradient, minimum)
+            return rigid_rotations(optimize_geometry(energy_gradient, molecule.positions_a), n, seed)
+        modes = minimum_normal_modes(energy_gradient, molecule.positions_a, masses_amu(molecule.symbols))
     finally:
         engine.close()
-    modes = normal_modes(minimum, masses_amu(molecule.symbols), hessian)
     return thermal_samples(modes, settings.temperature_k, n, seed)
 
 

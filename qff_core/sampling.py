@@ -21,6 +21,9 @@ from qff_core.symmetry import random_rotation
 BOLTZMANN_EV_PER_K = 8.617333262e-5
 OMEGA2_TO_CM1 = 521.4709  # sqrt(eV / (Angstrom^2 amu)) expressed in cm^-1
 
+HESSIAN_STEP_A = 5e-3
+"""Cartesian step (Angstrom) of the finite-difference Hessian."""
+
 EnergyGradient = Callable[[np.ndarray], tuple[float, np.ndarray]]
 """positions (atoms, 3) Angstrom -> (energy eV, gradient eV/Angstrom)."""
 
@@ -82,8 +85,10 @@ class NormalModes:
         return OMEGA2_TO_CM1 * np.sqrt(self.omega2)
 
 
-def normal_modes(positions_a: np.ndarray, masses: np.ndarray, hessian_ev_per_a2: np.ndarray) -> NormalModes:
-    """Vibrational modes from a Cartesian Hessian, translations and rotations projected out."""
+def vibrations(positions_a: np.ndarray, masses: np.ndarray,
+               hessian_ev_per_a2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """omega^2 (ascending, negative for imaginary modes) and orthonormal mass-weighted modes (3N, n_vib)
+    of a Cartesian Hessian, translations and rotations projected out."""
     x = validate_positions(positions_a)
     n3 = x.size
     h = np.asarray(hessian_ev_per_a2, dtype=float)
@@ -96,10 +101,26 @@ def normal_modes(positions_a: np.ndarray, masses: np.ndarray, hessian_ev_per_a2:
     q, _ = np.linalg.qr(np.hstack([rigid, np.eye(n3)]))
     vib = q[:, rigid.shape[1] : n3]  # orthonormal complement of the rigid motions
     omega2, local = np.linalg.eigh(vib.T @ hm @ vib)
-    if omega2[0] < -1e-6 * max(abs(omega2).max(), 1e-12):
-        cm = OMEGA2_TO_CM1 * np.sqrt(-omega2[0])
-        raise InputError(f"the geometry is not a minimum (imaginary mode of {cm:.0f}i cm^-1); optimise it first")
-    return NormalModes(x, np.asarray(masses, float), np.clip(omega2, 1e-12, None), vib @ local)
+    return omega2, vib @ local
+
+
+def _is_imaginary(omega2: np.ndarray) -> bool:
+    return bool(omega2[0] < -1e-6 * max(abs(omega2).max(), 1e-12))
+
+
+def _wavenumber(omega2: float) -> str:
+    """``"58i"`` or ``"58"`` (cm^-1)."""
+    return f"{OMEGA2_TO_CM1 * np.sqrt(abs(omega2)):.0f}" + ("i" if omega2 < 0 else "")
+
+
+def normal_modes(positions_a: np.ndarray, masses: np.ndarray, hessian_ev_per_a2: np.ndarray) -> NormalModes:
+    """Vibrational modes from a Cartesian Hessian, translations and rotations projected out."""
+    x = validate_positions(positions_a)
+    omega2, modes = vibrations(x, masses, hessian_ev_per_a2)
+    if _is_imaginary(omega2):
+        raise InputError(f"the geometry is not a minimum (imaginary mode of {_wavenumber(omega2[0])} cm^-1); "
+                         "optimise it first")
+    return NormalModes(x, np.asarray(masses, float), np.clip(omega2, 1e-12, None), modes)
 
 
 def thermal_samples(modes: NormalModes, temperature_k: float, n: int, seed: int) -> np.ndarray:
@@ -115,7 +136,7 @@ def thermal_samples(modes: NormalModes, temperature_k: float, n: int, seed: int)
 
 
 def finite_difference_hessian(energy_gradient: EnergyGradient, positions_a: np.ndarray,
-                              step_a: float = 5e-3) -> np.ndarray:
+                              step_a: float = HESSIAN_STEP_A) -> np.ndarray:
     """Cartesian Hessian (eV/Angstrom^2) by central differences of analytic gradients (6N calls)."""
     x = validate_positions(positions_a)
     n3 = x.size
@@ -174,3 +195,35 @@ def optimize_geometry(energy_gradient: EnergyGradient, positions_a: np.ndarray, 
         raise ConvergenceError(f"geometry optimisation stopped at max force {fmax:.2e} eV/A after {max_steps} "
                                "steps; raise max_steps or start nearer a minimum")
     return flat.reshape(shape)
+
+
+def minimum_normal_modes(energy_gradient: EnergyGradient, positions_a: np.ndarray, masses: np.ndarray, *,
+                         hessian_step_a: float = HESSIAN_STEP_A, max_restarts: int = 2, kick_a: float = 0.1,
+                         fmax_ev_per_a: float = 1e-4) -> NormalModes:
+    """Optimise, then the normal modes of the finite-difference Hessian; at a saddle point, step
+    along the imaginary mode (largest atom displacement ``kick_a``, to the side of lower energy)
+    and optimise again, at most ``max_restarts`` times, before giving up with InputError.
+
+    Gradient-only BFGS keeps any symmetry the start has, so from a symmetric start it can stop
+    on a saddle that only a symmetry-breaking step leaves: the S22 water dimer is Cs, and at
+    B3LYP/6-31G* its Cs optimum has an imaginary A'' mode (~55i cm^-1, on finer grids too).
+    """
+    masses = np.asarray(masses, dtype=float)
+    x = optimize_geometry(energy_gradient, positions_a, fmax_ev_per_a=fmax_ev_per_a)
+    history = []
+    for _ in range(max_restarts + 1):
+        hessian = finite_difference_hessian(energy_gradient, x, step_a=hessian_step_a)
+        omega2, modes = vibrations(x, masses, hessian)
+        if not _is_imaginary(omega2):
+            return NormalModes(x, masses, np.clip(omega2, 1e-12, None), modes)
+        history.append(_wavenumber(omega2[0]))
+        if len(history) > max_restarts:
+            break
+        step = (modes[:, 0] / np.repeat(np.sqrt(masses), 3)).reshape(x.shape)
+        step *= kick_a / np.linalg.norm(step, axis=1).max()
+        x = min((x + step, x - step), key=lambda y: energy_gradient(y)[0])  # downhill: the lower side
+        x = optimize_geometry(energy_gradient, x, fmax_ev_per_a=fmax_ev_per_a)
+    raise InputError(
+        f"the geometry is not a minimum (imaginary mode of {history[-1]} cm^-1) after {max_restarts} downhill "
+        f"restart(s) (imaginary modes found: {', '.join(history)} cm^-1); start from another geometry, or if the "
+        "gradients are noisy (a coarse DFT grid) use a finer grid or a larger Hessian step")
