@@ -206,6 +206,8 @@ _GENERATE_FLAGS = {
     "samples": dict(type=int, help="number of geometries in the dataset"),
     "sampler": dict(choices=["normal_modes", "bond_scan", "rotations"]),
     "temperature_k": dict(type=float, help="normal-mode sampling temperature (K)"),
+    "max_distance_change": dict(type=float, help="normal modes: redraw samples that change an interatomic distance "
+                                                 "by more than this fraction of the minimum's (default 0.25)"),
     "seed": dict(type=int),
     "chunk_size": dict(type=int, help="samples per Dask task"),
     "max_iterations": dict(type=int, help="SCF iteration limit"),

@@ -43,6 +43,9 @@ class GenerateSettings(BaseModel):
     samples: int = Field(100, ge=1)
     sampler: Literal["normal_modes", "bond_scan", "rotations"] = "normal_modes"
     temperature_k: float = Field(500.0, gt=0)
+    max_distance_change: float | None = Field(
+        0.25, gt=0, description="normal modes: redraw samples that change an interatomic distance by more than this "
+                                "fraction of the minimum's (soft modes of clusters); None keeps every draw")
     scan_range_a: tuple[float, float] = (1.2, 2.6)
     seed: int = 2024
     chunk_size: int = Field(8, ge=1, description="samples per Dask task")
@@ -82,7 +85,7 @@ def sample_geometries(settings: GenerateSettings, molecule: MoleculeSpec, n: int
         modes = minimum_normal_modes(energy_gradient, molecule.positions_a, masses_amu(molecule.symbols))
     finally:
         engine.close()
-    return thermal_samples(modes, settings.temperature_k, n, seed)
+    return thermal_samples(modes, settings.temperature_k, n, seed, max_distance_change=settings.max_distance_change)
 
 
 def prepare_dataset(settings: GenerateSettings) -> Dataset:
@@ -106,6 +109,7 @@ def prepare_dataset(settings: GenerateSettings) -> Dataset:
     new = sample_geometries(settings, molecule, missing, have) if missing > 0 else None
     dataset = Dataset.create(path, molecule, settings.level(), sampler={
         "kind": settings.sampler, "seed": settings.seed, "temperature_k": settings.temperature_k,
+        "max_distance_change": settings.max_distance_change,
         "scan_range_a": list(settings.scan_range_a),
     })
     if new is not None:

@@ -21,6 +21,8 @@ from qff_core.symmetry import random_rotation
 BOLTZMANN_EV_PER_K = 8.617333262e-5
 OMEGA2_TO_CM1 = 521.4709  # sqrt(eV / (Angstrom^2 amu)) expressed in cm^-1
 
+MAX_DRAWS_PER_SAMPLE = 50
+"""``thermal_samples`` gives up when fewer than 1 in this many draws keep the distance bound."""
 HESSIAN_STEP_A = 5e-3
 """Cartesian step (Angstrom) of the finite-difference Hessian."""
 
@@ -123,16 +125,47 @@ def normal_modes(positions_a: np.ndarray, masses: np.ndarray, hessian_ev_per_a2:
     return NormalModes(x, np.asarray(masses, float), np.clip(omega2, 1e-12, None), modes)
 
 
-def thermal_samples(modes: NormalModes, temperature_k: float, n: int, seed: int) -> np.ndarray:
-    """``n`` geometries from the classical harmonic distribution at ``temperature_k``."""
+def thermal_samples(modes: NormalModes, temperature_k: float, n: int, seed: int, *,
+                    max_distance_change: float | None = None) -> np.ndarray:
+    """``n`` geometries from the classical harmonic distribution at ``temperature_k``.
+
+    ``max_distance_change``: redraw (from the same seeded stream) every sample that changes an
+    interatomic distance by more than this fraction of its value at the minimum. Displacements
+    along rectilinear normal modes are straight lines, so a soft libration (a water dimer's
+    30-200 cm^-1 modes at 300 K) can stretch a bond to 5 A or push atoms together; the bound
+    truncates that tail. Samples that keep it are returned unchanged and in order.
+    """
     if temperature_k <= 0:
         raise InputError(f"temperature must be positive (K); got {temperature_k}")
     rng = np.random.default_rng(seed)
     kt = BOLTZMANN_EV_PER_K * temperature_k
-    q = rng.standard_normal((n, modes.omega2.size)) * np.sqrt(kt / modes.omega2)
     inv_sqrt_m = np.repeat(1.0 / np.sqrt(modes.masses_amu), 3)
-    displacement = (q @ modes.mass_weighted_modes.T) * inv_sqrt_m
-    return modes.positions_a + displacement.reshape(n, *modes.positions_a.shape)
+
+    def draw(k: int) -> np.ndarray:
+        q = rng.standard_normal((k, modes.omega2.size)) * np.sqrt(kt / modes.omega2)
+        return modes.positions_a + ((q @ modes.mass_weighted_modes.T) * inv_sqrt_m).reshape(k, *modes.positions_a.shape)
+
+    if max_distance_change is None:
+        return draw(n)
+    ref = _pair_distances(modes.positions_a)
+    kept, drawn = [], 0
+    while sum(len(k) for k in kept) < n:
+        if drawn >= MAX_DRAWS_PER_SAMPLE * n:
+            raise InputError(
+                f"only {sum(len(k) for k in kept)} of {drawn} thermal samples at {temperature_k:g} K keep every "
+                f"interatomic distance within {max_distance_change:.0%} of the minimum's: the harmonic picture fails "
+                f"for its soft modes (lowest {modes.frequencies_cm1[0]:.0f} cm^-1); lower the temperature")
+        batch = draw(n if drawn == 0 else max(n, 64))
+        drawn += len(batch)
+        change = np.abs(_pair_distances(batch) / ref - 1.0).max(axis=-1)
+        kept.append(batch[change <= max_distance_change])
+    return np.concatenate(kept)[:n]
+
+
+def _pair_distances(positions_a: np.ndarray) -> np.ndarray:
+    """Distances of every atom pair i < j, for one geometry or a batch (last axis: pairs)."""
+    i, j = np.triu_indices(positions_a.shape[-2], k=1)
+    return np.linalg.norm(positions_a[..., i, :] - positions_a[..., j, :], axis=-1)
 
 
 def finite_difference_hessian(energy_gradient: EnergyGradient, positions_a: np.ndarray,

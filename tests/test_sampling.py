@@ -58,6 +58,28 @@ def test_thermal_samples_follow_the_harmonic_distribution(water_modes):
     assert not np.array_equal(samples, thermal_samples(water_modes, t, 4000, seed=4))
 
 
+def test_thermal_samples_keep_distances_within_the_bound(water_modes):
+    """Redraws replace samples that stretch or squeeze a distance too far; kept ones are unchanged."""
+    x0 = water_modes.positions_a
+    ref = np.linalg.norm(x0[:, None] - x0[None], axis=-1)[np.triu_indices(3, 1)]
+
+    def worst(samples):
+        d = np.linalg.norm(samples[:, :, None] - samples[:, None], axis=-1)[:, *np.triu_indices(3, 1)]
+        return np.abs(d / ref - 1).max(axis=1)
+
+    plain = thermal_samples(water_modes, 2000.0, 300, seed=5)
+    bounded = thermal_samples(water_modes, 2000.0, 300, seed=5, max_distance_change=0.1)
+    assert worst(plain).max() > 0.1 and worst(bounded).max() <= 0.1 and len(bounded) == 300
+    kept = plain[worst(plain) <= 0.1]
+    assert np.array_equal(bounded[: len(kept)], kept)  # the first draw's good samples, in order, then redraws
+    assert np.array_equal(bounded, thermal_samples(water_modes, 2000.0, 300, seed=5, max_distance_change=0.1))
+    # A bound that nothing violates changes nothing (datasets sampled before the bound stay reproducible).
+    assert np.array_equal(thermal_samples(water_modes, 500.0, 300, seed=5, max_distance_change=0.25),
+                          thermal_samples(water_modes, 500.0, 300, seed=5))
+    with pytest.raises(InputError, match="lower the temperature"):
+        thermal_samples(water_modes, 2000.0, 10, seed=5, max_distance_change=1e-4)
+
+
 def test_sampler_input_errors(water_modes):
     n3 = water_modes.positions_a.size
     with pytest.raises(InputError, match="not a minimum"):
