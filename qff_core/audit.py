@@ -14,8 +14,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from qff_core.execution.exact import ExactSimulator, compile_exact
-from qff_core.models import init_parameters
-from qff_core.models.ir import Model
+from qff_core.models import AnyModel, init_parameters
 from qff_core.symmetry import permute_atoms, random_rotation
 
 OPERATIONS = ("rotation", "translation", "permutation", "inversion")
@@ -52,7 +51,7 @@ class AuditReport:
         return all(self.max_rel_error[op] < tol for op in operations)
 
 
-def random_geometries(model: Model, n: int, rng: np.random.Generator, sigma_a: float = 0.1) -> np.ndarray:
+def random_geometries(model: AnyModel, n: int, rng: np.random.Generator, sigma_a: float = 0.1) -> np.ndarray:
     """``n`` geometries: the reference with Gaussian displacements (Angstrom), shuffled in space.
 
     Each gets a random rotation and offset so the audit never relies on the reference frame.
@@ -65,7 +64,7 @@ def random_geometries(model: Model, n: int, rng: np.random.Generator, sigma_a: f
 
 
 def audit_model(
-    model: Model,
+    model: AnyModel,
     *,
     seed: int = 0,
     n_geometries: int = 8,

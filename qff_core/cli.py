@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from qff_core.errors import InputError, QffError
-from qff_core.models import ModelConfig, build_model
-from qff_core.models.ir import Model
+from qff_core.models import AnyModel, ModelConfig, build_model
 from qff_core.molecules import BUILTIN_NAMES, load_molecule
 
 if TYPE_CHECKING:
@@ -28,13 +27,16 @@ if TYPE_CHECKING:
 TRANSFORM_NAMES = ("rotated", "translated", "permuted", "inverted")  # qff_core.evaluation.TRANSFORMS, unimported
 
 _MODEL_FLAGS = {
-    "model": dict(choices=["invariant", "generic"], help="invariant siVQLM or generic baseline"),
+    "model": dict(choices=["invariant", "generic", "fragment"],
+                  help="invariant siVQLM, generic baseline, or fragment model (monomer + pair siVQLMs)"),
     "depth": dict(type=int, help="trainable layers D (default 6)"),
     "blocks": dict(type=int, help="repetitions B of each trainable block (default 1)"),
     "rep": dict(type=int, help="qubits per encoded atom (default 2)"),
     "pattern": dict(choices=["ring", "all-to-all"], help="exchange pair pattern (default ring)"),
     "observable": dict(choices=["singlet", "all-pairs"], help="observable pairs (default singlet)"),
     "symmetry_breaking": dict(choices=["off", "trainable", "frozen"], help="RZ(eps) layers (default off)"),
+    "pair_depth": dict(type=int, help="fragment model: depth of the pair model (default --depth)"),
+    "pair_rep": dict(type=int, help="fragment model: qubits per atom of the pair model (default 1)"),
 }
 
 
@@ -79,7 +81,7 @@ def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
     return _validated(ModelConfig, values, "model settings")
 
 
-def _model_from_args(args: argparse.Namespace) -> Model:
+def _model_from_args(args: argparse.Namespace) -> AnyModel:
     return build_model(load_molecule(args.molecule), model_config_from_args(args))
 
 
@@ -87,10 +89,8 @@ def _emit(args: argparse.Namespace, payload: dict, text: str) -> None:
     print(json.dumps(payload, indent=2) if args.json else text)
 
 
-def cmd_model_show(args: argparse.Namespace) -> int:
-    """Print qubits, parameter counts and gates per layer of a model."""
-    model = _model_from_args(args)
-    s = model.summary()
+def _circuit_lines(s: dict) -> list[str]:
+    """What ``qff model show`` prints about one circuit model, from its ``summary()``."""
     lines = [
         f"{s['model']} model of {s['molecule']}: {s['n_qubits']} qubits "
         f"({s['n_data_qubits']} data, {s['n_ancillas']} ancilla), origin {s['origin']}, "
@@ -100,11 +100,29 @@ def cmd_model_show(args: argparse.Namespace) -> int:
     ]
     if s["depth"]:
         lines.append(f"each layer: {s['gates_per_layer'][1]['gates']}")
-    if model.kind == "invariant":
+    if s["model"] == "invariant":
         hp = s["hyperparameters"]
         lines += [f"singlets: {hp['singlet_pairs']} ({hp['singlet_rule']})",
                   f"exchange orbits: {hp['exchange_orbits']} ({hp['orbit_summed_generators']} orbit-summed)"]
     lines.append(f"observable: {s['observable']['type']} over {s['observable']['terms']}")
+    return lines
+
+
+def cmd_model_show(args: argparse.Namespace) -> int:
+    """Print qubits, parameter counts and gates per layer of a model (of each sub-model of a fragment model)."""
+    s = _model_from_args(args).summary()
+    if s["model"] != "fragment":
+        _emit(args, s, "\n".join(_circuit_lines(s)))
+        return 0
+    blocks = s["parameter_blocks"]
+    lines = [
+        f"fragment model of {s['molecule']}: {s['n_monomer_terms']} monomer terms over fragments {s['fragments']}, "
+        f"{s['n_pair_terms']} pair terms; permutation group of order {s['permutation_group_order']}",
+        f"parameters: {s['n_parameters']} ({s['n_trainable_parameters']} trainable): monomer {blocks['monomer']}, "
+        f"pair {blocks['pair']}, global e0 [{blocks['offset']}]; widest circuit {s['n_qubits']} qubits",
+    ]
+    for part in ("monomer", "pair"):
+        lines += [f"{part}:"] + ["  " + line for line in _circuit_lines(s[part])]
     _emit(args, s, "\n".join(lines))
     return 0
 
@@ -193,6 +211,8 @@ _GENERATE_FLAGS = {
     "samples": dict(type=int, help="number of geometries in the dataset"),
     "sampler": dict(choices=["normal_modes", "bond_scan", "rotations"]),
     "temperature_k": dict(type=float, help="normal-mode sampling temperature (K)"),
+    "max_distance_change": dict(type=float, help="normal modes: redraw samples that change an interatomic distance "
+                                                 "by more than this fraction of the minimum's (default 0.25)"),
     "seed": dict(type=int),
     "chunk_size": dict(type=int, help="samples per Dask task"),
     "max_iterations": dict(type=int, help="SCF iteration limit"),

@@ -22,9 +22,8 @@ from qff_core.reference import CalculationRequest, ReferenceEngine, get_engine
 from qff_core.reference.base import CalculationResult
 from qff_core.sampling import (
     bond_scan,
-    finite_difference_hessian,
     masses_amu,
-    normal_modes,
+    minimum_normal_modes,
     optimize_geometry,
     rigid_rotations,
     thermal_samples,
@@ -44,6 +43,9 @@ class GenerateSettings(BaseModel):
     samples: int = Field(100, ge=1)
     sampler: Literal["normal_modes", "bond_scan", "rotations"] = "normal_modes"
     temperature_k: float = Field(500.0, gt=0)
+    max_distance_change: float | None = Field(
+        0.25, gt=0, description="normal modes: redraw samples that change an interatomic distance by more than this "
+                                "fraction of the minimum's (soft modes of clusters); None keeps every draw")
     scan_range_a: tuple[float, float] = (1.2, 2.6)
     seed: int = 2024
     chunk_size: int = Field(8, ge=1, description="samples per Dask task")
@@ -78,14 +80,12 @@ def sample_geometries(settings: GenerateSettings, molecule: MoleculeSpec, n: int
         return r.energy_ev, -r.forces_ev_per_a
 
     try:
-        minimum = optimize_geometry(energy_gradient, molecule.positions_a)
         if settings.sampler == "rotations":
-            return rigid_rotations(minimum, n, seed)
-        hessian = finite_difference_hessian(energy_gradient, minimum)
+            return rigid_rotations(optimize_geometry(energy_gradient, molecule.positions_a), n, seed)
+        modes = minimum_normal_modes(energy_gradient, molecule.positions_a, masses_amu(molecule.symbols))
     finally:
         engine.close()
-    modes = normal_modes(minimum, masses_amu(molecule.symbols), hessian)
-    return thermal_samples(modes, settings.temperature_k, n, seed)
+    return thermal_samples(modes, settings.temperature_k, n, seed, max_distance_change=settings.max_distance_change)
 
 
 def prepare_dataset(settings: GenerateSettings) -> Dataset:
@@ -109,6 +109,7 @@ def prepare_dataset(settings: GenerateSettings) -> Dataset:
     new = sample_geometries(settings, molecule, missing, have) if missing > 0 else None
     dataset = Dataset.create(path, molecule, settings.level(), sampler={
         "kind": settings.sampler, "seed": settings.seed, "temperature_k": settings.temperature_k,
+        "max_distance_change": settings.max_distance_change,
         "scan_range_a": list(settings.scan_range_a),
     })
     if new is not None:

@@ -21,6 +21,11 @@ from qff_core.symmetry import random_rotation
 BOLTZMANN_EV_PER_K = 8.617333262e-5
 OMEGA2_TO_CM1 = 521.4709  # sqrt(eV / (Angstrom^2 amu)) expressed in cm^-1
 
+MAX_DRAWS_PER_SAMPLE = 50
+"""``thermal_samples`` gives up when fewer than 1 in this many draws keep the distance bound."""
+HESSIAN_STEP_A = 5e-3
+"""Cartesian step (Angstrom) of the finite-difference Hessian."""
+
 EnergyGradient = Callable[[np.ndarray], tuple[float, np.ndarray]]
 """positions (atoms, 3) Angstrom -> (energy eV, gradient eV/Angstrom)."""
 
@@ -82,8 +87,10 @@ class NormalModes:
         return OMEGA2_TO_CM1 * np.sqrt(self.omega2)
 
 
-def normal_modes(positions_a: np.ndarray, masses: np.ndarray, hessian_ev_per_a2: np.ndarray) -> NormalModes:
-    """Vibrational modes from a Cartesian Hessian, translations and rotations projected out."""
+def vibrations(positions_a: np.ndarray, masses: np.ndarray,
+               hessian_ev_per_a2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """omega^2 (ascending, negative for imaginary modes) and orthonormal mass-weighted modes (3N, n_vib)
+    of a Cartesian Hessian, translations and rotations projected out."""
     x = validate_positions(positions_a)
     n3 = x.size
     h = np.asarray(hessian_ev_per_a2, dtype=float)
@@ -96,26 +103,73 @@ def normal_modes(positions_a: np.ndarray, masses: np.ndarray, hessian_ev_per_a2:
     q, _ = np.linalg.qr(np.hstack([rigid, np.eye(n3)]))
     vib = q[:, rigid.shape[1] : n3]  # orthonormal complement of the rigid motions
     omega2, local = np.linalg.eigh(vib.T @ hm @ vib)
-    if omega2[0] < -1e-6 * max(abs(omega2).max(), 1e-12):
-        cm = OMEGA2_TO_CM1 * np.sqrt(-omega2[0])
-        raise InputError(f"the geometry is not a minimum (imaginary mode of {cm:.0f}i cm^-1); optimise it first")
-    return NormalModes(x, np.asarray(masses, float), np.clip(omega2, 1e-12, None), vib @ local)
+    return omega2, vib @ local
 
 
-def thermal_samples(modes: NormalModes, temperature_k: float, n: int, seed: int) -> np.ndarray:
-    """``n`` geometries from the classical harmonic distribution at ``temperature_k``."""
+def _is_imaginary(omega2: np.ndarray) -> bool:
+    return bool(omega2[0] < -1e-6 * max(abs(omega2).max(), 1e-12))
+
+
+def _wavenumber(omega2: float) -> str:
+    """``"58i"`` or ``"58"`` (cm^-1)."""
+    return f"{OMEGA2_TO_CM1 * np.sqrt(abs(omega2)):.0f}" + ("i" if omega2 < 0 else "")
+
+
+def normal_modes(positions_a: np.ndarray, masses: np.ndarray, hessian_ev_per_a2: np.ndarray) -> NormalModes:
+    """Vibrational modes from a Cartesian Hessian, translations and rotations projected out."""
+    x = validate_positions(positions_a)
+    omega2, modes = vibrations(x, masses, hessian_ev_per_a2)
+    if _is_imaginary(omega2):
+        raise InputError(f"the geometry is not a minimum (imaginary mode of {_wavenumber(omega2[0])} cm^-1); "
+                         "optimise it first")
+    return NormalModes(x, np.asarray(masses, float), np.clip(omega2, 1e-12, None), modes)
+
+
+def thermal_samples(modes: NormalModes, temperature_k: float, n: int, seed: int, *,
+                    max_distance_change: float | None = None) -> np.ndarray:
+    """``n`` geometries from the classical harmonic distribution at ``temperature_k``.
+
+    ``max_distance_change``: redraw (from the same seeded stream) every sample that changes an
+    interatomic distance by more than this fraction of its value at the minimum. Displacements
+    along rectilinear normal modes are straight lines, so a soft libration (a water dimer's
+    30-200 cm^-1 modes at 300 K) can stretch a bond to 5 A or push atoms together; the bound
+    truncates that tail. Samples that keep it are returned unchanged and in order.
+    """
     if temperature_k <= 0:
         raise InputError(f"temperature must be positive (K); got {temperature_k}")
     rng = np.random.default_rng(seed)
     kt = BOLTZMANN_EV_PER_K * temperature_k
-    q = rng.standard_normal((n, modes.omega2.size)) * np.sqrt(kt / modes.omega2)
     inv_sqrt_m = np.repeat(1.0 / np.sqrt(modes.masses_amu), 3)
-    displacement = (q @ modes.mass_weighted_modes.T) * inv_sqrt_m
-    return modes.positions_a + displacement.reshape(n, *modes.positions_a.shape)
+
+    def draw(k: int) -> np.ndarray:
+        q = rng.standard_normal((k, modes.omega2.size)) * np.sqrt(kt / modes.omega2)
+        return modes.positions_a + ((q @ modes.mass_weighted_modes.T) * inv_sqrt_m).reshape(k, *modes.positions_a.shape)
+
+    if max_distance_change is None:
+        return draw(n)
+    ref = _pair_distances(modes.positions_a)
+    kept, drawn = [], 0
+    while sum(len(k) for k in kept) < n:
+        if drawn >= MAX_DRAWS_PER_SAMPLE * n:
+            raise InputError(
+                f"only {sum(len(k) for k in kept)} of {drawn} thermal samples at {temperature_k:g} K keep every "
+                f"interatomic distance within {max_distance_change:.0%} of the minimum's: the harmonic picture fails "
+                f"for its soft modes (lowest {modes.frequencies_cm1[0]:.0f} cm^-1); lower the temperature")
+        batch = draw(n if drawn == 0 else max(n, 64))
+        drawn += len(batch)
+        change = np.abs(_pair_distances(batch) / ref - 1.0).max(axis=-1)
+        kept.append(batch[change <= max_distance_change])
+    return np.concatenate(kept)[:n]
+
+
+def _pair_distances(positions_a: np.ndarray) -> np.ndarray:
+    """Distances of every atom pair i < j, for one geometry or a batch (last axis: pairs)."""
+    i, j = np.triu_indices(positions_a.shape[-2], k=1)
+    return np.linalg.norm(positions_a[..., i, :] - positions_a[..., j, :], axis=-1)
 
 
 def finite_difference_hessian(energy_gradient: EnergyGradient, positions_a: np.ndarray,
-                              step_a: float = 5e-3) -> np.ndarray:
+                              step_a: float = HESSIAN_STEP_A) -> np.ndarray:
     """Cartesian Hessian (eV/Angstrom^2) by central differences of analytic gradients (6N calls)."""
     x = validate_positions(positions_a)
     n3 = x.size
@@ -174,3 +228,35 @@ def optimize_geometry(energy_gradient: EnergyGradient, positions_a: np.ndarray, 
         raise ConvergenceError(f"geometry optimisation stopped at max force {fmax:.2e} eV/A after {max_steps} "
                                "steps; raise max_steps or start nearer a minimum")
     return flat.reshape(shape)
+
+
+def minimum_normal_modes(energy_gradient: EnergyGradient, positions_a: np.ndarray, masses: np.ndarray, *,
+                         hessian_step_a: float = HESSIAN_STEP_A, max_restarts: int = 2, kick_a: float = 0.1,
+                         fmax_ev_per_a: float = 1e-4) -> NormalModes:
+    """Optimise, then the normal modes of the finite-difference Hessian; at a saddle point, step
+    along the imaginary mode (largest atom displacement ``kick_a``, to the side of lower energy)
+    and optimise again, at most ``max_restarts`` times, before giving up with InputError.
+
+    Gradient-only BFGS keeps any symmetry the start has, so from a symmetric start it can stop
+    on a saddle that only a symmetry-breaking step leaves: the S22 water dimer is Cs, and at
+    B3LYP/6-31G* its Cs optimum has an imaginary A'' mode (~55i cm^-1, on finer grids too).
+    """
+    masses = np.asarray(masses, dtype=float)
+    x = optimize_geometry(energy_gradient, positions_a, fmax_ev_per_a=fmax_ev_per_a)
+    history = []
+    for _ in range(max_restarts + 1):
+        hessian = finite_difference_hessian(energy_gradient, x, step_a=hessian_step_a)
+        omega2, modes = vibrations(x, masses, hessian)
+        if not _is_imaginary(omega2):
+            return NormalModes(x, masses, np.clip(omega2, 1e-12, None), modes)
+        history.append(_wavenumber(omega2[0]))
+        if len(history) > max_restarts:
+            break
+        step = (modes[:, 0] / np.repeat(np.sqrt(masses), 3)).reshape(x.shape)
+        step *= kick_a / np.linalg.norm(step, axis=1).max()
+        x = min((x + step, x - step), key=lambda y: energy_gradient(y)[0])  # downhill: the lower side
+        x = optimize_geometry(energy_gradient, x, fmax_ev_per_a=fmax_ev_per_a)
+    raise InputError(
+        f"the geometry is not a minimum (imaginary mode of {history[-1]} cm^-1) after {max_restarts} downhill "
+        f"restart(s) (imaginary modes found: {', '.join(history)} cm^-1); start from another geometry, or if the "
+        "gradients are noisy (a coarse DFT grid) use a finer grid or a larger Hessian step")

@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from qff_core.errors import ExecutionError, InputError, QffError, TransientError
 from qff_core.execution.settings import ExecutorSettings, open_executor
 from qff_core.models import InitStrategy, ModelConfig, build_model, init_parameters
-from qff_core.models.ir import Model
+from qff_core.models.fragment import EXACT_ONLY, AnyModel
 from qff_core.store.checkpoint import Checkpoint, latest_checkpoint, read_checkpoint, write_checkpoint
 from qff_core.store.dataset import DONE, Dataset
 from qff_core.units import EV_KCAL_PER_MOL
@@ -81,6 +81,12 @@ class TrainConfig(BaseModel):
             d.pop(k)
         d["executor"] = self.executor.fingerprint()
         return d
+
+    @model_validator(mode="after")
+    def _fragment_models_run_exactly(self) -> TrainConfig:
+        if self.model.model == "fragment" and self.executor.name != "exact":
+            raise ValueError(EXACT_ONLY)
+        return self
 
 
 @dataclass(frozen=True)
@@ -135,8 +141,11 @@ class Normalisation:
         return cls(float(np.mean(energies_ev)), std if std > 1e-12 else 1.0, rms if rms > 1e-12 else 1.0)
 
 
-def parameter_map(model: Model, norm: Normalisation) -> tuple[np.ndarray, np.ndarray]:
-    """(multiplier, shift) with theta_model = multiplier * theta_opt + shift."""
+def parameter_map(model: AnyModel, norm: Normalisation) -> tuple[np.ndarray, np.ndarray]:
+    """(multiplier, shift) with theta_model = multiplier * theta_opt + shift.
+
+    ``model.scale`` may be an index array (a fragment model has one s per sub-model).
+    """
     mult = np.ones(model.n_parameters)
     shift = np.zeros(model.n_parameters)
     mult[model.scale] = mult[model.offset] = norm.energy_std_ev
@@ -213,7 +222,7 @@ class Run:
 
     path: Path
     config: TrainConfig
-    model: Model
+    model: AnyModel
     split: Split
     norm: Normalisation
     info: dict

@@ -13,6 +13,7 @@ from qff_core.sampling import (
     bond_scan,
     finite_difference_hessian,
     masses_amu,
+    minimum_normal_modes,
     normal_modes,
     optimize_geometry,
     rigid_rotations,
@@ -55,6 +56,28 @@ def test_thermal_samples_follow_the_harmonic_distribution(water_modes):
     assert np.allclose(q.var(axis=0) / expected, 1.0, atol=0.08)  # 4000 samples: ~2% std error
     assert np.array_equal(samples, thermal_samples(water_modes, t, 4000, seed=3))
     assert not np.array_equal(samples, thermal_samples(water_modes, t, 4000, seed=4))
+
+
+def test_thermal_samples_keep_distances_within_the_bound(water_modes):
+    """Redraws replace samples that stretch or squeeze a distance too far; kept ones are unchanged."""
+    x0 = water_modes.positions_a
+    ref = np.linalg.norm(x0[:, None] - x0[None], axis=-1)[np.triu_indices(3, 1)]
+
+    def worst(samples):
+        d = np.linalg.norm(samples[:, :, None] - samples[:, None], axis=-1)[:, *np.triu_indices(3, 1)]
+        return np.abs(d / ref - 1).max(axis=1)
+
+    plain = thermal_samples(water_modes, 2000.0, 300, seed=5)
+    bounded = thermal_samples(water_modes, 2000.0, 300, seed=5, max_distance_change=0.1)
+    assert worst(plain).max() > 0.1 and worst(bounded).max() <= 0.1 and len(bounded) == 300
+    kept = plain[worst(plain) <= 0.1]
+    assert np.array_equal(bounded[: len(kept)], kept)  # the first draw's good samples, in order, then redraws
+    assert np.array_equal(bounded, thermal_samples(water_modes, 2000.0, 300, seed=5, max_distance_change=0.1))
+    # A bound that nothing violates changes nothing (datasets sampled before the bound stay reproducible).
+    assert np.array_equal(thermal_samples(water_modes, 500.0, 300, seed=5, max_distance_change=0.25),
+                          thermal_samples(water_modes, 500.0, 300, seed=5))
+    with pytest.raises(InputError, match="lower the temperature"):
+        thermal_samples(water_modes, 2000.0, 10, seed=5, max_distance_change=1e-4)
 
 
 def test_sampler_input_errors(water_modes):
@@ -103,3 +126,29 @@ def test_optimiser_ignores_a_spurious_net_force():
     x = optimize_geometry(springs, x0, fmax_ev_per_a=1e-6)
     for (i, j), r in rest.items():
         assert abs(np.linalg.norm(x[i] - x[j]) - r) < 1e-6
+
+
+def bent_triatomic(x: np.ndarray) -> tuple[float, np.ndarray]:
+    """Bond springs to 1 A and a bend term k (cos t - cos 104.5 deg)^2 at atom 0: the linear
+    geometry is a stationary point (a saddle) that gradient-only BFGS never leaves by itself."""
+    u, v = x[1] - x[0], x[2] - x[0]
+    ru, rv = np.linalg.norm(u), np.linalg.norm(v)
+    cos, cos0 = u @ v / (ru * rv), np.cos(np.deg2rad(104.5))
+    e = 20.0 * ((ru - 1.0) ** 2 + (rv - 1.0) ** 2) + 3.0 * (cos - cos0) ** 2
+    du = 40.0 * (ru - 1.0) * u / ru + 6.0 * (cos - cos0) * (v / (ru * rv) - cos * u / ru**2)
+    dv = 40.0 * (rv - 1.0) * v / rv + 6.0 * (cos - cos0) * (u / (ru * rv) - cos * v / rv**2)
+    return e, np.array([-(du + dv), du, dv])
+
+
+def test_a_saddle_is_left_downhill_and_reoptimised_to_the_minimum():
+    linear = np.array([[0.0, 0.0, 0.0], [1.1, 0.0, 0.0], [-0.95, 0.0, 0.0]])
+    masses = masses_amu(("O", "H", "H"))
+    with pytest.raises(InputError, match=r"not a minimum \(imaginary mode of \d+i cm\^-1\) after 0 downhill"):
+        minimum_normal_modes(bent_triatomic, linear, masses, max_restarts=0)
+    modes = minimum_normal_modes(bent_triatomic, linear, masses)
+    x = modes.positions_a
+    u, v = x[1] - x[0], x[2] - x[0]
+    angle = np.degrees(np.arccos(u @ v / (np.linalg.norm(u) * np.linalg.norm(v))))
+    assert angle == pytest.approx(104.5, abs=0.05)
+    assert np.linalg.norm(u) == pytest.approx(1.0, abs=1e-3) and np.linalg.norm(v) == pytest.approx(1.0, abs=1e-3)
+    assert modes.omega2.size == 3 and modes.omega2.min() > 1e-3  # bent: 3 real vibrations, no imaginary one

@@ -40,6 +40,7 @@ from qff_core.execution.statevector import (
     su2_encoding,
     swap_matrix,
 )
+from qff_core.models.fragment import AnyModel, FragmentModel
 from qff_core.models.ir import (
     CNOT,
     RZ,
@@ -296,12 +297,13 @@ class ExactSimulator:
 
     Pure, differentiable functions to compose into losses: ``batch_energies_fn(theta,
     positions (n, atoms, 3))``, ``energy_fn(theta, positions (atoms, 3))`` and
-    ``expectation_fn(theta, x (atoms, 3, n))``. Jitted forms: ``energies`` and
-    ``energies_forces``. Energies in eV, forces in eV/Angstrom, positions in Angstrom.
+    ``expectation_fn(theta, x (atoms, 3, n))`` (None for a fragment model: no single circuit).
+    Jitted forms: ``energies`` and ``energies_forces``. Energies in eV, forces in eV/Angstrom,
+    positions in Angstrom.
     """
 
-    model: Model
-    expectation_fn: Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]
+    model: AnyModel
+    expectation_fn: Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray] | None
     batch_energies_fn: Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]
     energy_fn: Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]
     energies_forces_fn: Callable[[jnp.ndarray, jnp.ndarray], tuple[jnp.ndarray, jnp.ndarray]]
@@ -331,7 +333,7 @@ class ExactSimulator:
 
 
 def compile_exact(
-    model: Model, *, strategy: Literal["auto", "dense", "tensor"] = "auto", unroll: bool | None = None
+    model: AnyModel, *, strategy: Literal["auto", "dense", "tensor"] = "auto", unroll: bool | None = None
 ) -> ExactSimulator:
     """Compile ``model`` into jitted JAX functions over batches of geometries (float64).
 
@@ -339,9 +341,14 @@ def compile_exact(
     programs, fast); ``tensor`` applies gate by gate on an n-qubit tensor (scales to more
     qubits); ``auto`` takes ``dense`` up to ``DENSE_MAX_QUBITS``. ``unroll``: unroll the
     layers instead of ``lax.scan`` (faster steps, compilation grows with depth); by default
-    on for ``dense``, off for ``tensor``. Every choice gives the same numbers.
+    on for ``dense``, off for ``tensor``. Every choice gives the same numbers. A fragment model
+    compiles its monomer and pair models once each (``execution/fragment.py``).
     """
     enable_x64()
+    if isinstance(model, FragmentModel):
+        from qff_core.execution.fragment import compile_fragment
+
+        return compile_fragment(model, strategy=strategy, unroll=unroll)
     if model.n_qubits > MAX_EXACT_QUBITS:
         raise ModelBuildError(
             f"{model.n_qubits} qubits is beyond the exact simulator ({MAX_EXACT_QUBITS}); "
@@ -405,6 +412,14 @@ def compile_exact(
         if model.symmetrize_inversion:
             value = 0.5 * (value + expectation_fn(theta, -x))
         return theta[scale] * value + theta[offset]
+
+    return simulator_from_energies(model, batch_energies_fn, expectation_fn)
+
+
+def simulator_from_energies(model: AnyModel, batch_energies_fn: Callable,
+                            expectation_fn: Callable | None = None) -> ExactSimulator:
+    """An ExactSimulator around a batched energy function: single-geometry energies, forces by
+    autodiff and the jitted forms, the same for every kind of model."""
 
     def energy_fn(theta: jnp.ndarray, positions: jnp.ndarray) -> jnp.ndarray:
         return batch_energies_fn(theta, positions[None])[0]

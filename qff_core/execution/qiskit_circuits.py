@@ -40,6 +40,7 @@ from qff_core.errors import InputError, ModelBuildError, ResourceError
 from qff_core.execution.exact import enable_x64
 from qff_core.execution.shift_rules import HEISENBERG_PAIR, PAULI_ROTATION, Z_STRING, ShiftRule
 from qff_core.execution.statevector import heisenberg_sum_eig, su2_encoding
+from qff_core.models.fragment import EXACT_ONLY, AnyModel, FragmentModel
 from qff_core.models.ir import (
     CNOT,
     RZ,
@@ -295,8 +296,13 @@ def build_observable(model: Model):
     return SparsePauliOp.from_sparse_list(terms, n).simplify()
 
 
-def compile_qiskit(model: Model) -> QiskitModel:
-    """Compile ``model`` into a parametrised circuit template and its classical angle maps."""
+def compile_qiskit(model: AnyModel) -> QiskitModel:
+    """Compile ``model`` into a parametrised circuit template and its classical angle maps.
+
+    A fragment model has no single circuit: ModelBuildError (it runs on the exact executor).
+    """
+    if isinstance(model, FragmentModel):
+        raise ModelBuildError(EXACT_ONLY)
     try:
         import qiskit  # noqa: F401
     except ImportError as exc:  # pragma: no cover - qiskit is a dependency

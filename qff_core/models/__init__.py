@@ -1,4 +1,4 @@
-"""Model builders (invariant siVQLM, generic baseline), their IR and parameter initialisation."""
+"""Model builders (invariant siVQLM, generic baseline, fragment model), their IR and parameter initialisation."""
 
 from __future__ import annotations
 
@@ -9,19 +9,21 @@ import numpy as np
 
 from qff_core.errors import ModelBuildError
 from qff_core.models.config import ModelConfig
+from qff_core.models.fragment import AnyModel, FragmentModel, build_fragment
 from qff_core.models.generic import build_generic
 from qff_core.models.invariant import build_invariant
-from qff_core.models.ir import Encode, Model
+from qff_core.models.ir import Encode
 from qff_core.molecules import MoleculeSpec
 
-BUILDERS: dict[str, Callable[[MoleculeSpec, ModelConfig], Model]] = {
+BUILDERS: dict[str, Callable[[MoleculeSpec, ModelConfig], AnyModel]] = {
     "invariant": build_invariant,
     "generic": build_generic,
+    "fragment": build_fragment,
 }
 
 
-def build_model(molecule: MoleculeSpec, config: ModelConfig | None = None, **overrides) -> Model:
-    """Build the model named by ``config.model`` (``invariant`` or ``generic``) for ``molecule``."""
+def build_model(molecule: MoleculeSpec, config: ModelConfig | None = None, **overrides) -> AnyModel:
+    """Build the model named by ``config.model`` (``invariant``, ``generic`` or ``fragment``) for ``molecule``."""
     cfg = config or ModelConfig()
     if overrides:
         cfg = ModelConfig.model_validate({**cfg.model_dump(), **overrides})
@@ -35,14 +37,20 @@ def build_model(molecule: MoleculeSpec, config: ModelConfig | None = None, **ove
 InitStrategy = Literal["near_identity", "random"]
 
 
-def init_parameters(model: Model, seed: int = 0, strategy: InitStrategy = "near_identity") -> np.ndarray:
+def init_parameters(model: AnyModel, seed: int = 0, strategy: InitStrategy = "near_identity") -> np.ndarray:
     """A parameter vector for ``model`` (float64), with s = 1 eV and e0 = 0 eV.
 
     ``near_identity`` (training default, model.md): exchange weights ~0 except the first of each
     layer, alphas ~1 with different values per copy so that paired copies do not cancel,
     generic rotations small. ``random``: every angle uniform in [-pi, pi) (for audits).
-    Symmetry-breaking angles start at N(0, 1e-3) in both.
+    Symmetry-breaking angles start at N(0, 1e-3) in both. A fragment model gets each block
+    initialised as its sub-model (seeds drawn from ``seed``), both s = 1, every e0 = 0.
     """
+    if isinstance(model, FragmentModel):
+        seeds = np.random.SeedSequence(seed).generate_state(2)
+        blocks = [init_parameters(sub, seed=int(s), strategy=strategy)
+                  for sub, s in zip((model.monomer, model.pair), seeds, strict=True)]
+        return np.concatenate([*blocks, [0.0]])
     rng = np.random.default_rng(seed)
     theta = np.zeros(model.n_parameters)
     copy_of_alpha: dict[int, int] = {}
@@ -71,4 +79,5 @@ def init_parameters(model: Model, seed: int = 0, strategy: InitStrategy = "near_
     return theta
 
 
-__all__ = ["BUILDERS", "ModelConfig", "build_generic", "build_invariant", "build_model", "init_parameters"]
+__all__ = ["BUILDERS", "AnyModel", "FragmentModel", "ModelConfig", "build_fragment", "build_generic", "build_invariant",
+           "build_model", "init_parameters"]

@@ -8,11 +8,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class ModelConfig(BaseModel):
-    """Hyperparameters of an siVQLM or of the generic baseline built on the same qubits."""
+    """Hyperparameters of an siVQLM, of the generic baseline built on the same qubits, or of the
+    fragment model (one shared monomer siVQLM plus one pair siVQLM; ``pair_*`` apply to it only)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: Literal["invariant", "generic"] = "invariant"
+    model: Literal["invariant", "generic", "fragment"] = "invariant"
     depth: int = Field(6, ge=0, le=64, description="trainable layers D (D+1 encoding layers)")
     blocks: int = Field(1, ge=1, le=16, description="repetitions B of each trainable block")
     rep: int = Field(2, ge=1, le=8, description="qubits (copies) per encoded atom")
@@ -26,3 +27,6 @@ class ModelConfig(BaseModel):
         "off", description="RZ(eps) on every qubit after each trainable block (invariant model only)"
     )
     symmetrize_inversion: bool = Field(False, description="E = (E(X) + E(-X)) / 2")
+    pair_depth: int | None = Field(None, ge=0, le=64, description="fragment model: depth of the pair model "
+                                                                  "(default: depth)")
+    pair_rep: int = Field(1, ge=1, le=8, description="fragment model: qubits per encoded atom of the pair model")
