@@ -64,6 +64,9 @@ def fit_kernel_ridge(molecule: MoleculeSpec, positions_a: np.ndarray, energies_e
                      alphas: tuple[float, ...] = (1e-12, 1e-10, 1e-8, 1e-6, 1e-4),
                      max_group_elements: int = 48) -> KernelRidgeModel:
     """Fit KRR on energies of ``positions_a`` augmented by the molecule's permutation group."""
+    import warnings
+
+    from scipy.linalg import LinAlgWarning
     from sklearn.kernel_ridge import KernelRidge
     from sklearn.model_selection import GridSearchCV, GroupKFold
 
@@ -79,7 +82,11 @@ def fit_kernel_ridge(molecule: MoleculeSpec, positions_a: np.ndarray, energies_e
     groups = np.tile(np.arange(len(positions_a)), len(elements))
     search = GridSearchCV(KernelRidge(kernel="rbf"), {"gamma": list(gammas), "alpha": list(alphas)},
                           cv=GroupKFold(5), scoring="neg_mean_absolute_error")
-    search.fit(z, E - e_mean, groups=groups)
+    with warnings.catch_warnings():
+        # The smallest alphas make K nearly singular; scipy warns, cross-validation judges the fit.
+        warnings.filterwarnings("ignore", message="An ill-conditioned matrix", module="sklearn")
+        warnings.filterwarnings("ignore", category=LinAlgWarning)
+        search.fit(z, E - e_mean, groups=groups)
     best = search.best_estimator_
     return KernelRidgeModel(train_features=z, dual_coef=np.asarray(best.dual_coef_).ravel(),
                             gamma=float(best.gamma), alpha=float(best.alpha), feature_mean=mean,
