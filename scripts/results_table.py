@@ -15,14 +15,19 @@ COLUMNS = ("model", "params", "train", "steps", "E MAE", "E MAE rot", "F MAE", "
            "F err norm rot", "max rel. change (rot/trans/perm/inv)")
 
 
+def _number(x: float) -> str:
+    """Three decimals, or two significant digits below 0.01 (KRR's errors would print as 0.000)."""
+    return f"{x:.3f}" if abs(x) >= 0.01 or x == 0 else f"{x:.2g}"
+
+
 def row(name: str, s: dict, params: str, train: str, steps: str) -> str:
     inv = s.get("invariance")
     change = "-" if inv is None else " / ".join(
         f"{max(v['energy_mae_rel_change'], v['forces_err_norm_rel_change']):.0e}" for v in inv.values())
-    cells = [name, params, train, steps, f"{s['test']['energy_mae_kcal_mol']:.3f}",
-             f"{s['rotated']['energy_mae_kcal_mol']:.3f}", f"{s['test']['forces_mae_kcal_mol_a']:.3f}",
-             f"{s['rotated']['forces_mae_kcal_mol_a']:.3f}", f"{s['test']['forces_err_norm_kcal_mol_a']:.3f}",
-             f"{s['rotated']['forces_err_norm_kcal_mol_a']:.3f}", change]
+    metric = [("test", "energy_mae_kcal_mol"), ("rotated", "energy_mae_kcal_mol"), ("test", "forces_mae_kcal_mol_a"),
+              ("rotated", "forces_mae_kcal_mol_a"), ("test", "forces_err_norm_kcal_mol_a"),
+              ("rotated", "forces_err_norm_kcal_mol_a")]
+    cells = [name, params, train, steps, *(_number(s[k][m]) for k, m in metric), change]
     return "| " + " | ".join(cells) + " |"
 
 
