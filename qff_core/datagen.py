@@ -67,12 +67,14 @@ class GenerateSettings(BaseModel):
         )
 
 
-def sample_geometries(settings: GenerateSettings, molecule: MoleculeSpec, n: int, offset: int) -> np.ndarray:
-    """``n`` new geometries, seeded by ``seed + offset`` (offset = samples already in the dataset)."""
+def sample_geometries(settings: GenerateSettings, molecule: MoleculeSpec, n: int,
+                      offset: int) -> tuple[np.ndarray, dict | None]:
+    """``n`` new geometries, seeded by ``seed + offset`` (offset = samples already in the dataset), and
+    the minimum they were drawn around (positions in Angstrom, harmonic wavenumbers), None for a scan."""
     seed = settings.seed + offset
     if settings.sampler == "bond_scan":
         r0, r1 = settings.scan_range_a
-        return bond_scan(molecule, r0, r1, settings.samples)[offset : offset + n]
+        return bond_scan(molecule, r0, r1, settings.samples)[offset : offset + n], None
     engine = get_engine(settings.engine)
 
     def energy_gradient(x: np.ndarray) -> tuple[float, np.ndarray]:
@@ -81,11 +83,14 @@ def sample_geometries(settings: GenerateSettings, molecule: MoleculeSpec, n: int
 
     try:
         if settings.sampler == "rotations":
-            return rigid_rotations(optimize_geometry(energy_gradient, molecule.positions_a), n, seed)
+            minimum = optimize_geometry(energy_gradient, molecule.positions_a)
+            return rigid_rotations(minimum, n, seed), {"positions_a": minimum.tolist()}
         modes = minimum_normal_modes(energy_gradient, molecule.positions_a, masses_amu(molecule.symbols))
     finally:
         engine.close()
-    return thermal_samples(modes, settings.temperature_k, n, seed, max_distance_change=settings.max_distance_change)
+    samples = thermal_samples(modes, settings.temperature_k, n, seed, max_distance_change=settings.max_distance_change)
+    return samples, {"positions_a": modes.positions_a.tolist(),
+                     "frequencies_cm1": [round(float(f), 2) for f in modes.frequencies_cm1]}
 
 
 def prepare_dataset(settings: GenerateSettings) -> Dataset:
@@ -106,11 +111,13 @@ def prepare_dataset(settings: GenerateSettings) -> Dataset:
     missing = settings.samples - have
     if missing > 0 and settings.sampler == "bond_scan" and have:
         raise InputError("a bond scan is fixed by its range and count; write a new --out to change it")
-    new = sample_geometries(settings, molecule, missing, have) if missing > 0 else None
+    new, minimum = sample_geometries(settings, molecule, missing, have) if missing > 0 else (None, None)
+    # The minimum is provenance of a new dataset; a topped-up one keeps the record it was created with.
     dataset = Dataset.create(path, molecule, settings.level(), sampler={
         "kind": settings.sampler, "seed": settings.seed, "temperature_k": settings.temperature_k,
         "max_distance_change": settings.max_distance_change,
         "scan_range_a": list(settings.scan_range_a),
+        **({"minimum": minimum} if minimum else {}),
     })
     if new is not None:
         dataset.add_geometries(new)

@@ -83,8 +83,8 @@ class NormalModes:
 
     @property
     def frequencies_cm1(self) -> np.ndarray:
-        """Harmonic wavenumbers (cm^-1)."""
-        return OMEGA2_TO_CM1 * np.sqrt(self.omega2)
+        """Harmonic wavenumbers (cm^-1); an imaginary one (within the minimum's tolerance) is negative."""
+        return OMEGA2_TO_CM1 * np.sign(self.omega2) * np.sqrt(np.abs(self.omega2))
 
 
 def vibrations(positions_a: np.ndarray, masses: np.ndarray,

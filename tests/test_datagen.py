@@ -42,6 +42,9 @@ def test_generate_on_dask_then_resume_without_duplicates(tmp_path, capsys):
     assert (info["n_samples"], info["n_failed"]) == (8, 0)
     assert info["units"] == {"positions": "angstrom", "energies": "eV", "forces": "eV/angstrom", "wall_time_s": "s"}
     assert info["sampler"]["kind"] == "normal_modes" and info["engine_versions"][0].startswith("pyscf")
+    minimum = info["sampler"]["minimum"]  # provenance: the optimised geometry and its 3 real H2O modes
+    assert np.array(minimum["positions_a"]).shape == (3, 3) and len(minimum["frequencies_cm1"]) == 3
+    assert min(minimum["frequencies_cm1"]) > 1000
 
 
 def test_failed_samples_are_kept_and_recomputed_on_rerun(tmp_path):
