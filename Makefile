@@ -21,6 +21,7 @@ bench:
 lint:
 	@scripts/bootstrap.sh dev
 	$(BIN)/ruff check qff_core flows tests benchmarks
+	$(BIN)/lint-imports
 
 setup:
 	@scripts/bootstrap.sh dev,bench

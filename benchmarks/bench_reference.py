@@ -24,7 +24,7 @@ import numpy as np
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from qff_core.datagen import GenerateSettings
+from qff_core.datagen import GenerateConfig
 from qff_core.molecules import builtin_molecule
 from qff_core.reference import get_engine
 from qff_core.store.dataset import Dataset
@@ -43,7 +43,7 @@ def main() -> int:
     rng = np.random.default_rng(0)
     geometries = mol.positions_a + 0.02 * rng.standard_normal((args.n, *mol.positions_a.shape))
     work = Path(tempfile.mkdtemp(prefix="qff-bench-ref-"))
-    settings = GenerateSettings(molecule="h2o", engine=args.engine, method=args.method, basis=args.basis,
+    settings = GenerateConfig(molecule="h2o", engine=args.engine, method=args.method, basis=args.basis,
                                 samples=args.n, chunk_size=args.chunk_size, out=str(work / "unused.zarr"))
     engine = get_engine(args.engine)
 

@@ -39,7 +39,7 @@ def _qnn_setup(q, theta, positions):
     import jax.numpy as jnp
     from qiskit.circuit import Parameter, ParameterVector
 
-    from qff_core.execution.qiskit_circuits import encode_angles
+    from qff_core.execution.qiskit.angles import encode_angles
     from qff_core.models.ir import Encode, Exchange
 
     model = q.model
@@ -88,12 +88,12 @@ def main() -> None:
 
     from qff_core.audit import random_geometries
     from qff_core.distributed import dask_client
-    from qff_core.execution.aer import AerEvaluator
     from qff_core.execution.exact import compile_exact
-    from qff_core.execution.executors import LossWeights, loss_from_shifts
-    from qff_core.execution.fanout import run_plan
-    from qff_core.execution.qiskit_circuits import compile_qiskit
-    from qff_core.execution.shift import Batching, Request, plan_shifts
+    from qff_core.execution.qiskit.aer import AerEvaluator
+    from qff_core.execution.qiskit.compiler import compile_qiskit
+    from qff_core.execution.shift.fanout import run_plan
+    from qff_core.execution.shift.planner import Batching, Request, plan_shifts
+    from qff_core.loss import Loss
     from qff_core.models import ModelConfig, build_model, init_parameters
     from qff_core.molecules import builtin_molecule
 
@@ -102,7 +102,7 @@ def main() -> None:
     theta = init_parameters(model, seed=args.seed)
     X = random_geometries(model, args.geometries, rng)
     E_ref, _ = compile_exact(model).evaluate(init_parameters(model, seed=args.seed + 1), X)
-    weights = LossWeights(w_energy=1.0, w_forces=0.0, energy_scale_ev=1.0, force_scale_ev_per_a=1.0)
+    loss = Loss(w_energy=1.0, w_forces=0.0)
     q = compile_qiskit(model)
     evaluator = AerEvaluator(threads=1)
     program = evaluator.prepare(q)
@@ -116,7 +116,7 @@ def main() -> None:
         t1 = time.perf_counter()
         evs, var = run_plan(plan, evaluator, program, client=client)
         t2 = time.perf_counter()
-        _, grad = loss_from_shifts(plan.reassemble(evs, var), E_ref, np.zeros_like(X), weights)
+        _, grad = loss.from_shifts(plan.reassemble(evs, var), E_ref, np.zeros_like(X))
         t3 = time.perf_counter()
         return plan, grad, {"plan": t1 - t0, "run": t2 - t1, "reassemble": t3 - t2, "total": t3 - t0}
 

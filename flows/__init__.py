@@ -1,5 +1,5 @@
-"""Prefect flows that wrap ``qff_core`` (reference data, training, evaluation, MD, pipeline).
+"""Prefect flows that wrap ``qff_core``: ``reference-data``, ``train-model``, ``evaluate-model``, ``pipeline``.
 
-Flows only orchestrate: tasks, retries, caching, task runners, artifacts, schedules. All the
-work is done by plain functions of ``qff_core``, which never imports this package.
+Flows only orchestrate: tasks, retries, task runners, artifacts. All the work is done by plain
+functions of ``qff_core`` (the same ones ``--no-prefect`` calls), which never imports this package.
 """

@@ -7,6 +7,7 @@ parameter (Prefect stores those), never logged and never written to a run direct
 from __future__ import annotations
 
 from qff_core.errors import InputError
+from qff_core.execution.config import ExecutorConfig
 
 
 def ibm_token(block: str) -> str:
@@ -21,3 +22,8 @@ def ibm_token(block: str) -> str:
     if not isinstance(value, str) or not value:
         raise InputError(f"the Prefect Secret block {block!r} holds no API key string")
     return value
+
+
+def token_for(executor: ExecutorConfig) -> str | None:
+    """The API key of ``executor``'s ``token_secret`` block, or None (the backend then reads its own account)."""
+    return ibm_token(executor.token_secret) if executor.token_secret else None

@@ -1,46 +1,42 @@
 """Prefect flow: reference data for one molecule, computed on Dask, stored in Zarr, catalogued.
 
-Tasks are coarse on purpose (a Prefect task costs ~0.3 s): prepare (validate and sample),
-compute (fan the pending samples out to Dask in chunks, record as they return), catalog.
-The fine-grained work goes straight to a dask.distributed client, on the cluster the
-``cluster`` parameter describes (a ``deploy/dask/*.yaml`` path or its contents).
+The same three steps as ``qff_core.datagen.generate``, each a task (coarse on purpose: a Prefect
+task costs ~0.3 s): prepare (validate and sample), compute (fan the pending samples out to Dask
+in chunks, record as they return), catalog. The fine-grained work goes straight to a
+dask.distributed client, on the cluster the ``cluster`` parameter describes (a
+``deploy/dask/*.yaml`` path or its contents).
 """
 
 from __future__ import annotations
 
 from prefect import flow, get_run_logger, task
 
-from qff_core.datagen import GenerateSettings, compute_pending, prepare_dataset
-from qff_core.distributed import ClusterConfig, check_submit_command, dask_client, load_cluster_config
+from qff_core.datagen import GenerateConfig, catalog_dataset, compute_dataset, prepare_dataset
+from qff_core.distributed import ClusterConfig, check_submit_command, load_cluster_config
 from qff_core.progress import ProgressReporter
-from qff_core.store.catalog import catalog_record, write_record
 from qff_core.store.dataset import Dataset
 
 
 @task(name="prepare-dataset")
 def prepare(settings: dict) -> str:
     """Validate the request, sample geometries, create or top up the dataset; returns its path."""
-    return str(prepare_dataset(GenerateSettings.model_validate(settings)).path)
+    return str(prepare_dataset(GenerateConfig.model_validate(settings)).path)
 
 
 @task(name="compute-reference-data")
 def compute(settings: dict, path: str, cluster: dict | None) -> dict:
     """Compute every pending or failed sample on Dask (in this process when ``cluster`` is None);
     each chunk is stored as it returns, and a progress line is logged per chunk."""
-    config = GenerateSettings.model_validate(settings)
-    dataset = Dataset.open(path)
     # Progress goes to the run's log: Prefect prints it on stderr and keeps it with the run.
     progress = ProgressReporter("reference-data", echo=False, also=get_run_logger().info)
-    if cluster is None:
-        return compute_pending(dataset, config, progress=progress)
-    with dask_client(ClusterConfig.model_validate(cluster).for_engine(config.engine, config.timeout_s)) as client:
-        return compute_pending(dataset, config, client=client, progress=progress)
+    return compute_dataset(Dataset.open(path), GenerateConfig.model_validate(settings),
+                           None if cluster is None else ClusterConfig.model_validate(cluster), progress=progress)
 
 
 @task(name="catalog-dataset")
 def catalog(path: str, catalog_dir: str) -> str:
     """Write the dataset's record into the data catalog."""
-    return str(write_record(catalog_record(Dataset.open(path)), catalog_dir))
+    return str(catalog_dataset(Dataset.open(path), catalog_dir))
 
 
 @flow(name="reference-data", log_prints=True)

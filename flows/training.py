@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from prefect import flow, task
 
-from flows.credentials import ibm_token
+from flows.credentials import token_for
 from qff_core.distributed import ClusterConfig
 from qff_core.evaluation import evaluate_run
-from qff_core.execution.settings import ExecutorSettings
-from qff_core.training import TrainConfig, format_progress, train
+from qff_core.execution.config import ExecutorConfig
+from qff_core.run import TrainConfig
+from qff_core.training import format_progress, train
 
 
 def _print_progress(p: dict) -> None:
@@ -24,20 +25,21 @@ def _print_progress(p: dict) -> None:
 def train_segment(run_dir: str, config: dict, resume: bool, steps: int, cluster: dict | None = None) -> dict:
     """Up to ``steps`` training steps from the last checkpoint (or from the start).
 
-    ``cluster``: ClusterConfig fields for aer's Dask fan-out. An IBM API key named by the
-    executor's ``token_secret`` is read here, inside the task, so it is never a parameter.
+    ``cluster``: ClusterConfig fields for the executor's Dask fan-out. An IBM API key named by
+    the executor's ``token_secret`` is read here, inside the task, so it is never a parameter.
     """
     train_config = TrainConfig.model_validate(config)
-    secret = train_config.executor.token_secret
     return train(run_dir, train_config, resume=resume, stop_after=steps, progress=_print_progress,
                  cluster=None if cluster is None else ClusterConfig.model_validate(cluster),
-                 ibm_token=ibm_token(secret) if secret else None)
+                 token=token_for(train_config.executor))
 
 
 @flow(name="train-model", log_prints=True)
 def train_model(config: dict, run_dir: str, resume: bool = False, segment_steps: int = 1000,
                 cluster: dict | None = None) -> dict:
     """Train (or continue) one run to its step budget or early stop; returns the trainer's summary."""
+    if segment_steps < 1:
+        raise ValueError(f"segment_steps must be at least 1; got {segment_steps}")
     summary = train_segment(run_dir, config, resume, segment_steps, cluster)
     while summary["stop_reason"] is None:
         summary = train_segment(run_dir, config, True, segment_steps, cluster)
@@ -47,19 +49,18 @@ def train_model(config: dict, run_dir: str, resume: bool = False, segment_steps:
 @task(name="evaluate-run")
 def evaluate_task(run_dir: str, seed: int = 0, plots: bool = True, krr: bool = False, executor: dict | None = None,
                   sets: tuple[str, ...] | None = None, max_test: int | None = None,
-                  cluster: dict | None = None) -> dict:
+                  cluster: dict | None = None, max_qpu_seconds: float | None = None) -> dict:
     """Test-set metrics, transformed sets, baselines, audit and plots of one run, on any executor
     (an IBM API key named by ``token_secret`` is read here, never passed as a parameter)."""
-    settings = ExecutorSettings.model_validate(executor or {})
-    secret = settings.token_secret
+    settings = ExecutorConfig.model_validate(executor or {})
     return evaluate_run(run_dir, seed=seed, plots=plots, krr=krr, executor=settings, sets=sets, max_test=max_test,
                         cluster=None if cluster is None else ClusterConfig.model_validate(cluster),
-                        ibm_token=ibm_token(secret) if secret else None)
+                        token=token_for(settings), max_qpu_seconds=max_qpu_seconds)
 
 
 @flow(name="evaluate-model", log_prints=True)
 def evaluate_model(run_dir: str, seed: int = 0, plots: bool = True, krr: bool = False, executor: dict | None = None,
                    sets: tuple[str, ...] | None = None, max_test: int | None = None,
-                   cluster: dict | None = None) -> dict:
+                   cluster: dict | None = None, max_qpu_seconds: float | None = None) -> dict:
     """Evaluate one trained run (writes evaluation.json, or evaluation_<executor>.json, and plots into it)."""
-    return evaluate_task(run_dir, seed, plots, krr, executor, sets, max_test, cluster)
+    return evaluate_task(run_dir, seed, plots, krr, executor, sets, max_test, cluster, max_qpu_seconds)

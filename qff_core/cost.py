@@ -8,77 +8,32 @@ exact simulator and cost no QPU time. An evaluation is one "step": energies and 
 every scored geometry (test set x transformed copies), in one plan.
 
 Shots executed by one step: bindings x measured bases (qubit-wise commuting groups of the
-observable, one measured circuit each) x shots per binding. With twirling (IBM resilience
-level 1 and 2) shots are rounded up to whole randomizations, TwirlingOptions' "auto" rule:
-``max(64, ceil(shots / 32))`` shots per randomization; level 2 (ZNE) runs every circuit at
-its 3 default noise factors (1, 3, 5); ZNE's noise learning and TREX's calibration circuits
-are not modelled.
+observable, one measured circuit each) x shots per binding after twirling and ZNE
+(``ExecutorConfig.executed_shots_per_binding``); ZNE's noise learning and TREX's calibration
+circuits are not modelled.
 
-QPU time of one primitive job (``QpuTimeModel``): ``job_overhead_s + shots_executed x
-(rep_delay_s + circuit_duration_s)``: IBM executes a job's circuits shot by shot, with
-``rep_delay`` between circuit executions (IBM docs, "Qubit initialization"). In a Session,
+QPU time of one primitive job (``ExecutorConfig.qpu_time``, a ``QpuTimeModel``):
+``job_overhead_s + shots_executed x (rep_delay_s + circuit_duration_s)``: IBM executes a job's
+circuits shot by shot, with ``rep_delay`` between circuit executions (IBM docs, "Qubit initialization"). In a Session,
 IBM bills the wall-clock time the session is open, so classical work between steps and
 queueing come on top of this estimate. The ibm executor is priced in local testing mode too
 (``aer``, ``Fake...`` backends): a rehearsal shows what the device would take; aer and exact
-simulate here and cost no QPU time.
+simulate here and cost no QPU time. Which executor is priced how comes from its registry entry
+(``qpu``: priced; ``exact``: no circuits).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from qff_core.errors import InputError
-from qff_core.evaluation import EvaluateConfig
-from qff_core.execution.settings import ExecutorSettings
-from qff_core.training import TrainConfig
-
-ZNE_NOISE_FACTORS = 3
-"""Circuit executions per binding under ZNE: qiskit-ibm-runtime 0.51's DEFAULT_NOISE_FACTORS (1, 3, 5)."""
+from qff_core.execution.config import ExecutorConfig, QpuTimeModel
+from qff_core.run import TrainConfig
 
 
 class BudgetError(InputError):
-    """A run would use more QPU time than allowed (``--max-qpu-seconds``)."""
-
-
-class QpuTimeModel(BaseModel):
-    """Estimated QPU seconds of a primitive job: ``job_overhead_s + shots x (rep_delay_s + circuit_duration_s)``.
-
-    Defaults and their sources (override them under ``qpu_time:`` in the config):
-
-    * ``rep_delay_s`` = 250e-6 s: ``default_rep_delay`` of IBM's Heron and Falcon fake backends
-      in qiskit-ibm-runtime 0.51 (FakeFez, FakeTorino, FakeManilaV2; ``rep_delay_range`` 0-500 us).
-    * ``circuit_duration_s`` = 10e-6 s: an assumption for these shallow circuits plus readout
-      (gates of tens of ns, measurement ~1-2 us); ``isa.estimate_duration(backend.target)`` gives a device's.
-    * ``job_overhead_s`` = 3.0 s: IBM's "Estimate job run time" guide shows a 2-qubit Bell circuit at
-      the default 4096 shots estimated at 4.1 quantum seconds, of which shots take ~1.1 s.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    job_overhead_s: float = Field(3.0, ge=0, description="seconds per primitive job (loading, compiling, returning)")
-    rep_delay_s: float = Field(250e-6, ge=0, description="seconds between circuit executions")
-    circuit_duration_s: float = Field(10e-6, ge=0, description="seconds of one circuit execution (gates + readout)")
-
-    def seconds(self, jobs: int, shots: int) -> float:
-        """QPU seconds of ``jobs`` primitive jobs executing ``shots`` circuit shots in all."""
-        return jobs * self.job_overhead_s + shots * (self.rep_delay_s + self.circuit_duration_s)
-
-
-def executed_shots_per_binding(settings: ExecutorSettings) -> int:
-    """Circuit shots per binding and measured basis after twirling and ZNE (0 for exact expectation values)."""
-    shots = settings.shots_per_binding()
-    if shots is None:
-        return 0
-    if settings.name == "ibm" and settings.resilience_level >= 1:
-        per_randomization = max(64, math.ceil(shots / 32))
-        shots = math.ceil(shots / per_randomization) * per_randomization
-    if settings.name == "ibm" and settings.resilience_level == 2:
-        shots *= ZNE_NOISE_FACTORS
-    return shots
+    """A run would use more QPU time than allowed (``max_qpu_seconds``)."""
 
 
 @dataclass(frozen=True)
@@ -132,8 +87,8 @@ class RunCost:
 
 def geometries_per_step(config: TrainConfig) -> int:
     """The minibatch size: ``batch_size``, capped by the training split when the dataset exists."""
+    from qff_core.run import make_split
     from qff_core.store.dataset import Dataset
-    from qff_core.training import make_split
 
     try:
         dataset = Dataset.open(config.dataset)
@@ -147,59 +102,51 @@ def _model(config: TrainConfig):
     from qff_core.molecules import load_molecule
 
     if config.molecule is None:
+        from qff_core.run import molecule_of
         from qff_core.store.dataset import Dataset
-        from qff_core.training import _molecule_of
 
         try:
-            return build_model(_molecule_of(Dataset.open(config.dataset)), config.model)
+            return build_model(molecule_of(Dataset.open(config.dataset)), config.model)
         except InputError as exc:
             raise InputError(f"{exc}; to price a run before its dataset exists, give molecule: in the train "
                              "section") from None
     return build_model(load_molecule(config.molecule), config.model)
 
 
-def _plan_cost(model, settings: ExecutorSettings, n_geometries: int, request, *, kind: str, steps: int,
-               qpu_time: QpuTimeModel) -> RunCost:
-    """Price ``steps`` plans of ``request`` for ``n_geometries`` geometries on ``settings``' executor."""
-    from qff_core.execution.qiskit_circuits import compile_qiskit
-    from qff_core.execution.shift import count_shifts
+def plan_cost(model, executor: ExecutorConfig, n_geometries: int, request, *, kind: str, steps: int,
+              qpu_time: QpuTimeModel | None = None) -> RunCost:
+    """Price ``steps`` plans of ``request`` for ``n_geometries`` geometries on ``executor`` (its own
+    ``qpu_time`` model unless one is given)."""
+    from qff_core.execution.qiskit.compiler import compile_qiskit
+    from qff_core.execution.shift.planner import count_shifts
 
+    qpu_time = qpu_time or executor.qpu_time
+    spec = executor.spec
     circuits = bindings = jobs = shots = 0
-    if settings.name != "exact":
+    if not spec.exact:
         qmodel = compile_qiskit(model)
-        counts = count_shifts(qmodel, n_geometries, request, settings.batching())
-        per_binding = executed_shots_per_binding(settings)
+        counts = count_shifts(qmodel, n_geometries, request, executor.batching())
+        per_binding = executor.executed_shots_per_binding()
         bases = len(qmodel.observable.group_commuting(qubit_wise=True)) if per_binding else 1
         circuits, bindings, jobs = counts["circuits"] * bases, counts["rows"], counts["chunks"]
         shots = bindings * bases * per_binding
-    qpu = settings.name == "ibm"
-    per_step = qpu_time.seconds(jobs, shots) if qpu else 0.0
-    return RunCost(executor=settings.name, backend=settings.backend or settings.noise_backend, kind=kind,
+    per_step = qpu_time.seconds(jobs, shots) if spec.qpu else 0.0
+    return RunCost(executor=executor.name, backend=executor.backend or executor.noise_backend, kind=kind,
                    steps=steps, geometries_per_step=n_geometries, circuits_per_step=circuits,
                    bindings_per_step=bindings, jobs_per_step=jobs, shots_per_step=shots,
-                   qpu_seconds_per_step=per_step, qpu_seconds_total=per_step * steps, qpu=qpu,
-                   local_testing=qpu and settings.local, qpu_time_model=qpu_time.model_dump())
+                   qpu_seconds_per_step=per_step, qpu_seconds_total=per_step * steps, qpu=spec.qpu,
+                   local_testing=spec.qpu and executor.local, qpu_time_model=qpu_time.model_dump())
 
 
 def training_cost(config: TrainConfig, *, qpu_time: QpuTimeModel | None = None, steps: int | None = None) -> RunCost:
     """The cost of ``steps`` (default: all) training steps of ``config`` on its executor."""
-    from qff_core.execution.executors import LossWeights
+    from qff_core.execution.shift.executor import request_for
+    from qff_core.loss import Loss
 
-    model = _model(config) if config.executor.name != "exact" else None
-    request = LossWeights(config.energy_weight, config.force_weight, 1.0, 1.0).request()
-    return _plan_cost(model, config.executor, geometries_per_step(config), request, kind="training",
-                      steps=config.steps if steps is None else steps, qpu_time=qpu_time or QpuTimeModel())
-
-
-def evaluation_cost(config: EvaluateConfig, *, qpu_time: QpuTimeModel | None = None) -> RunCost:
-    """The cost of ``qff evaluate`` with ``config``: energies and forces of every scored geometry, one plan."""
-    from qff_core.execution.shift import Request
-    from qff_core.training import open_run
-
-    run = open_run(config.run_dir)
-    n = config.n_geometries(len(run.split.test))
-    return _plan_cost(run.model, config.executor, n, Request(forces=True), kind="evaluation", steps=1,
-                      qpu_time=qpu_time or QpuTimeModel())
+    model = None if config.executor.spec.exact else _model(config)
+    request = request_for(Loss(config.energy_weight, config.force_weight))
+    return plan_cost(model, config.executor, geometries_per_step(config), request, kind="training",
+                     steps=config.steps if steps is None else steps, qpu_time=qpu_time)
 
 
 def remaining_steps(config: TrainConfig, run_dir: str | Path | None) -> int:
@@ -220,10 +167,8 @@ def check_qpu_budget(config: TrainConfig, max_qpu_seconds: float, *, qpu_time: Q
     return cost
 
 
-def check_evaluation_budget(config: EvaluateConfig, max_qpu_seconds: float, *,
-                            qpu_time: QpuTimeModel | None = None) -> RunCost:
-    """The cost of an evaluation; BudgetError (before anything is submitted) when it exceeds the budget."""
-    cost = evaluation_cost(config, qpu_time=qpu_time)
+def check_evaluation_budget(cost: RunCost, max_qpu_seconds: float) -> RunCost:
+    """``cost`` of an evaluation; BudgetError (before anything is submitted) when it exceeds the budget."""
     _check_budget(cost, max_qpu_seconds, "Lower --max-test, drop --sets or lower --shots")
     return cost
 

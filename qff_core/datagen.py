@@ -1,17 +1,19 @@
-"""Reference-data generation as plain functions: prepare a dataset, compute what is missing.
+"""Reference-data generation as plain functions: prepare a dataset, compute what is missing, catalog it.
 
-``prepare_dataset`` validates the request (engine present, method and basis accepted by a
-first real calculation), samples geometries reproducibly and adds them to a Zarr dataset.
-``compute_pending`` fans the pending and failed samples out in chunks (over a Dask client
-when given) and records each chunk as it returns; the calling process is the only writer.
-Prefect flows (``flows/reference_data.py``) wrap these; nothing here imports Prefect.
+``generate`` is the whole job, three steps: ``prepare_dataset`` validates the request (engine
+present, method and basis accepted by a first real calculation), samples geometries
+reproducibly and adds them to a Zarr dataset; ``compute_dataset`` fans the pending and failed
+samples out in chunks on the configured Dask cluster (``compute_pending`` with a client) and
+records each chunk as it returns (the calling process is the only writer); ``catalog_dataset``
+writes the record. The Prefect flow (``flows/reference_data.py``) runs the same three steps as
+tasks; nothing here imports Prefect.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,29 +32,35 @@ from qff_core.sampling import (
 )
 from qff_core.store.dataset import Dataset, LevelOfTheory, check_writable
 
+if TYPE_CHECKING:
+    from qff_core.distributed import ClusterConfig
 
-class GenerateSettings(BaseModel):
+ProgressFn = Callable[[int, int, int], None]
+
+
+class GenerateConfig(BaseModel):
     """What ``qff dataset generate`` computes (YAML or flags)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    molecule: str = "h2o"
-    engine: str = "psi4"
-    method: str = "b3lyp"
-    basis: str = "6-31g*"
-    samples: int = Field(100, ge=1)
-    sampler: Literal["normal_modes", "bond_scan", "rotations"] = "normal_modes"
-    temperature_k: float = Field(500.0, gt=0)
+    molecule: str = Field("h2o", description="built-in or .xyz/.yaml file")
+    engine: str = Field("psi4", description="psi4 or pyscf")
+    method: str = Field("b3lyp", description="hf, mp2, or a DFT functional (b3lyp, pbe, ...)")
+    basis: str = Field("6-31g*", description="basis set, e.g. 6-31g*")
+    samples: int = Field(100, ge=1, description="number of geometries in the dataset")
+    sampler: Literal["normal_modes", "bond_scan", "rotations"] = Field("normal_modes", description="how geometries "
+                                                                                                 "are drawn")
+    temperature_k: float = Field(500.0, gt=0, description="normal-mode sampling temperature (K)")
     max_distance_change: float | None = Field(
         0.25, gt=0, description="normal modes: redraw samples that change an interatomic distance by more than this "
                                 "fraction of the minimum's (soft modes of clusters); None keeps every draw")
     scan_range_a: tuple[float, float] = (1.2, 2.6)
-    seed: int = 2024
+    seed: int = Field(2024, description="seed of the sampler")
     chunk_size: int = Field(8, ge=1, description="samples per Dask task")
-    max_iterations: int = Field(100, ge=1)
-    timeout_s: float | None = Field(600.0, description="per calculation; a timeout fails that sample only")
+    max_iterations: int = Field(100, ge=1, description="SCF iteration limit")
+    timeout_s: float | None = Field(600.0, description="seconds per calculation; a timeout fails that sample only")
     keywords: dict = Field(default_factory=dict)
-    out: str = "data/h2o.zarr"
+    out: str = Field("data/h2o.zarr", description="Zarr dataset path (created, or resumed when it exists)")
 
     def level(self) -> LevelOfTheory:
         """The level of theory recorded in the dataset."""
@@ -67,7 +75,7 @@ class GenerateSettings(BaseModel):
         )
 
 
-def sample_geometries(settings: GenerateSettings, molecule: MoleculeSpec, n: int,
+def sample_geometries(settings: GenerateConfig, molecule: MoleculeSpec, n: int,
                       offset: int) -> tuple[np.ndarray, dict | None]:
     """``n`` new geometries, seeded by ``seed + offset`` (offset = samples already in the dataset), and
     the minimum they were drawn around (positions in Angstrom, harmonic wavenumbers), None for a scan."""
@@ -93,7 +101,7 @@ def sample_geometries(settings: GenerateSettings, molecule: MoleculeSpec, n: int
                      "frequencies_cm1": [round(float(f), 2) for f in modes.frequencies_cm1]}
 
 
-def prepare_dataset(settings: GenerateSettings) -> Dataset:
+def prepare_dataset(settings: GenerateConfig) -> Dataset:
     """Open or create the dataset and top it up to ``settings.samples`` geometries.
 
     Everything that can be wrong with the request fails before the dataset is written: an
@@ -127,7 +135,7 @@ def prepare_dataset(settings: GenerateSettings) -> Dataset:
 Outcome = tuple[int, CalculationResult | QffError]
 
 
-def compute_chunk(settings: GenerateSettings, indices: Sequence[int], positions: np.ndarray, *,
+def compute_chunk(settings: GenerateConfig, indices: Sequence[int], positions: np.ndarray, *,
                   engine: ReferenceEngine | None = None) -> list[Outcome]:
     """Compute one chunk of samples; a failure (a timeout too) is that sample's outcome, never the
     chunk's. ``engine``: one to reuse (the caller closes it); else one is made and closed here."""
@@ -149,8 +157,8 @@ def compute_chunk(settings: GenerateSettings, indices: Sequence[int], positions:
     return out
 
 
-def compute_pending(dataset: Dataset, settings: GenerateSettings, *, client=None,
-                    progress: Callable[[int, int, int], None] | None = None) -> dict:
+def compute_pending(dataset: Dataset, settings: GenerateConfig, *, client=None,
+                    progress: ProgressFn | None = None) -> dict:
     """Compute every pending or failed sample; returns counts.
 
     ``client``: a dask.distributed Client (else this process computes). ``progress(done, total,
@@ -185,3 +193,41 @@ def compute_pending(dataset: Dataset, settings: GenerateSettings, *, client=None
     info = dataset.info()
     return {"computed": len(todo), "chunks": len(chunks), **{k: info[k] for k in
             ("n_samples", "n_done", "n_failed", "n_pending")}}
+
+
+def compute_dataset(dataset: Dataset, settings: GenerateConfig, cluster: ClusterConfig | None = None, *,
+                    progress: ProgressFn | None = None) -> dict:
+    """``compute_pending`` on the Dask cluster ``cluster`` describes (in this process when None), with workers
+    of the kind the engine needs (processes for an engine that holds the GIL)."""
+    if cluster is None:
+        return compute_pending(dataset, settings, progress=progress)
+    from qff_core.distributed import dask_client
+
+    with dask_client(cluster.for_engine(settings.engine, settings.timeout_s)) as client:
+        return compute_pending(dataset, settings, client=client, progress=progress)
+
+
+def catalog_dataset(dataset: Dataset, catalog_dir: str | Path) -> Path:
+    """Write (or replace) the dataset's record in the data catalog; returns the record's path."""
+    from qff_core.store.catalog import catalog_record, write_record
+
+    return write_record(catalog_record(dataset), catalog_dir)
+
+
+def generate(settings: GenerateConfig, *, cluster: ClusterConfig | None = None,
+             catalog_dir: str | Path = "data_catalog", progress: ProgressFn | None = None,
+             log: Callable[[str], None] | None = None) -> dict:
+    """Create or resume a reference dataset: prepare, compute every pending sample, catalog; returns counts,
+    ``path`` and ``catalog_record``. A missing ``sbatch``/``qsub`` of the cluster fails before any work."""
+    if cluster is not None:
+        from qff_core.distributed import check_submit_command
+
+        check_submit_command(cluster)
+    dataset = prepare_dataset(settings)
+    if log is not None:
+        log(f"dataset {dataset.path}: {dataset.n_samples} geometries, {len(dataset.todo())} to compute "
+            f"({settings.engine} {settings.method}/{settings.basis})")
+    summary = compute_dataset(dataset, settings, cluster, progress=progress)
+    summary["path"] = str(dataset.path)
+    summary["catalog_record"] = str(catalog_dataset(dataset, catalog_dir))
+    return summary

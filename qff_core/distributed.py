@@ -29,7 +29,7 @@ ClusterKind = Literal["local", "address", "slurm", "pbs"]
 _JOBQUEUE = {"slurm": ("sbatch", "SLURMCluster"), "pbs": ("qsub", "PBSCluster")}
 
 
-class LocalSettings(BaseModel):
+class LocalClusterConfig(BaseModel):
     """A LocalCluster on this machine: ``n_workers`` workers of one thread each."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -39,7 +39,7 @@ class LocalSettings(BaseModel):
         None, description="worker processes (True) or threads of this process (False); None: chosen by the engine")
 
 
-class JobQueueSettings(BaseModel):
+class JobQueueConfig(BaseModel):
     """Batch-job settings of a SLURM or PBS cluster (dask-jobqueue's keyword arguments, per job)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -73,9 +73,9 @@ class ClusterConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: ClusterKind = "local"
-    local: LocalSettings = LocalSettings()
+    local: LocalClusterConfig = LocalClusterConfig()
     address: str | None = Field(None, description="tcp://host:port of a running scheduler (kind address)")
-    jobqueue: JobQueueSettings = JobQueueSettings()
+    jobqueue: JobQueueConfig = JobQueueConfig()
     jobs: int = Field(1, ge=1, description="batch jobs to submit (kind slurm/pbs)")
     min_workers: int | None = Field(
         None, ge=1, description="workers to wait for before computing; default all (address: 1)")
@@ -220,7 +220,7 @@ def dask_client(config: ClusterConfig | None = None, *, address: str | None = No
 
     if config is None:
         config = (ClusterConfig(kind="address", address=address) if address else
-                  ClusterConfig(local=LocalSettings(n_workers=n_workers, processes=processes)))
+                  ClusterConfig(local=LocalClusterConfig(n_workers=n_workers, processes=processes)))
     if config.kind == "address":
         try:
             client = Client(config.address, timeout=f"{min(config.worker_timeout_s, 30.0)}s")

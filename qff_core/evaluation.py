@@ -18,17 +18,18 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from qff_core.cost import RunCost, check_evaluation_budget, plan_cost
 from qff_core.errors import InputError
-from qff_core.execution.settings import ExecutorSettings
+from qff_core.execution.config import ExecutorConfig
+from qff_core.metrics import METRIC_KEYS, error_metrics, relative_change
+from qff_core.run import Run, TrainingData, open_run
 from qff_core.symmetry import permute_atoms, random_rotation
-from qff_core.training import Run, TrainingData, error_metrics, open_run
 
 if TYPE_CHECKING:
     from qff_core.distributed import ClusterConfig
+    from qff_core.execution.exact import ExactSimulator
 
 TRANSFORMS = ("rotated", "translated", "permuted", "inverted")
-METRIC_KEYS = ("energy_mae_kcal_mol", "energy_rmse_kcal_mol", "forces_mae_kcal_mol_a", "forces_rmse_kcal_mol_a",
-               "forces_err_norm_kcal_mol_a")
 
 
 def transformed_sets(run: Run, data: TrainingData, seed: int) -> dict[str, TrainingData]:
@@ -62,11 +63,13 @@ class EvaluateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     run_dir: str = Field(description="the trained run to evaluate")
-    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     sets: tuple[SetName, ...] = Field(("test", *TRANSFORMS), description="test set and transformed copies to score")
     max_test: int | None = Field(None, ge=1, description="score the first N test geometries only (default: all)")
     seed: int = Field(0, description="seed of the random symmetry operations (and of shot noise, unless the "
                                      "executor sets one)")
+    max_qpu_seconds: float | None = Field(None, ge=0, description="refuse to submit when the estimated QPU time "
+                                                                  "exceeds this")
 
     @model_validator(mode="after")
     def _sets_hold_the_test_set(self) -> EvaluateConfig:
@@ -81,68 +84,51 @@ class EvaluateConfig(BaseModel):
 
 
 def evaluate_run(run_dir: str | Path, *, seed: int = 0, plots: bool = True, audit: bool = True,
-                 krr: bool = False, executor: ExecutorSettings | None = None,
+                 krr: bool = False, executor: ExecutorConfig | None = None,
                  sets: tuple[str, ...] | None = None, max_test: int | None = None,
-                 cluster: ClusterConfig | None = None, ibm_token: str | None = None) -> dict:
+                 cluster: ClusterConfig | None = None, token: str | None = None,
+                 max_qpu_seconds: float | None = None) -> dict:
     """Metrics of the run's best parameters on its test set (and transformed copies).
 
     ``executor``: where the predictions are computed (default exact; aer and ibm by parameter
-    shift, ibm inside a Runtime Batch, aer fanned out on ``cluster``). Writes
-    ``evaluation.json`` (``evaluation_<executor>.json`` for quantum executors, which also
-    report their deviation from the exact simulator) and, with ``plots``, PNG files.
+    shift, a remote executor inside a Runtime Batch, aer fanned out on ``cluster``). Writes
+    ``evaluation.json`` (``evaluation_<executor>.json`` for other executors, which also report
+    their deviation from the exact simulator) and, with ``plots``, PNG files. With
+    ``max_qpu_seconds``, an evaluation estimated to take longer on a QPU is refused before
+    anything is submitted (``BudgetError``).
     """
     from qff_core.execution.exact import compile_exact
 
-    config = EvaluateConfig(run_dir=str(run_dir), executor=executor or ExecutorSettings(),
-                            sets=tuple(sets) if sets else ("test", *TRANSFORMS), max_test=max_test, seed=seed)
-    settings = config.executor
+    config = EvaluateConfig(run_dir=str(run_dir), executor=executor or ExecutorConfig(),
+                            sets=tuple(sets) if sets else ("test", *TRANSFORMS), max_test=max_test, seed=seed,
+                            max_qpu_seconds=max_qpu_seconds)
     run = open_run(run_dir)
+    if config.max_qpu_seconds is not None:
+        check_evaluation_budget(evaluation_cost(config, run), config.max_qpu_seconds)
     theta, ckpt = run.final_parameters()
-    dataset = run.dataset()
     test_idx = run.split.test[: config.max_test] if config.max_test else run.split.test
-    test = TrainingData.take(dataset, test_idx)
+    test = TrainingData.take(run.dataset(), test_idx)
     if test.energies_ev.size == 0:
         raise InputError(f"the run in {run.path} has no test samples (it was trained with --test-size 0)")
-    sim = compile_exact(run.model)
     every = {"test": test, **transformed_sets(run, test, seed)}
     sets_ = {name: every[name] for name in config.sets}
-    # One call for all sets: a single compiled shape, or a single parameter-shift plan.
-    X = np.concatenate([s.positions_a for s in sets_.values()])
-    E_exact, F_exact = sim.evaluate(theta, X)
-    if settings.name == "exact":
-        E_all, F_all, executor_info = E_exact, F_exact, {"name": "exact"}
-    else:
-        E_all, F_all, executor_info = _predict_on(settings, run, theta, X, seed=seed, cluster=cluster,
-                                                  ibm_token=ibm_token)
-    n = len(test.energies_ev)
-    summary: dict = {}
-    predictions = {}
-    for k, (name, data) in enumerate(sets_.items()):
-        e, f = E_all[k * n:(k + 1) * n], F_all[k * n:(k + 1) * n]
-        predictions[name] = (e, f)
-        summary[name] = error_metrics(e, data.energies_ev, f, data.forces_ev_per_a)
-    mean_e = run.norm.energy_mean_ev
-    summary["baselines"] = {
-        "constant_energy_zero_forces": error_metrics(np.full(n, mean_e), test.energies_ev,
-                                                     np.zeros_like(test.forces_ev_per_a), test.forces_ev_per_a),
-    }
-    if "rotated" in sets_:
-        summary["baselines"]["constant_energy_zero_forces_rotated"] = error_metrics(
-            np.full(n, mean_e), sets_["rotated"].energies_ev, np.zeros_like(test.forces_ev_per_a),
-            sets_["rotated"].forces_ev_per_a)
-    if krr:
-        summary["baselines"]["krr_inverse_distances"] = krr_baseline(run, sets_)
+    sim = compile_exact(run.model)
+    predictions, exact, executor_info = _predict(config, run, sim, theta, sets_, cluster=cluster, token=token)
+    summary: dict = {name: error_metrics(e, sets_[name].energies_ev, f, sets_[name].forces_ev_per_a)
+                     for name, (e, f) in predictions.items()}
+    summary["baselines"] = _baselines(run, sets_, krr)
     summary["invariance"] = {
-        name: {"energy_mae_rel_change": _rel(summary[name]["energy_mae_kcal_mol"],
-                                             summary["test"]["energy_mae_kcal_mol"]),
-               "forces_err_norm_rel_change": _rel(summary[name]["forces_err_norm_kcal_mol_a"],
-                                                  summary["test"]["forces_err_norm_kcal_mol_a"])}
+        name: {"energy_mae_rel_change": relative_change(summary[name]["energy_mae_kcal_mol"],
+                                                        summary["test"]["energy_mae_kcal_mol"]),
+               "forces_err_norm_rel_change": relative_change(summary[name]["forces_err_norm_kcal_mol_a"],
+                                                             summary["test"]["forces_err_norm_kcal_mol_a"])}
         for name in TRANSFORMS if name in sets_
     }
-    summary["executor"] = (executor_info if settings.name == "exact"
-                           else {**settings.model_dump(exclude_none=True), **executor_info})
-    if settings.name != "exact":  # what the executor costs in accuracy: its predictions against the exact ones
-        summary["deviation_from_exact"] = error_metrics(E_all, E_exact, F_all, F_exact)
+    on_exact = config.executor.spec.exact
+    summary["executor"] = executor_info if on_exact else {**config.executor.model_dump(exclude_none=True),
+                                                          **executor_info}
+    if not on_exact:  # what the executor costs in accuracy: its predictions against the exact ones
+        summary["deviation_from_exact"] = error_metrics(*exact)
     if audit:
         from qff_core.audit import audit_model
 
@@ -152,10 +138,11 @@ def evaluate_run(run_dir: str | Path, *, seed: int = 0, plots: bool = True, audi
     summary["run"] = {
         "run_dir": str(run.path), "model": run.config.model.model, "molecule": run.model.molecule.name,
         "n_parameters": run.model.n_parameters, "n_qubits": run.model.n_qubits, "depth": run.config.model.depth,
-        "split": run.split.counts(), "n_test_scored": n, "step": ckpt.step, "best_step": ckpt.attrs["best"]["step"],
-        "stop_reason": ckpt.attrs.get("stop_reason"), "dataset": run.info["dataset"],
+        "split": run.split.counts(), "n_test_scored": len(test_idx), "step": ckpt.step,
+        "best_step": ckpt.attrs["best"]["step"], "stop_reason": ckpt.attrs.get("stop_reason"),
+        "dataset": run.info["dataset"],
     }
-    suffix = "" if settings.name == "exact" else f"_{settings.name}"
+    suffix = "" if on_exact else f"_{config.executor.name}"
     if plots:
         summary["plots"] = write_plots(run, ckpt.arrays, sets_, predictions, suffix=suffix)
     out = run.path / f"evaluation{suffix}.json"
@@ -165,24 +152,50 @@ def evaluate_run(run_dir: str | Path, *, seed: int = 0, plots: bool = True, audi
     return summary
 
 
-def _predict_on(settings: ExecutorSettings, run: Run, theta: np.ndarray, positions_a: np.ndarray, *, seed: int,
-                cluster: ClusterConfig | None, ibm_token: str | None) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Energies and forces on a quantum executor (one parameter-shift plan), and what ran them."""
-    from contextlib import ExitStack
+def _predict(config: EvaluateConfig, run: Run, sim: ExactSimulator, theta: np.ndarray,
+             sets: dict[str, TrainingData], *, cluster: ClusterConfig | None,
+             token: str | None) -> tuple[dict, tuple, dict]:
+    """Predictions per set on the configured executor (one call for all sets: a single compiled shape, or a
+    single parameter-shift plan), the exact simulator's (E, E_exact, F, F_exact) for comparison, and what
+    ran them."""
+    from qff_core.execution import open_executor
 
-    from qff_core.execution.settings import open_executor
-    from qff_core.training import executor_info
+    X = np.concatenate([s.positions_a for s in sets.values()])
+    e_exact, f_exact = sim.evaluate(theta, X)
+    if config.executor.spec.exact:
+        e_all, f_all, info = e_exact, f_exact, {"name": config.executor.name}
+    else:
+        with open_executor(config.executor, run.model, cluster=cluster, seed=config.seed, token=token,
+                           runtime_mode="batch") as executor:
+            e_all, f_all = (np.asarray(a) for a in executor.energies_forces(theta, X))
+            info = executor.describe()
+    n = len(next(iter(sets.values())).energies_ev)
+    predictions = {name: (e_all[k * n:(k + 1) * n], f_all[k * n:(k + 1) * n]) for k, name in enumerate(sets)}
+    return predictions, (e_all, e_exact, f_all, f_exact), info
 
-    with ExitStack() as stack:
-        client = None
-        if cluster is not None and settings.name == "aer":
-            from qff_core.distributed import dask_client
 
-            client = stack.enter_context(dask_client(cluster))
-        executor = stack.enter_context(open_executor(settings, run.model, client=client, seed=seed,
-                                                     ibm_token=ibm_token, runtime_mode="batch"))
-        energies, forces = executor.energies_forces(theta, positions_a)
-        return np.asarray(energies), np.asarray(forces), executor_info(executor, None)
+def _baselines(run: Run, sets: dict[str, TrainingData], krr: bool) -> dict:
+    """The constant-energy/zero-force predictor (on the test set, and rotated when scored) and, with ``krr``,
+    kernel ridge regression on inverse distances."""
+    mean_e = run.norm.energy_mean_ev
+    out = {}
+    for name, key in (("test", "constant_energy_zero_forces"), ("rotated", "constant_energy_zero_forces_rotated")):
+        if name in sets:
+            data = sets[name]
+            out[key] = error_metrics(np.full(len(data.energies_ev), mean_e), data.energies_ev,
+                                     np.zeros_like(data.forces_ev_per_a), data.forces_ev_per_a)
+    if krr:
+        out["krr_inverse_distances"] = krr_baseline(run, sets)
+    return out
+
+
+def evaluation_cost(config: EvaluateConfig, run: Run | None = None, *, qpu_time=None) -> RunCost:
+    """What ``evaluate_run`` with ``config`` would submit: energies and forces of every scored geometry, one plan."""
+    from qff_core.execution.shift.planner import Request
+
+    run = run or open_run(config.run_dir)
+    return plan_cost(run.model, config.executor, config.n_geometries(len(run.split.test)), Request(forces=True),
+                     kind="evaluation", steps=1, qpu_time=qpu_time)
 
 
 def krr_baseline(run: Run, sets: dict[str, TrainingData]) -> dict:
@@ -200,10 +213,6 @@ def krr_baseline(run: Run, sets: dict[str, TrainingData]) -> dict:
         e, f = krr.energies_forces(data.positions_a)
         out[name] = error_metrics(e, data.energies_ev, f, data.forces_ev_per_a)
     return out
-
-
-def _rel(value: float, reference: float) -> float:
-    return abs(value - reference) / max(abs(reference), 1e-300)
 
 
 def write_plots(run: Run, arrays: dict, sets: dict[str, TrainingData], predictions: dict,
@@ -275,7 +284,7 @@ def summary_table(summaries: dict[str, dict]) -> str:
     """A plain-text comparison of evaluation summaries (columns: models)."""
     names = list(summaries)
     lines = [f"{'set':<11} {'metric':<28}" + "".join(f"{n:>14}" for n in names)]
-    for part in ("test", *TRANSFORMS):
+    for part in (p for p in ("test", *TRANSFORMS) if all(p in summaries[n] for n in names)):  # the sets scored
         for key in ("energy_mae_kcal_mol", "forces_mae_kcal_mol_a", "forces_err_norm_kcal_mol_a"):
             lines.append(f"{part:<11} {key:<28}" + "".join(f"{summaries[n][part][key]:>14.4f}" for n in names))
     base = next(iter(summaries.values()))["baselines"]["constant_energy_zero_forces"]
@@ -285,5 +294,5 @@ def summary_table(summaries: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["METRIC_KEYS", "TRANSFORMS", "EvaluateConfig", "evaluate_run", "summary_table", "transformed_sets",
-           "write_plots"]
+__all__ = ["METRIC_KEYS", "TRANSFORMS", "EvaluateConfig", "evaluate_run", "evaluation_cost", "summary_table",
+           "transformed_sets", "write_plots"]

@@ -1,23 +1,27 @@
 """The end-to-end pipeline as plain functions: reference data, training of several models, evaluation.
 
 One validated configuration (YAML, pydantic) names the molecule's dataset settings, the models
-to compare and the training budget; every file goes under one output folder. The Prefect flow
-(``flows/pipeline.py``) runs the same stages as tasks; ``qff demo`` is this pipeline on the
-embedded H2O defaults.
+to compare and the training budget; every file goes under one output folder. ``run_pipeline``
+is the chain; its three stages are plain functions by default, and the Prefect flow
+(``flows/pipeline.py``) runs the same chain with Prefect-wrapped stages (a subflow, tasks).
+``qff demo`` is this pipeline on the embedded H2O defaults.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from qff_core.datagen import GenerateSettings
+from qff_core.datagen import GenerateConfig
 from qff_core.models import ModelConfig
-from qff_core.training import TrainConfig
+from qff_core.run import TrainConfig
 
 # Single-threaded XLA per process: training runs one model per core instead of fighting over cores.
 SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
@@ -29,7 +33,7 @@ class PipelineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = "h2o"
-    dataset: GenerateSettings = Field(default_factory=lambda: GenerateSettings(
+    dataset: GenerateConfig = Field(default_factory=lambda: GenerateConfig(
         molecule="h2o", engine="psi4", method="b3lyp", basis="6-31g*", samples=120, temperature_k=500.0,
         seed=2024, chunk_size=10))
     models: dict[str, ModelConfig] = Field(default_factory=lambda: {
@@ -44,19 +48,26 @@ class PipelineConfig(BaseModel):
     workers: int = Field(2, ge=1, description="Dask workers for reference calculations and parallel training")
     output_dir: str | None = Field(None, description="default: runs/<name>-<timestamp>")
 
+    @model_validator(mode="after")
+    def _every_training_config_is_valid(self) -> PipelineConfig:
+        """The ``train:`` section with each model, validated now: before any reference data is computed."""
+        for name in self.models:
+            self.train_config(name, self.dataset.out)
+        return self
+
     def resolved_output_dir(self) -> Path:
         """The output folder (named now when not given)."""
         if self.output_dir:
             return Path(self.output_dir)
         return Path("runs") / f"{self.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
-    def dataset_settings(self, output_dir: Path, engine: str | None = None) -> GenerateSettings:
+    def dataset_settings(self, output_dir: Path, engine: str | None = None) -> GenerateConfig:
         """Dataset settings with the store placed in the output folder (and the engine, if overridden)."""
         values = self.dataset.model_dump()
         values["out"] = str(output_dir / "data" / f"{self.name}.zarr")
         if engine:
             values["engine"] = engine
-        return GenerateSettings.model_validate(values)
+        return GenerateConfig.model_validate(values)
 
     def train_config(self, model: str, dataset_path: str) -> TrainConfig:
         """The TrainConfig of one model."""
@@ -88,7 +99,7 @@ def _train_worker(run_dir: str, config: dict, cache_dir: str | None, label: str)
         from qff_core.execution.exact import enable_compilation_cache
 
         enable_compilation_cache(cache_dir)
-    from qff_core.training import TrainConfig, format_progress, train
+    from qff_core.training import format_progress, train
 
     def progress(p: dict) -> None:
         print(f"  [{label}] {format_progress(p)}", file=sys.stderr, flush=True)
@@ -112,4 +123,65 @@ def train_models(jobs: dict[str, tuple[str, TrainConfig]], *, workers: int) -> d
         return {name: f.result() for name, f in futures.items()}
 
 
-__all__ = ["PipelineConfig", "choose_engine", "train_models"]
+@dataclass(frozen=True)
+class Stages:
+    """How ``run_pipeline`` runs its three stages: plain functions by default, Prefect tasks in the flow.
+
+    ``generate(settings, workers, catalog_dir) -> summary with "path"``; ``train(jobs, workers) -> summaries``
+    with jobs ``{name: (run_dir, TrainConfig)}``; ``evaluate(run_dir) -> evaluation summary``.
+    """
+
+    generate: Callable[[GenerateConfig, int, str], dict]
+    train: Callable[[dict[str, tuple[str, TrainConfig]], int], dict]
+    evaluate: Callable[[str], dict]
+
+
+def _generate_here(settings: GenerateConfig, workers: int, catalog_dir: str) -> dict:
+    from qff_core.datagen import generate
+    from qff_core.distributed import load_cluster_config
+    from qff_core.progress import ProgressReporter
+
+    return generate(settings, cluster=load_cluster_config(None, workers=workers), catalog_dir=catalog_dir,
+                    progress=ProgressReporter("reference data"))
+
+
+def _evaluate_here(run_dir: str) -> dict:
+    from qff_core.evaluation import evaluate_run
+
+    return evaluate_run(run_dir)
+
+
+PLAIN = Stages(generate=_generate_here, train=lambda jobs, workers: train_models(jobs, workers=workers),
+               evaluate=_evaluate_here)
+"""The stages as plain functions (``qff pipeline --no-prefect``)."""
+
+
+def run_pipeline(config: PipelineConfig, output_dir: str | Path, *, stages: Stages = PLAIN,
+                 log: Callable[[str], None] | None = None) -> dict:
+    """Reference data, training and evaluation of every configured model, under ``output_dir``.
+
+    Writes ``comparison.md`` (the comparison table) and ``summary.json``; returns the evaluations by
+    model name plus ``output_dir``, ``engine``, ``dataset`` and ``table``.
+    """
+    from qff_core.evaluation import summary_table
+
+    log = log or (lambda line: print(line, flush=True))
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    engine = choose_engine(config.dataset.engine, log=log)
+    settings = config.dataset_settings(out, engine)
+    log(f"reference data: {settings.samples} {config.name} geometries, {engine} {settings.method}/{settings.basis}, "
+        f"{settings.sampler} at {settings.temperature_k:g} K")
+    data = stages.generate(settings, config.workers, str(out / "data_catalog"))
+    jobs = {name: (str(out / "runs" / name), config.train_config(name, data["path"])) for name in config.models}
+    log(f"training {', '.join(jobs)} in parallel on {min(config.workers, len(jobs))} Dask worker process(es)")
+    stages.train(jobs, config.workers)
+    evaluations = {name: stages.evaluate(run_dir) for name, (run_dir, _) in jobs.items()}
+    table = summary_table(evaluations)
+    (out / "comparison.md").write_text(f"# {config.name}: model comparison\n\n```\n{table}\n```\n")
+    (out / "summary.json").write_text(json.dumps({**evaluations, "output_dir": str(out)}, indent=2))
+    return {**evaluations, "output_dir": str(out), "engine": engine, "dataset": data["path"], "table": table}
+
+
+__all__ = ["PLAIN", "PipelineConfig", "Stages", "choose_engine", "run_pipeline", "train_models"]
+

@@ -17,8 +17,8 @@ from ase.data import atomic_masses, atomic_numbers
 from qff_core.errors import ConvergenceError, InputError
 from qff_core.molecules import MoleculeSpec, validate_positions
 from qff_core.symmetry import random_rotation
+from qff_core.units import BOLTZMANN_EV_PER_K
 
-BOLTZMANN_EV_PER_K = 8.617333262e-5
 OMEGA2_TO_CM1 = 521.4709  # sqrt(eV / (Angstrom^2 amu)) expressed in cm^-1
 
 MAX_DRAWS_PER_SAMPLE = 50

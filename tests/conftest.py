@@ -18,11 +18,14 @@ from qff_core.execution.exact import ExactSimulator, compile_exact, enable_compi
 from qff_core.models import ModelConfig, build_model
 from qff_core.molecules import builtin_molecule
 
-# Named tolerances (float64): relative invariance of energies, equivariance of forces,
-# forces against central finite differences (eV/Angstrom).
-ENERGY_INVARIANCE_TOL = 1e-10
-FORCE_EQUIVARIANCE_TOL = 1e-9
-FINITE_DIFFERENCE_TOL = 1e-6
+# Named tolerances (float64).
+ENERGY_INVARIANCE_TOL = 1e-10  # relative change of energies under rotations, translations, permutations
+FORCE_EQUIVARIANCE_TOL = 1e-9  # forces of a transformed geometry against the transformed forces
+FINITE_DIFFERENCE_TOL = 1e-6  # eV/Angstrom: forces against central finite differences of the energy
+GATE_TOL = 1e-13  # a closed-form gate or shift rule against its definition (matrix exponential, derivative)
+FLOAT64_TOL = 1e-12  # one quantity computed two exact ways (strategies, batched vs single, by hand), O(1) values
+METRIC_INVARIANCE_TOL = 1e-8  # relative change of a test metric of an invariant model on a transformed test set
+BROKEN_SYMMETRY = 1e-6  # a model without a symmetry changes at least this much under it (relative)
 
 TEST_DEPTH = 2  # enough layers to exercise the scan; keeps compilation short
 TEST_BATCH = 40  # padded to the 64 bucket: most tests share one compilation per model
@@ -36,6 +39,10 @@ def pytest_configure(config):
     # everything once, later runs of the suite skip XLA compilation.
     os.environ.setdefault("QFF_JAX_CACHE_DIR", str(config.rootpath / ".jax_cache"))
     enable_compilation_cache(os.environ["QFF_JAX_CACHE_DIR"])
+    # Prefect's console log handler keeps the stderr it finds when logging is set up. Set it up now,
+    # under the session's capture: set up inside a test with capsys, it would later write to a closed
+    # stream (and a flow in the next test would fail).
+    import prefect  # noqa: F401
 
 
 # pytest mark -> the command whose absence skips the test (outside CI)
@@ -80,15 +87,42 @@ def simulator_for(molecule: str, **config) -> ExactSimulator:
     return _CACHE[key]
 
 
+def _pyscf_dataset(tmp_path_factory, name: str, **settings) -> str:
+    """A dataset computed for real with PySCF HF/STO-3G (seconds), once per session."""
+    from qff_core.datagen import GenerateConfig, compute_pending, prepare_dataset
+
+    path = tmp_path_factory.mktemp("data") / f"{name}.zarr"
+    config = GenerateConfig(engine="pyscf", method="hf", basis="sto-3g", out=str(path), **settings)
+    assert compute_pending(prepare_dataset(config), config)["n_done"] == config.samples
+    return str(path)
+
+
 @pytest.fixture(scope="session")
 def lih(tmp_path_factory) -> str:
     """10 LiH geometries, HF/STO-3G (PySCF): a 2-qubit model at depth 1, seconds to make."""
-    from qff_core.datagen import GenerateSettings, compute_pending, prepare_dataset
+    return _pyscf_dataset(tmp_path_factory, "lih", molecule="lih", samples=10, temperature_k=1000.0, seed=2)
 
-    path = tmp_path_factory.mktemp("data") / "lih.zarr"
-    settings = GenerateSettings(molecule="lih", engine="pyscf", method="hf", basis="sto-3g", samples=10,
-                                temperature_k=1000.0, seed=2, out=str(path))
-    assert compute_pending(prepare_dataset(settings), settings)["n_done"] == 10
+
+@pytest.fixture(scope="session")
+def h2o(tmp_path_factory) -> str:
+    """40 H2O geometries at 800 K, HF/STO-3G (PySCF): seconds to make, real physics."""
+    return _pyscf_dataset(tmp_path_factory, "h2o", molecule="h2o", samples=40, temperature_k=800.0, seed=3)
+
+
+@pytest.fixture(scope="session")
+def dimer_data(tmp_path_factory) -> str:
+    """8 water-dimer geometries (the S22 dimer, 0.04 A Gaussian displacements), HF/STO-3G by PySCF."""
+    from qff_core.datagen import GenerateConfig, compute_pending
+    from qff_core.store.dataset import Dataset
+
+    path = tmp_path_factory.mktemp("data") / "dimer.zarr"
+    settings = GenerateConfig(molecule="h2o_dimer", engine="pyscf", method="hf", basis="sto-3g", samples=8,
+                              out=str(path))
+    molecule = builtin_molecule("h2o_dimer")
+    dataset = Dataset.create(path, molecule, settings.level(), sampler={"kind": "gaussian", "sigma_a": 0.04})
+    noise = np.random.default_rng(8).normal(0.0, 0.04, (8, molecule.n_atoms, 3))
+    dataset.add_geometries(molecule.positions_a + noise)
+    assert compute_pending(dataset, settings)["n_done"] == 8
     return str(path)
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from qff_core.distributed import (
     ClusterConfig,
-    JobQueueSettings,
+    JobQueueConfig,
     dask_client,
     job_script,
     load_cluster_config,
@@ -65,7 +65,7 @@ def test_bad_cluster_files_say_what_to_fix(tmp_path, text, match):
         ClusterConfig.load(tmp_path / "missing.yaml")
 
 
-JOB = JobQueueSettings(queue="debug", account="proj7", cores=2, processes=2, memory="3GB", walltime="00:05:00",
+JOB = JobQueueConfig(queue="debug", account="proj7", cores=2, processes=2, memory="3GB", walltime="00:05:00",
                        job_extra_directives=["--exclusive"], job_script_prologue=["export OMP_NUM_THREADS=1"],
                        interface="lo", log_directory="logs/dask")
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from qff_core.cli import main
-from qff_core.datagen import GenerateSettings, compute_chunk, compute_pending, prepare_dataset
+from qff_core.datagen import GenerateConfig, compute_chunk, compute_pending, prepare_dataset
 from qff_core.errors import InputError, ResourceError
 from qff_core.store.dataset import Dataset
 
@@ -48,7 +48,7 @@ def test_generate_on_dask_then_resume_without_duplicates(tmp_path, capsys):
 
 
 def test_failed_samples_are_kept_and_recomputed_on_rerun(tmp_path):
-    settings = GenerateSettings(molecule="h2o", engine="pyscf", method="hf", basis="sto-3g", samples=4,
+    settings = GenerateConfig(molecule="h2o", engine="pyscf", method="hf", basis="sto-3g", samples=4,
                                 out=str(tmp_path / "f.zarr"), chunk_size=2)
     ds = prepare_dataset(settings)
     starved = settings.model_copy(update={"max_iterations": 2})  # every SCF stops at 2 iterations
@@ -60,7 +60,7 @@ def test_failed_samples_are_kept_and_recomputed_on_rerun(tmp_path):
 
 
 def test_timed_out_samples_fail_alone_and_are_recomputed_on_rerun(tmp_path):
-    settings = GenerateSettings(molecule="h2o", engine="pyscf", method="hf", basis="6-31g*", samples=3,
+    settings = GenerateConfig(molecule="h2o", engine="pyscf", method="hf", basis="6-31g*", samples=3,
                                 sampler="rotations", chunk_size=3, out=str(tmp_path / "t.zarr"))
     ds = prepare_dataset(settings)
     hurried = settings.model_copy(update={"timeout_s": 0.01})  # an HF/6-31G* gradient takes 0.1-0.3 s
@@ -76,16 +76,16 @@ def test_timed_out_samples_fail_alone_and_are_recomputed_on_rerun(tmp_path):
 def test_bad_requests_fail_before_anything_is_written(tmp_path, monkeypatch):
     out = tmp_path / "bad.zarr"
     with pytest.raises(InputError, match="b3lypx"):
-        prepare_dataset(GenerateSettings(engine="pyscf", method="b3lypx", basis="sto-3g", out=str(out)))
+        prepare_dataset(GenerateConfig(engine="pyscf", method="b3lypx", basis="sto-3g", out=str(out)))
     assert not out.exists()
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(InputError, match="cannot write"):
-        prepare_dataset(GenerateSettings(engine="pyscf", method="hf", basis="sto-3g", out=str(blocker / "d.zarr")))
+        prepare_dataset(GenerateConfig(engine="pyscf", method="hf", basis="sto-3g", out=str(blocker / "d.zarr")))
     monkeypatch.setenv("PATH", str(tmp_path))  # no psi4 to be found
     monkeypatch.setenv("QFF_PSI4_MODE", "executable")  # nor imported, where it would import
     with pytest.raises(ResourceError, match="psi4"):
-        prepare_dataset(GenerateSettings(engine="psi4", method="hf", basis="sto-3g", out=str(out)))
+        prepare_dataset(GenerateConfig(engine="psi4", method="hf", basis="sto-3g", out=str(out)))
     assert not out.exists()
 
 
@@ -106,7 +106,7 @@ def test_generate_with_psi4_on_dask(tmp_path, capsys):
 def test_catalog_record_follows_the_data(tmp_path, capsys):
     import yaml
 
-    from qff_core.store.catalog import catalog_record, dataset_checksum
+    from qff_core.store.catalog import catalog_record
 
     out = tmp_path / "c.zarr"
     first = generate(capsys, out, "--samples", "2", "--workers", "0")
@@ -114,7 +114,7 @@ def test_catalog_record_follows_the_data(tmp_path, capsys):
     assert record["name"] == "c" and record["location"] == str(out) and record["schema_version"] == 1
     assert record["counts"]["n_done"] == 2 and record["checksum"].startswith("sha256:")
     assert record["provenance"]["level_of_theory"]["method"] == "hf"
-    assert record["checksum"] == dataset_checksum(Dataset.open(out))
+    assert record["checksum"] == Dataset.open(out).checksum()
     generate(capsys, out, "--samples", "3", "--workers", "0")
     assert catalog_record(Dataset.open(out))["checksum"] != record["checksum"]
 
@@ -133,7 +133,7 @@ def flow_run_logs(flow_run_id) -> list:
 def test_reference_data_flow_runs_for_real(tmp_path, prefect_server):
     from flows.reference_data import reference_data
 
-    settings = GenerateSettings(molecule="h2o", engine="pyscf", method="hf", basis="sto-3g", samples=4,
+    settings = GenerateConfig(molecule="h2o", engine="pyscf", method="hf", basis="sto-3g", samples=4,
                                 chunk_size=2, out=str(tmp_path / "flow.zarr")).model_dump()
     cluster = tmp_path / "cluster.yaml"
     cluster.write_text("kind: local\nlocal: {n_workers: 1}\n")

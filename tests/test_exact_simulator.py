@@ -6,20 +6,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import FINITE_DIFFERENCE_TOL, TEST_BATCH, simulator_for
+from conftest import FINITE_DIFFERENCE_TOL, FLOAT64_TOL, GATE_TOL, TEST_BATCH, simulator_for
 from dense_reference import PAULI, energy, heisenberg
 from scipy.linalg import expm
 
 from qff_core.audit import random_geometries
 from qff_core.errors import GeometryError, InputError
-from qff_core.execution.exact import enable_x64
-from qff_core.execution.statevector import (
-    apply_exchange,
-    axis_rotation,
-    heisenberg_sum_eig,
-    initial_state,
-    su2_encoding,
-)
+from qff_core.execution.exact.statevector import apply_exchange, initial_state
+from qff_core.execution.gates import axis_rotation, enable_x64, heisenberg_sum_eig, su2_encoding
 from qff_core.models import build_model, init_parameters
 from qff_core.molecules import BUILTIN_NAMES, builtin_molecule
 
@@ -30,7 +24,7 @@ def test_encoding_gate_is_the_closed_form_of_the_exponential(rng):
     for _ in range(20):
         v, alpha = rng.normal(size=3), rng.uniform(-4, 4)
         ref = expm(-0.5j * alpha * sum(c * P for c, P in zip(v, PAULI, strict=True)))
-        assert np.abs(np.asarray(su2_encoding(jnp.asarray(v), alpha)) - ref).max() < 1e-13
+        assert np.abs(np.asarray(su2_encoding(jnp.asarray(v), alpha)) - ref).max() < GATE_TOL
     # At v = 0 the gate is the identity and its derivative is finite.
     assert np.allclose(np.asarray(su2_encoding(jnp.zeros(3), 1.3)), np.eye(2))
     jac = jax.jacfwd(lambda v: jnp.real(su2_encoding(v, 1.3)[0, 1]))(jnp.zeros(3))
@@ -48,18 +42,18 @@ def test_encoding_is_su2_equivariant(rng):
     U = expm(-0.5j * angle * sum(c * P for c, P in zip(axis, PAULI, strict=True)))
     lhs = np.asarray(su2_encoding(jnp.asarray(R @ v), alpha))
     rhs = U @ np.asarray(su2_encoding(jnp.asarray(v), alpha)) @ U.conj().T
-    assert np.abs(lhs - rhs).max() < 1e-13
+    assert np.abs(lhs - rhs).max() < GATE_TOL
 
 
 def test_axis_rotations_and_exchange_closed_forms(rng):
     for axis in range(3):
         a = rng.uniform(-3, 3)
-        assert np.abs(np.asarray(axis_rotation(axis, a)) - expm(-0.5j * a * PAULI[axis])).max() < 1e-14
+        assert np.abs(np.asarray(axis_rotation(axis, a)) - expm(-0.5j * a * PAULI[axis])).max() < GATE_TOL
     J = 2.9  # large J: where expm-based gates lose accuracy
     psi = rng.normal(size=(2, 2, 2)) + 1j * rng.normal(size=(2, 2, 2))
     out = np.asarray(apply_exchange(jnp.asarray(psi), ((0, 2),), J)).reshape(-1)
     ref = expm(-1j * J * heisenberg(0, 2, 3)) @ psi.reshape(-1)
-    assert np.abs(out - ref).max() < 1e-12
+    assert np.abs(out - ref).max() < FLOAT64_TOL
 
 
 def test_orbit_summed_generator_eigendecomposition():
@@ -67,7 +61,7 @@ def test_orbit_summed_generator_eigendecomposition():
     support, lam, vec = heisenberg_sum_eig(pairs)
     h = sum(heisenberg(a, b, 3) for a, b in pairs)
     assert support == [0, 1, 2]
-    assert np.abs(vec @ np.diag(lam) @ vec.T - h).max() < 1e-12
+    assert np.abs(vec @ np.diag(lam) @ vec.T - h).max() < FLOAT64_TOL
     assert sorted(set(np.round(lam, 10))) == [-3.0, 3.0]  # S=1/2 and S=3/2 sectors
 
 
@@ -75,7 +69,7 @@ def test_initial_state_is_a_product_of_singlets():
     model = build_model(builtin_molecule("h2o"), depth=1)
     psi = initial_state(model).reshape(-1)
     singlet = np.array([0, 1, -1, 0]) / np.sqrt(2)
-    assert np.abs(psi - np.kron(singlet, singlet)).max() < 1e-15
+    assert np.abs(psi - np.kron(singlet, singlet)).max() < GATE_TOL
 
 
 @pytest.mark.parametrize(
@@ -97,7 +91,7 @@ def test_jax_simulator_agrees_with_dense_reference(molecule, config, rng):
     E, _ = sim.evaluate(theta, X)
     E_ref = np.array([energy(model, theta, x) for x in X[:3]])
     E = E[:3]
-    assert np.abs(E - E_ref).max() < 1e-12
+    assert np.abs(E - E_ref).max() < FLOAT64_TOL
 
 
 @pytest.mark.parametrize("name, model_kind", [
@@ -125,7 +119,7 @@ def test_forces_are_minus_the_gradient(name, model_kind, rng):
         fd = -(plus - minus).reshape(n_atoms, 3) / (2 * h)
         assert np.abs(fd - f[0]).max() < FINITE_DIFFERENCE_TOL
     # The model depends on relative vectors only: no net force.
-    assert np.abs(F.sum(axis=1)).max() < 1e-12
+    assert np.abs(F.sum(axis=1)).max() < FLOAT64_TOL
 
 
 @pytest.mark.parametrize("model_kind", ["invariant", "generic"])
@@ -137,7 +131,7 @@ def test_one_at_a_time_equals_batched(model_kind, rng):
     single = jax.jit(sim.energy_fn)
     one_by_one = np.array([float(single(theta, jnp.asarray(x))) for x in X[:5]])
     batched = batched[:5]
-    assert np.abs(batched - one_by_one).max() < 1e-13
+    assert np.abs(batched - one_by_one).max() < GATE_TOL
 
 
 def test_energy_scale_and_offset_are_the_output_map(rng):
@@ -185,4 +179,4 @@ def test_every_strategy_and_unrolling_gives_the_same_numbers(molecule, config, r
     E0, F0 = simulator_for(molecule, **config).evaluate(theta, X)
     for strategy, unroll in (("dense", True), ("dense", False), ("tensor", True), ("tensor", False)):
         E, F = compile_exact(model, strategy=strategy, unroll=unroll).evaluate(theta, X)
-        assert np.abs(E - E0).max() < 1e-12 and np.abs(F - F0).max() < 1e-11, (strategy, unroll)
+        assert np.abs(E - E0).max() < FLOAT64_TOL and np.abs(F - F0).max() < 10 * FLOAT64_TOL, (strategy, unroll)

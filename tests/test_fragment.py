@@ -11,18 +11,17 @@ import json
 
 import numpy as np
 import pytest
-from conftest import ENERGY_INVARIANCE_TOL, FINITE_DIFFERENCE_TOL, FORCE_EQUIVARIANCE_TOL, simulator_for
+from conftest import ENERGY_INVARIANCE_TOL, FINITE_DIFFERENCE_TOL, FLOAT64_TOL, FORCE_EQUIVARIANCE_TOL, simulator_for
 
 from qff_core.audit import audit_model, random_geometries
 from qff_core.cli import main
-from qff_core.datagen import GenerateSettings, compute_pending
 from qff_core.errors import ModelBuildError
 from qff_core.evaluation import evaluate_run
 from qff_core.execution.exact import compile_exact
 from qff_core.models import FragmentModel, build_model, init_parameters
 from qff_core.molecules import builtin_molecule, make_molecule
-from qff_core.store.dataset import Dataset
-from qff_core.training import TrainConfig, open_run, train
+from qff_core.run import TrainConfig, open_run
+from qff_core.training import train
 
 DEPTH = 1  # small programs: the whole file compiles a handful of them
 BATCH = 12  # 12 geometries x 5 audit copies, and 1 + 36 finite-difference rows: both the 64 bucket
@@ -68,9 +67,9 @@ def test_energies_and_forces_are_the_sub_models_summed_by_hand(sim, rng):
     e, f = pair.evaluate(theta[model.pair_slice], X[:, atoms])
     E_hand += e
     F_hand[:, atoms] += f
-    assert np.abs(E - E_hand).max() < 1e-12
-    assert np.abs(F - F_hand).max() < 1e-12
-    assert np.abs(F.sum(axis=1)).max() < 1e-12  # relative vectors only: no net force
+    assert np.abs(E - E_hand).max() < FLOAT64_TOL
+    assert np.abs(F - F_hand).max() < FLOAT64_TOL
+    assert np.abs(F.sum(axis=1)).max() < FLOAT64_TOL  # relative vectors only: no net force
 
 
 def test_invariant_under_rotation_translation_and_the_dimer_group(sim):
@@ -93,20 +92,6 @@ def test_forces_are_minus_the_finite_difference_gradient(sim, rng):
     E, F = sim.evaluate(theta, np.concatenate([x[None], x + steps, x - steps]))
     fd = -(E[1 : 1 + len(steps)] - E[1 + len(steps) :]).reshape(n_atoms, 3) / (2 * h)
     assert np.abs(fd - F[0]).max() < FINITE_DIFFERENCE_TOL
-
-
-@pytest.fixture(scope="module")
-def dimer_data(tmp_path_factory) -> str:
-    """8 water-dimer geometries (the S22 dimer, 0.04 A Gaussian displacements), HF/STO-3G by PySCF."""
-    path = tmp_path_factory.mktemp("data") / "dimer.zarr"
-    settings = GenerateSettings(molecule="h2o_dimer", engine="pyscf", method="hf", basis="sto-3g", samples=8,
-                                out=str(path))
-    molecule = builtin_molecule("h2o_dimer")
-    dataset = Dataset.create(path, molecule, settings.level(), sampler={"kind": "gaussian", "sigma_a": 0.04})
-    noise = np.random.default_rng(8).normal(0.0, 0.04, (8, molecule.n_atoms, 3))
-    dataset.add_geometries(molecule.positions_a + noise)
-    assert compute_pending(dataset, settings)["n_done"] == 8
-    return str(path)
 
 
 def test_a_short_training_run_reduces_the_loss_and_evaluates(dimer_data, tmp_path):
@@ -137,8 +122,8 @@ def test_model_show_describes_both_sub_models(capsys):
 
 
 def test_clear_errors_where_the_fragment_model_cannot_run(sim):
-    from qff_core.execution.executors import get_executor
-    from qff_core.execution.qiskit_circuits import compile_qiskit
+    from qff_core.execution.qiskit.compiler import compile_qiskit
+    from qff_core.execution.registry import get_executor
 
     with pytest.raises(ModelBuildError, match="exact executor only"):
         compile_qiskit(sim.model)

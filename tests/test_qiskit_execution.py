@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import simulator_for
+from conftest import FLOAT64_TOL, simulator_for
+from scripted import ScriptedEvaluator, ScriptedJobs
 
 from qff_core.audit import random_geometries
-from qff_core.execution.qiskit_circuits import compile_qiskit, encode_coefficients, transpile_for
-from qff_core.execution.shift import Request
-from qff_core.execution.shift_rules import HEISENBERG_PAIR, PAULI_ROTATION, ShiftRule, frequency_rule
+from qff_core.execution.gates import HEISENBERG_PAIR, PAULI_ROTATION, ShiftRule, frequency_rule
+from qff_core.execution.qiskit.angles import encode_coefficients
+from qff_core.execution.qiskit.compiler import compile_qiskit, transpile_for
+from qff_core.execution.shift.planner import Request
 from qff_core.models import init_parameters
 
 SHIFT_TOL = 1e-8  # parameter shift on exact Aer vs autodiff of the exact simulator (float64)
@@ -52,8 +54,8 @@ def test_encoding_coefficients_are_finite_and_exact_on_the_z_axis():
     import jax
     import jax.numpy as jnp
 
-    from qff_core.execution.qiskit_circuits import encode_angles
-    from qff_core.execution.statevector import axis_rotation, su2_encoding
+    from qff_core.execution.gates import axis_rotation, su2_encoding
+    from qff_core.execution.qiskit.angles import encode_angles
 
     def z_of(u):  # <Z> of U|+>
         a, b = (u[0, 0] + u[0, 1]) / np.sqrt(2), (u[1, 0] + u[1, 1]) / np.sqrt(2)
@@ -74,7 +76,7 @@ def test_encoding_coefficients_are_finite_and_exact_on_the_z_axis():
         angles = np.asarray(encode_angles(jnp.asarray(1.3), jnp.asarray(x)))
         d = [sum(cf * float(z_after(angles + sh * np.eye(5)[i]))
                  for sh, cf in zip(PAULI_ROTATION.shifts, PAULI_ROTATION.coeffs, strict=True)) for i in range(5)]
-        assert np.abs(np.asarray(d) @ c - np.asarray(grad_exact(jnp.asarray(x)))).max() < 1e-12
+        assert np.abs(np.asarray(d) @ c - np.asarray(grad_exact(jnp.asarray(x)))).max() < FLOAT64_TOL
 
 
 def test_shift_rules_are_exact_for_their_frequencies():
@@ -91,11 +93,11 @@ def test_shift_rules_are_exact_for_their_frequencies():
             return sum(w * (-ai[0] * np.sin(w * t) + ai[1] * np.cos(w * t)) for ai, w in zip(a, freqs, strict=True))
 
         est = sum(c * f(p + s) for s, c in zip(rule.shifts, rule.coeffs, strict=True))
-        assert abs(est - df(p)) < 1e-12
+        assert abs(est - df(p)) < FLOAT64_TOL
         second = rule.compose(rule)
         est2 = sum(c * f(p + s) for s, c in zip(second.shifts, second.coeffs, strict=True))
         d2 = -sum(w * w * (ai[0] * np.cos(w * p) + ai[1] * np.sin(w * p)) for ai, w in zip(a, freqs, strict=True))
-        assert abs(est2 - d2) < 1e-11
+        assert abs(est2 - d2) < 10 * FLOAT64_TOL
     assert isinstance(PAULI_ROTATION.compose(PAULI_ROTATION), ShiftRule)
 
 
@@ -110,7 +112,7 @@ def dask_client():
         yield client
 
 
-LOSS = {"energy_scale_ev": 0.7, "force_scale_ev_per_a": 1.3}
+SCALES = {"energy_scale_ev": 0.7, "force_scale_ev_per_a": 1.3}
 
 
 @pytest.mark.parametrize(("molecule", "config"), [*CASES, NH3_CASE])
@@ -120,8 +122,10 @@ def test_parameter_shift_equals_exact_autodiff(molecule, config, dask_client, rn
     NH3 (orbit-summed generators, 6 qubits) checks the energy loss only: compiling the exact
     force-loss gradient of a 6-qubit model costs ~40 s, and the second-order path is the same code.
     """
-    from qff_core.execution.executors import ExactExecutor, get_executor
-    from qff_core.execution.shift import Batching
+    from qff_core.execution.exact.executor import ExactExecutor
+    from qff_core.execution.registry import get_executor
+    from qff_core.execution.shift.planner import Batching
+    from qff_core.loss import Loss
 
     sim = simulator_for(molecule, **config)
     model = sim.model
@@ -138,8 +142,8 @@ def test_parameter_shift_equals_exact_autodiff(molecule, config, dask_client, rn
     # The energy loss alone, then a mixed one (its force part follows by linearity).
     losses = [{"w_energy": 1.0, "w_forces": 0.0}, {"w_energy": 0.3, "w_forces": 0.7, "energy_shift_ev": 0.2}]
     for weights in losses[:1] if molecule == "nh3" else losses:
-        loss, grad = aer.loss_and_grad(theta, X, E_ref, F_ref, **weights, **LOSS)
-        loss0, grad0 = exact.loss_and_grad(theta, X, E_ref, F_ref, **weights, **LOSS)
+        loss, grad = aer.loss_and_grad(theta, X, E_ref, F_ref, Loss(**weights, **SCALES))
+        loss0, grad0 = exact.loss_and_grad(theta, X, E_ref, F_ref, Loss(**weights, **SCALES))
         assert abs(loss - loss0) < SHIFT_TOL, weights
         assert np.abs(grad - grad0).max() < SHIFT_TOL, weights
         assert np.any(grad0 != 0)
@@ -147,8 +151,8 @@ def test_parameter_shift_equals_exact_autodiff(molecule, config, dask_client, rn
 
 
 def test_shot_estimates_lie_within_five_standard_errors(rng):
-    from qff_core.execution.executors import get_executor
-    from qff_core.execution.shift import Request
+    from qff_core.execution.registry import get_executor
+    from qff_core.execution.shift.planner import Request
 
     sim = simulator_for("h2o", depth=1)
     model = sim.model
@@ -166,8 +170,8 @@ def test_shot_estimates_lie_within_five_standard_errors(rng):
 
 
 def test_planned_gradient_counts_follow_the_formula(rng):
-    from qff_core.execution.qiskit_circuits import compile_qiskit
-    from qff_core.execution.shift import Batching, Request, plan_shifts
+    from qff_core.execution.qiskit.compiler import compile_qiskit
+    from qff_core.execution.shift.planner import Batching, Request, plan_shifts
 
     model = simulator_for("h2o", depth=1).model
     q = compile_qiskit(model)
@@ -194,8 +198,8 @@ def test_planned_gradient_counts_follow_the_formula(rng):
 
 @pytest.mark.parametrize(("molecule", "config"), [*CASES, NH3_CASE])
 def test_counts_from_structure_equal_the_plan(molecule, config, rng):
-    from qff_core.execution.qiskit_circuits import compile_qiskit
-    from qff_core.execution.shift import Batching, Request, count_shifts, plan_shifts
+    from qff_core.execution.qiskit.compiler import compile_qiskit
+    from qff_core.execution.shift.planner import Batching, Request, count_shifts, plan_shifts
 
     model = simulator_for(molecule, **config).model
     q = compile_qiskit(model)
@@ -209,16 +213,27 @@ def test_counts_from_structure_equal_the_plan(molecule, config, rng):
 
 def test_executor_registry():
     from qff_core.errors import InputError
-    from qff_core.execution.executors import Executor, found, get_executor
+    from qff_core.execution import ExecutorConfig, executor_names, executor_spec, found, get_executor
+    from qff_core.execution.base import Executor
+    from qff_core.reference import found as engines_found
 
-    assert found() == {"exact": None, "aer": None, "ibm": None}
-    with pytest.raises(InputError, match="unknown executor"):
+    available = found()
+    assert set(available) == {"exact", "aer", "ibm"} and all(ok for ok, _ in available.values())
+    assert all(isinstance(ok, bool) and isinstance(why, str) for ok, why in [*available.values(),
+                                                                            *engines_found().values()])
+    assert executor_names(uses_dask=True) == ("aer",) and executor_names(remote=True) == ("ibm",)
+    assert executor_spec("exact").exact and executor_spec("ibm").qpu and not executor_spec("aer").qpu
+    with pytest.raises(InputError, match="unknown executor 'qpu'; choose one of exact, aer, ibm"):
         get_executor("qpu", simulator_for("lih", depth=1).model)
+    with pytest.raises(ValueError, match="unknown executor"):
+        ExecutorConfig(name="qpu")
+    with pytest.raises(InputError, match="only aer do"):
+        executor_spec("ibm").refuse_cluster()
     assert isinstance(get_executor("exact", simulator_for("lih", depth=1).model), Executor)
 
 
 def test_noise_model_from_a_fake_backend_moves_the_energies(rng):
-    from qff_core.execution.executors import get_executor
+    from qff_core.execution.registry import get_executor
 
     sim = simulator_for("lih", depth=1)
     theta = init_parameters(sim.model, seed=4, strategy="random")
@@ -231,8 +246,8 @@ def test_noise_model_from_a_fake_backend_moves_the_energies(rng):
 @pytest.mark.parametrize("backend", ["aer", "FakeManilaV2"])
 def test_ibm_executor_in_local_testing_mode(backend, rng):
     """qiskit-ibm-runtime's client-side Estimator, local testing mode: ideal or a fake device."""
-    from qff_core.execution.executors import get_executor
-    from qff_core.execution.ibm import ibm_backend, runtime_mode
+    from qff_core.execution.qiskit.ibm import ibm_backend, runtime_mode
+    from qff_core.execution.registry import get_executor
 
     sim = simulator_for("lih", depth=1)
     theta = init_parameters(sim.model, seed=4, strategy="random")
@@ -255,7 +270,7 @@ def test_runtime_session_is_closed_on_success_and_on_error():
     """Real Session and Batch objects of the runtime (local mode: a fake backend, no network)."""
     from qiskit_ibm_runtime.fake_provider import FakeManilaV2
 
-    from qff_core.execution.ibm import runtime_mode
+    from qff_core.execution.qiskit.ibm import runtime_mode
 
     with runtime_mode(FakeManilaV2(), "session") as session:
         assert session._active
@@ -266,75 +281,33 @@ def test_runtime_session_is_closed_on_success_and_on_error():
     assert not batch._active and type(batch).__name__ == "Batch"
 
 
-class _Scripted:
-    """An evaluator that fails in the modes a test asks for, then returns zeros."""
-
-    def __init__(self, failures: list[Exception]) -> None:
-        self.failures = list(failures)
-        self.calls = 0
-
-    def run(self, program, values, seed):
-        self.calls += 1
-        if self.failures:
-            raise self.failures.pop(0)
-        return [(np.zeros(len(v)), np.zeros(len(v))) for v in values]
-
-
-class _ScriptedJobs(_Scripted):
-    """The submit/collect form (remote jobs): the failure shows when the result is collected."""
-
-    def __init__(self, failures: list[Exception], server: dict | None = None) -> None:
-        super().__init__(failures)
-        self.server = {} if server is None else server  # job id -> job, outlives a "killed" run
-        self.attached: list[str] = []
-
-    def submit(self, program, values, seed):
-        self.calls += 1
-        job = (self.failures.pop(0) if self.failures else None, values)
-        self.server[f"job-{len(self.server)}"] = job
-        return job
-
-    def job_id(self, job):
-        return next(k for k, v in self.server.items() if v is job)
-
-    def attach(self, job_id):
-        self.attached.append(job_id)
-        return self.server[job_id]
-
-    def collect(self, job):
-        error, values = job
-        if error is not None:
-            raise error
-        return [(np.zeros(len(v)), np.zeros(len(v))) for v in values]
-
-
-@pytest.mark.parametrize("scripted", [_Scripted, _ScriptedJobs])
+@pytest.mark.parametrize("scripted", [ScriptedEvaluator, ScriptedJobs])
 def test_transient_job_failures_are_retried_and_others_are_not(scripted, rng):
     from qff_core.errors import EngineError, TransientError
-    from qff_core.execution.fanout import RetryPolicy, run_plan
-    from qff_core.execution.qiskit_circuits import compile_qiskit
-    from qff_core.execution.shift import plan_shifts
+    from qff_core.execution.qiskit.compiler import compile_qiskit
+    from qff_core.execution.shift.fanout import RetryPolicy, run_plan
+    from qff_core.execution.shift.planner import plan_shifts
 
     model = simulator_for("lih", depth=1).model
     plan = plan_shifts(compile_qiskit(model), init_parameters(model), random_geometries(model, 2, rng))
     retry = RetryPolicy(attempts=3, delays_s=(0.0,))
-    flaky = scripted([TransientError("queue timeout")])
+    flaky = scripted({1: TransientError("queue timeout")})
     evs, _ = run_plan(plan, flaky, program=None, retry=retry)
     assert flaky.calls == plan.n_chunks + 1 and evs.shape == (plan.n_rows,)
-    broken = scripted([EngineError("bad circuit")])
+    broken = scripted({1: EngineError("bad circuit")})
     with pytest.raises(EngineError):
         run_plan(plan, broken, program=None, retry=retry)
     assert broken.calls == 1
-    down = scripted([TransientError("network")] * 5)
+    down = scripted({n: TransientError("network") for n in range(1, 6)})
     with pytest.raises(TransientError):
         run_plan(plan, down, program=None, retry=retry)
 
 
 def test_a_killed_run_reattaches_to_its_recorded_jobs(tmp_path, rng):
-    from qff_core.execution.fanout import RetryPolicy, run_plan
-    from qff_core.execution.journal import JobJournal
-    from qff_core.execution.qiskit_circuits import compile_qiskit
-    from qff_core.execution.shift import Batching, plan_shifts
+    from qff_core.execution.qiskit.compiler import compile_qiskit
+    from qff_core.execution.shift.fanout import RetryPolicy, run_plan
+    from qff_core.execution.shift.journal import JobJournal
+    from qff_core.execution.shift.planner import Batching, plan_shifts
 
     model = simulator_for("lih", depth=1).model
     q = compile_qiskit(model)
@@ -347,28 +320,27 @@ def test_a_killed_run_reattaches_to_its_recorded_jobs(tmp_path, rng):
         pass
 
     server: dict = {}
-    first = _ScriptedJobs([], server)
-    first.collect = lambda job: (_ for _ in ()).throw(KilledError())  # the process dies while waiting
+    first = ScriptedJobs({1: KilledError()}, server=server)  # the process dies while waiting
     with pytest.raises(KilledError):
         run_plan(plan, first, program=None, retry=retry, journal=journal)
     assert first.calls == plan.n_chunks == 3 and len(journal.load()) == 3  # all submitted and recorded
 
-    second = _ScriptedJobs([], server)
+    second = ScriptedJobs(server=server)
     evs, _ = run_plan(plan, second, program=None, retry=retry, journal=journal)
     assert second.calls == 0 and sorted(second.attached) == sorted(journal.load().values())
     assert evs.shape == (plan.n_rows,)
     other = plan_shifts(q, init_parameters(model, seed=1), X, forces, three)
-    third = _ScriptedJobs([], server)
+    third = ScriptedJobs(server=server)
     run_plan(other, third, program=None, retry=retry, journal=journal)  # different rows: new jobs
     assert third.calls == 3 and not third.attached
 
 
 def test_a_job_that_failed_on_the_backend_is_forgotten_and_resubmitted(tmp_path, rng):
     from qff_core.errors import EngineError
-    from qff_core.execution.fanout import RetryPolicy, run_plan
-    from qff_core.execution.journal import JobJournal
-    from qff_core.execution.qiskit_circuits import compile_qiskit
-    from qff_core.execution.shift import Batching, plan_shifts
+    from qff_core.execution.qiskit.compiler import compile_qiskit
+    from qff_core.execution.shift.fanout import RetryPolicy, run_plan
+    from qff_core.execution.shift.journal import JobJournal
+    from qff_core.execution.shift.planner import Batching, plan_shifts
 
     model = simulator_for("lih", depth=1).model
     plan = plan_shifts(compile_qiskit(model), init_parameters(model), random_geometries(model, 3, rng), Request(),
@@ -377,10 +349,10 @@ def test_a_job_that_failed_on_the_backend_is_forgotten_and_resubmitted(tmp_path,
     journal = JobJournal(tmp_path / "jobs.json")
     retry = RetryPolicy(attempts=3, delays_s=(0.0,))
     server: dict = {}
-    failing = _ScriptedJobs([EngineError("job failed on the backend")], server)
+    failing = ScriptedJobs({1: EngineError("job failed on the backend")}, server=server)
     with pytest.raises(EngineError):
         run_plan(plan, failing, program=None, retry=retry, journal=journal)
     assert failing.calls == 3 and len(journal.load()) == 2  # not retried; its record dropped, the others kept
-    rerun = _ScriptedJobs([], server)
+    rerun = ScriptedJobs(server=server)
     run_plan(plan, rerun, program=None, retry=retry, journal=journal)
     assert rerun.calls == 1 and len(rerun.attached) == 2

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scripted import ScriptedJobs
 
 from qff_core.cli import main
-from qff_core.distributed import ClusterConfig, LocalSettings
+from qff_core.distributed import ClusterConfig, LocalClusterConfig
+from qff_core.run import TrainConfig
 from qff_core.store.checkpoint import latest_checkpoint, read_checkpoint
-from qff_core.training import TrainConfig, train
+from qff_core.training import train
 
 PARAM_TOL = 1e-8  # one Adam step on exact Aer (parameter shift) vs the fused JAX step
 
@@ -31,7 +33,7 @@ def last(run_dir: Path) -> dict[str, np.ndarray]:
 
 def test_a_step_on_exact_aer_fanned_out_on_dask_equals_the_exact_step(lih, tmp_path):
     exact = train(tmp_path / "exact", config(lih))
-    cluster = ClusterConfig(local=LocalSettings(n_workers=2, processes=False))
+    cluster = ClusterConfig(local=LocalClusterConfig(n_workers=2, processes=False))
     aer = train(tmp_path / "aer", config(lih, "aer"), cluster=cluster)
     assert aer["executor"]["name"] == "aer" and aer["step"] == exact["step"] == 2
     a, b = last(tmp_path / "exact"), last(tmp_path / "aer")
@@ -44,7 +46,7 @@ def test_a_step_on_exact_aer_fanned_out_on_dask_equals_the_exact_step(lih, tmp_p
 def test_frozen_parameters_stay_at_their_initial_values(lih, tmp_path):
     """The exact step masks frozen gradients as the executors do (it used to move them)."""
     from qff_core.models import init_parameters
-    from qff_core.training import open_run
+    from qff_core.run import open_run
 
     cfg = config(lih, model={"depth": 1, "symmetry_breaking": "frozen"})
     train(tmp_path / "run", cfg)
@@ -76,49 +78,22 @@ class KilledError(BaseException):
     """The process dies (not an Exception: nothing in the trainer may catch it)."""
 
 
-class RemoteAer:
-    """IBM Runtime's job interface (submit, job_id, attach, collect) over exact Aer, with a job store
-    that outlives a killed client, failing in the modes a test asks for (QCEngine's failure engine)."""
+def remote_aer(server: dict, failures: dict[int, BaseException] | None = None) -> ScriptedJobs:
+    """IBM Runtime's job interface over exact Aer."""
+    from qff_core.execution.qiskit.aer import AerEvaluator
 
-    def __init__(self, server: dict, failures: dict[int, BaseException] | None = None) -> None:
-        from qff_core.execution.aer import AerEvaluator
-
-        self.aer = AerEvaluator()
-        self.server = server  # job id -> results
-        self.failures = dict(failures or {})  # collect call number (1-based) -> what it raises
-        self.submitted: list[str] = []
-        self.attached: list[str] = []
-        self.collects = 0
-
-    def submit(self, program, values, seed):
-        job_id = f"job-{len(self.server)}"
-        self.server[job_id] = self.aer.run(program, values, seed)
-        self.submitted.append(job_id)
-        return job_id
-
-    def job_id(self, job):
-        return job
-
-    def attach(self, job_id):
-        self.attached.append(job_id)
-        return job_id
-
-    def collect(self, job):
-        self.collects += 1
-        if self.collects in self.failures:
-            raise self.failures.pop(self.collects)
-        return self.server[job]
+    return ScriptedJobs(failures, server=server, inner=AerEvaluator())
 
 
-def remote_executor(lih_model_config: TrainConfig, evaluator: RemoteAer):
-    from qff_core.execution.executors import ShiftExecutor
-    from qff_core.execution.fanout import RetryPolicy
-    from qff_core.execution.qiskit_circuits import compile_qiskit
+def remote_executor(lih_model_config: TrainConfig, evaluator: ScriptedJobs):
+    from qff_core.execution.qiskit.compiler import compile_qiskit
+    from qff_core.execution.shift.executor import ShiftExecutor
+    from qff_core.execution.shift.fanout import RetryPolicy
     from qff_core.models import build_model
     from qff_core.molecules import load_molecule
 
     qmodel = compile_qiskit(build_model(load_molecule("lih"), lih_model_config.model))
-    return ShiftExecutor(name="ibm", qmodel=qmodel, evaluator=evaluator, program=evaluator.aer.prepare(qmodel),
+    return ShiftExecutor(name="ibm", qmodel=qmodel, evaluator=evaluator, program=evaluator.inner.prepare(qmodel),
                          retry=RetryPolicy(attempts=3, delays_s=(0.0,)))
 
 
@@ -130,7 +105,7 @@ def uninterrupted(lih, tmp_path_factory) -> dict[str, np.ndarray]:
     """Five steps with remote jobs that never fail: one job per step."""
     run_dir = tmp_path_factory.mktemp("remote") / "run"
     cfg = config(lih, **REMOTE)
-    evaluator = RemoteAer({})
+    evaluator = remote_aer({})
     summary = train(run_dir, cfg, executor=remote_executor(cfg, evaluator))
     assert len(evaluator.submitted) == 5 and summary["executor"]["job_journal"]["jobs"] == 5
     return last(run_dir)
@@ -139,14 +114,14 @@ def uninterrupted(lih, tmp_path_factory) -> dict[str, np.ndarray]:
 def test_a_killed_run_resumes_and_reattaches_to_the_jobs_it_submitted(lih, tmp_path, uninterrupted):
     cfg = config(lih, **REMOTE)
     server: dict = {}
-    dying = RemoteAer(server, {4: KilledError()})  # killed while waiting for step 4's job
+    dying = remote_aer(server, {4: KilledError()})  # killed while waiting for step 4's job
     with pytest.raises(KilledError):
         train(tmp_path / "run", cfg, executor=remote_executor(cfg, dying))
     assert read_checkpoint(latest_checkpoint(tmp_path / "run" / "checkpoints")).step == 2
     journal = json.loads((tmp_path / "run" / "checkpoints" / "jobs.json").read_text())
     assert sorted(journal.values()) == dying.submitted == ["job-0", "job-1", "job-2", "job-3"]
 
-    again = RemoteAer(server)
+    again = remote_aer(server)
     summary = train(tmp_path / "run", cfg, resume=True, executor=remote_executor(cfg, again))
     assert again.attached == ["job-2", "job-3"]  # steps 3 and 4: paid once, re-attached
     assert again.submitted == ["job-4"]  # step 5, new
@@ -161,7 +136,7 @@ def test_a_transient_failure_is_retried_with_the_same_result(lih, tmp_path, unin
     from qff_core.errors import TransientError
 
     cfg = config(lih, **REMOTE)
-    flaky = RemoteAer({}, {2: TransientError("queue timeout")})
+    flaky = remote_aer({}, {2: TransientError("queue timeout")})
     train(tmp_path / "run", cfg, executor=remote_executor(cfg, flaky))
     assert len(flaky.submitted) == 6  # step 2's chunk was submitted again
     assert np.array_equal(last(tmp_path / "run")["opt_params"], uninterrupted["opt_params"])
@@ -172,14 +147,14 @@ def test_a_permanent_failure_stops_with_the_checkpoint_intact(lih, tmp_path, uni
 
     cfg = config(lih, **{**REMOTE, "checkpoint_every": 4})
     server: dict = {}
-    broken = RemoteAer(server, {3: EngineError("job failed on the backend: bad circuit")})
+    broken = remote_aer(server, {3: EngineError("job failed on the backend: bad circuit")})
     with pytest.raises(ExecutionError, match=r"step 3 failed .*bad circuit.*checkpointed at step 2.*--resume"):
         train(tmp_path / "run", cfg, executor=remote_executor(cfg, broken))
     assert len(broken.submitted) == 3 and broken.collects == 3  # no retry of a permanent failure
     assert read_checkpoint(latest_checkpoint(tmp_path / "run" / "checkpoints")).step == 2  # the steps done
     assert "job-2" not in json.loads((tmp_path / "run" / "checkpoints" / "jobs.json").read_text()).values()
 
-    fixed = RemoteAer(server)
+    fixed = remote_aer(server)
     train(tmp_path / "run", cfg, resume=True, executor=remote_executor(cfg, fixed))
     assert fixed.attached == [] and fixed.submitted == ["job-3", "job-4", "job-5"]  # the failed job is resubmitted
     assert np.array_equal(last(tmp_path / "run")["opt_params"], uninterrupted["opt_params"])
@@ -214,19 +189,19 @@ def test_a_training_step_runs_in_an_ibm_runtime_session_and_stores_no_token(lih,
 def test_executor_settings_are_checked_and_old_runs_still_read():
     from pydantic import ValidationError
 
-    from qff_core.execution.settings import ExecutorSettings
+    from qff_core.execution.config import ExecutorConfig
 
     old = TrainConfig.model_validate({"dataset": "d.zarr", "executor": "exact"})  # run.json before executor options
-    assert old.executor == ExecutorSettings() and old.fingerprint() == TrainConfig(dataset="d.zarr").fingerprint()
+    assert old.executor == ExecutorConfig() and old.fingerprint() == TrainConfig(dataset="d.zarr").fingerprint()
     for bad, message in (({"name": "exact", "shots": 10}, "does not take shots"),
                          ({"name": "aer", "precision": 0.01}, "give shots instead"),
                          ({"name": "ibm"}, "needs a backend"),
                          ({"name": "ibm", "backend": "aer", "shots": 10, "precision": 0.1}, "not both")):
         with pytest.raises(ValidationError, match=message):
-            ExecutorSettings.model_validate(bad)
-    a = ExecutorSettings(name="ibm", backend="ibm_fez", instance="crn:a", retry_attempts=5)
-    assert a.fingerprint() == ExecutorSettings(name="ibm", backend="ibm_fez").fingerprint()  # operational only
-    assert a.fingerprint() != ExecutorSettings(name="ibm", backend="ibm_torino").fingerprint()
+            ExecutorConfig.model_validate(bad)
+    a = ExecutorConfig(name="ibm", backend="ibm_fez", instance="crn:a", retry_attempts=5)
+    assert a.fingerprint() == ExecutorConfig(name="ibm", backend="ibm_fez").fingerprint()  # operational only
+    assert a.fingerprint() != ExecutorConfig(name="ibm", backend="ibm_torino").fingerprint()
 
 
 # ----------------------------------------------------------------------------- cost before submission

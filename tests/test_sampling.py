@@ -9,7 +9,6 @@ from qff_core.errors import ConvergenceError, InputError
 from qff_core.molecules import builtin_molecule
 from qff_core.reference import CalculationRequest, get_engine
 from qff_core.sampling import (
-    BOLTZMANN_EV_PER_K,
     bond_scan,
     finite_difference_hessian,
     masses_amu,
@@ -19,6 +18,7 @@ from qff_core.sampling import (
     rigid_rotations,
     thermal_samples,
 )
+from qff_core.units import BOLTZMANN_EV_PER_K
 
 H2O = builtin_molecule("h2o")
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qff_core.datagen import GenerateSettings, compute_pending, prepare_dataset
-from qff_core.distributed import ClusterConfig, JobQueueSettings, dask_client
+from qff_core.datagen import GenerateConfig, compute_pending, prepare_dataset
+from qff_core.distributed import ClusterConfig, JobQueueConfig, dask_client
 from qff_core.store.dataset import Dataset
 
 SLURM_WORKER_TIMEOUT_S = 120  # 2 one-core jobs connect in 2-5 s on an idle node
@@ -25,13 +25,13 @@ pytestmark = pytest.mark.slurm
 
 def _slurm_config(tmp_path: Path) -> ClusterConfig:
     """Two one-core SLURM jobs, one worker each; scheduler and workers on the loopback interface."""
-    return ClusterConfig(kind="slurm", jobs=2, worker_timeout_s=SLURM_WORKER_TIMEOUT_S, jobqueue=JobQueueSettings(
+    return ClusterConfig(kind="slurm", jobs=2, worker_timeout_s=SLURM_WORKER_TIMEOUT_S, jobqueue=JobQueueConfig(
         cores=1, processes=1, memory="1GB", walltime="00:10:00", interface="lo",
         log_directory=str(tmp_path / "logs"), local_directory=str(tmp_path / "scratch")))
 
 
 def test_reference_data_on_slurm_matches_an_in_process_run(tmp_path):
-    settings = GenerateSettings(molecule="h2o", engine="pyscf", method="hf", basis="sto-3g", samples=4,
+    settings = GenerateConfig(molecule="h2o", engine="pyscf", method="hf", basis="sto-3g", samples=4,
                                 sampler="rotations", chunk_size=1, timeout_s=None, out=str(tmp_path / "here.zarr"))
     here = prepare_dataset(settings)
     shutil.copytree(here.path, tmp_path / "slurm.zarr")

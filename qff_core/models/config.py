@@ -13,7 +13,8 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: Literal["invariant", "generic", "fragment"] = "invariant"
+    model: Literal["invariant", "generic", "fragment"] = Field(
+        "invariant", description="invariant siVQLM, generic baseline, or fragment model (monomer + pair siVQLMs)")
     depth: int = Field(6, ge=0, le=64, description="trainable layers D (D+1 encoding layers)")
     blocks: int = Field(1, ge=1, le=16, description="repetitions B of each trainable block")
     rep: int = Field(2, ge=1, le=8, description="qubits (copies) per encoded atom")

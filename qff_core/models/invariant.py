@@ -66,24 +66,16 @@ def _is_matching(pairs: Sequence[Pair]) -> bool:
     return len(qubits) == len(set(qubits))
 
 
-def build_invariant(molecule: MoleculeSpec, config: ModelConfig | None = None) -> Model:
-    """Build the siVQLM of ``molecule``; the IR is exactly invariant by construction."""
-    cfg = config or ModelConfig()
-    active = molecule.active_atoms
-    na = len(active)
-    if na == 0:
-        raise ModelBuildError(f"{molecule.name} has no atom to encode: a single atom has no geometry")
-    rep, depth = cfg.rep, cfg.depth
-    position = {atom: i for i, atom in enumerate(active)}
+def _singlet_pairing(atom_group: PermutationGroup, atom_gens: list[Permutation], rep: int,
+                     na: int) -> tuple[list[Pair], dict[int, int], list | None, PermutationGroup]:
+    """Singlets (inter-atom within each copy when the group leaves such a matching invariant, else the
+    copies of one atom, with an ancilla per leftover copy), the ancillas, the inter-atom matching (or
+    None) and the group acting on qubits (copy k of active atom i is qubit k * na + i)."""
 
     def qubit(i: int, k: int) -> int:
         return k * na + i
 
     n_data = rep * na
-    atom_gens: list[Permutation] = [tuple(position[g[a]] for a in active) for g in molecule.group.generators]
-    atom_group = PermutationGroup(na, tuple(atom_gens))
-
-    # --- singlet pairing: inter-atom within each copy if invariant, else copies of one atom.
     singlets: list[Pair] = []
     ancilla_of: dict[int, int] = {}
     intra = invariant_perfect_matching(atom_group)
@@ -108,6 +100,31 @@ def build_invariant(molecule: MoleculeSpec, config: ModelConfig | None = None) -
     qubit_group = PermutationGroup(n_qubits, tuple(qubit_gens))
     if not qubit_group.leaves_invariant(frozenset(p) for p in singlets):  # pragma: no cover - invariant
         raise ModelBuildError("internal error: the singlet pairing is not permutation invariant")
+    return singlets, ancilla_of, intra, qubit_group
+
+
+def build_invariant(molecule: MoleculeSpec, config: ModelConfig | None = None) -> Model:
+    """Build the siVQLM of ``molecule``; the IR is exactly invariant by construction.
+
+    One function on purpose (about 100 lines): its local helpers append to one parameter list in
+    circuit order, and that order is the parameter vector's, which checkpoints store.
+    """
+    cfg = config or ModelConfig()
+    active = molecule.active_atoms
+    na = len(active)
+    if na == 0:
+        raise ModelBuildError(f"{molecule.name} has no atom to encode: a single atom has no geometry")
+    rep, depth = cfg.rep, cfg.depth
+    position = {atom: i for i, atom in enumerate(active)}
+
+    def qubit(i: int, k: int) -> int:
+        return k * na + i
+
+    n_data = rep * na
+    atom_gens: list[Permutation] = [tuple(position[g[a]] for a in active) for g in molecule.group.generators]
+    atom_group = PermutationGroup(na, tuple(atom_gens))
+
+    singlets, ancilla_of, intra, qubit_group = _singlet_pairing(atom_group, atom_gens, rep, na)
 
     parameters: list[Parameter] = []
 

@@ -1,7 +1,7 @@
 """PySCF: HF, DFT (any libxc functional) and MP2 energies with analytic gradients.
 
 In this process when the request has no ``timeout_s``; with one, in a child process that is
-killed when the time is up (``pyscf_worker``). Pople basis sets use Cartesian d functions, as
+killed when the time is up (``pyscf_process``). Pople basis sets use Cartesian d functions, as
 Psi4 does; without that the two programs differ by ~1e-3 Eh for 6-31G*.
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 
 from qff_core.errors import ConvergenceError, InputError, ResourceError
 from qff_core.reference.base import CalculationRequest, CalculationResult
-from qff_core.reference.pyscf_worker import PySCFProcess
+from qff_core.reference.pyscf_process import PySCFProcess
 from qff_core.units import BOHR_ANGSTROM, HARTREE_EV
 
 WAVEFUNCTION_METHODS = ("hf", "scf", "mp2")

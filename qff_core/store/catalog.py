@@ -7,7 +7,6 @@ so that a training run can say exactly which data it saw.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from datetime import UTC, datetime
@@ -16,17 +15,6 @@ from pathlib import Path
 import yaml
 
 from qff_core.store.dataset import Dataset
-
-
-def dataset_checksum(dataset: Dataset) -> str:
-    """``sha256:<hex>`` of the dataset's arrays (finished or not), independent of chunking."""
-    digest = hashlib.sha256()
-    for name in ("positions", "energies", "forces", "status"):
-        array = dataset._array(name)[:]
-        digest.update(name.encode())
-        digest.update(str(array.shape).encode())
-        digest.update(array.tobytes())
-    return "sha256:" + digest.hexdigest()
 
 
 def catalog_record(dataset: Dataset, *, name: str | None = None) -> dict:
@@ -45,7 +33,7 @@ def catalog_record(dataset: Dataset, *, name: str | None = None) -> dict:
             "engine_versions": info["engine_versions"],
             "sampler": info["sampler"],
         },
-        "checksum": dataset_checksum(dataset),
+        "checksum": dataset.checksum(),
         "updated": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 

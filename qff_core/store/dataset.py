@@ -32,7 +32,6 @@ from qff_core.reference.base import CalculationResult
 
 SCHEMA_VERSION = 1
 PENDING, DONE, FAILED = 0, 1, 2
-STATUS_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
 UNITS = {"positions": "angstrom", "energies": "eV", "forces": "eV/angstrom", "wall_time_s": "s"}
 
 
@@ -155,6 +154,28 @@ class Dataset:
     def positions(self, indices: Sequence[int] | slice = slice(None)) -> np.ndarray:
         """Geometries (Angstrom)."""
         return self._array("positions")[indices]
+
+    def samples(self, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Positions (Angstrom), energies (eV) and forces (eV/Angstrom) of the samples ``indices``."""
+        idx = np.asarray(indices)
+        g = self.group
+        return (np.asarray(g["positions"].oindex[idx]), np.asarray(g["energies"].oindex[idx]),
+                np.asarray(g["forces"].oindex[idx]))
+
+    def checksum(self, indices: Sequence[int] | None = None) -> str:
+        """``sha256:<hex>`` of the arrays (positions, energies, forces, status), independent of chunking: of every
+        sample, or of the samples ``indices`` only (what a training run uses; appending samples keeps it)."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for name in ("positions", "energies", "forces", "status"):
+            array = self._array(name)[:]
+            if indices is not None:
+                array = array[np.asarray(indices, dtype=np.int64)]
+            digest.update(name.encode())
+            digest.update(str(array.shape).encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+        return "sha256:" + digest.hexdigest()
 
     def arrays(self, *, only_done: bool = True) -> dict[str, np.ndarray]:
         """positions, energies, forces (and status) as numpy arrays, by default of finished samples."""

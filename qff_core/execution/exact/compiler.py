@@ -1,11 +1,11 @@
-"""The exact executor: a closed-form JAX statevector simulator compiled from the model IR.
+"""The exact compiler: one circuit model's IR into a closed-form JAX statevector simulator.
 
-Every gate has a closed form (``statevector.py``; an orbit-summed Heisenberg generator is
-eigendecomposed once, at compile time). Two strategies give the same numbers:
+Every gate has a closed form (``execution/gates.py``; an orbit-summed Heisenberg generator
+is eigendecomposed once, at compile time). Two strategies give the same numbers:
 
 * ``tensor``: the batch's state is one tensor (2,)*n + (batch,) and every gate an
-  elementwise operation over it; layers under ``lax.scan``, so compilation stays flat in
-  depth. Scales to ~20 qubits.
+  elementwise operation over it (``statevector.py``); layers under ``lax.scan``, so
+  compilation stays flat in depth. Scales to ~20 qubits.
 * ``dense`` (few qubits): each run of geometry-independent gates is one 2^n matrix shared
   by the batch, each encoding layer one Kronecker product per geometry; layers unrolled.
   Small programs: fast to compile and about twice as fast per training step.
@@ -17,30 +17,31 @@ gradients with forces in the loss are autodiff through that, all in float64.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qff_core.errors import InputError, ModelBuildError
-from qff_core.execution.statevector import (
+from qff_core.errors import ModelBuildError
+from qff_core.execution.exact.simulator import ExactSimulator, simulator_from_energies
+from qff_core.execution.exact.statevector import (
     apply_1q,
     apply_cnot,
     apply_exchange,
     apply_exchange_sum,
+    initial_state,
+)
+from qff_core.execution.gates import (
     axis_rotation,
     cnot_matrix,
+    enable_x64,
     heisenberg_matrix,
     heisenberg_sum_eig,
-    initial_state,
     matmul2,
     su2_encoding,
     swap_matrix,
 )
-from qff_core.models.fragment import AnyModel, FragmentModel
 from qff_core.models.ir import (
     CNOT,
     RZ,
@@ -62,33 +63,6 @@ MAX_EXACT_QUBITS = 20
 """Above this the dense statevector no longer fits comfortably in memory."""
 DENSE_MAX_QUBITS = 4
 """Up to this many qubits ``strategy="auto"`` applies layers as 2^n matrices."""
-
-
-def bucket_size(n: int) -> int:
-    """Batch size that ``n`` geometries are padded to: the next power of two.
-
-    jit compiles once per input shape; buckets bound the compilations for ragged batches
-    (MD steps, evaluation remainders) to a handful.
-    """
-    return 1 if n <= 1 else 1 << (n - 1).bit_length()
-
-
-def enable_x64() -> None:
-    """Turn on float64 in JAX (idempotent); qff's physics needs it."""
-    jax.config.update("jax_enable_x64", True)
-
-
-def enable_compilation_cache(cache_dir: str | Path, min_compile_seconds: float = 0.5) -> Path:
-    """Keep compiled programs on disk so that a new process skips XLA compilation.
-
-    Compilation dominates short jobs (an audit of the water dimer: 27 s cold, 4 s warm);
-    entries are keyed by the program, JAX version and flags, so a stale hit cannot happen.
-    """
-    path = Path(cache_dir).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_seconds)
-    return path
 
 
 # ----------------------------------------------------------------------------- compiler
@@ -291,64 +265,18 @@ def _make_observable(model: Model) -> Callable[[jnp.ndarray], jnp.ndarray]:
     raise TypeError(obs)  # pragma: no cover
 
 
-@dataclass(frozen=True)
-class ExactSimulator:
-    """Compiled energy and force functions of one model.
-
-    Pure, differentiable functions to compose into losses: ``batch_energies_fn(theta,
-    positions (n, atoms, 3))``, ``energy_fn(theta, positions (atoms, 3))`` and
-    ``expectation_fn(theta, x (atoms, 3, n))`` (None for a fragment model: no single circuit).
-    Jitted forms: ``energies`` and ``energies_forces``. Energies in eV, forces in eV/Angstrom,
-    positions in Angstrom.
-    """
-
-    model: AnyModel
-    expectation_fn: Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray] | None
-    batch_energies_fn: Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]
-    energy_fn: Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]
-    energies_forces_fn: Callable[[jnp.ndarray, jnp.ndarray], tuple[jnp.ndarray, jnp.ndarray]]
-    energies: Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]
-    energies_forces: Callable[[jnp.ndarray, jnp.ndarray], tuple[jnp.ndarray, jnp.ndarray]]
-
-    def evaluate(self, theta, positions_a) -> tuple[np.ndarray, np.ndarray]:
-        """Energies (n,) in eV and forces (n, atoms, 3) in eV/Angstrom for a batch, as numpy."""
-        theta = np.asarray(theta, dtype=np.float64)
-        if theta.shape != (self.model.n_parameters,):
-            raise InputError(
-                f"the {self.model.kind} model of {self.model.molecule.name} has {self.model.n_parameters} "
-                f"parameters; got an array of shape {theta.shape} (build it with init_parameters or load a checkpoint)"
-            )
-        if not np.all(np.isfinite(theta)):
-            raise InputError("the parameter vector holds NaN or infinite values")
-        positions = self.model.molecule.validate_positions(positions_a)
-        single = positions.ndim == 2
-        batch = positions[None] if single else positions
-        n = len(batch)
-        padded = bucket_size(n)
-        if padded > n:  # pad with copies of the first geometry: one compilation per bucket
-            batch = np.concatenate([batch, np.repeat(batch[:1], padded - n, axis=0)])
-        e, f = self.energies_forces(jnp.asarray(theta, dtype=jnp.float64), jnp.asarray(batch))
-        e, f = np.asarray(e)[:n], np.asarray(f)[:n]
-        return (e[0], f[0]) if single else (e, f)
-
-
-def compile_exact(
-    model: AnyModel, *, strategy: Literal["auto", "dense", "tensor"] = "auto", unroll: bool | None = None
+def compile_circuit(
+    model: Model, *, strategy: Literal["auto", "dense", "tensor"] = "auto", unroll: bool | None = None
 ) -> ExactSimulator:
-    """Compile ``model`` into jitted JAX functions over batches of geometries (float64).
+    """Compile a circuit ``model`` into jitted JAX functions over batches of geometries (float64).
 
     ``strategy``: ``dense`` applies each run of gates as one 2^n matrix (few qubits: small
     programs, fast); ``tensor`` applies gate by gate on an n-qubit tensor (scales to more
     qubits); ``auto`` takes ``dense`` up to ``DENSE_MAX_QUBITS``. ``unroll``: unroll the
     layers instead of ``lax.scan`` (faster steps, compilation grows with depth); by default
-    on for ``dense``, off for ``tensor``. Every choice gives the same numbers. A fragment model
-    compiles its monomer and pair models once each (``execution/fragment.py``).
+    on for ``dense``, off for ``tensor``. Every choice gives the same numbers.
     """
     enable_x64()
-    if isinstance(model, FragmentModel):
-        from qff_core.execution.fragment import compile_fragment
-
-        return compile_fragment(model, strategy=strategy, unroll=unroll)
     if model.n_qubits > MAX_EXACT_QUBITS:
         raise ModelBuildError(
             f"{model.n_qubits} qubits is beyond the exact simulator ({MAX_EXACT_QUBITS}); "
@@ -414,34 +342,3 @@ def compile_exact(
         return theta[scale] * value + theta[offset]
 
     return simulator_from_energies(model, batch_energies_fn, expectation_fn)
-
-
-def simulator_from_energies(model: AnyModel, batch_energies_fn: Callable,
-                            expectation_fn: Callable | None = None) -> ExactSimulator:
-    """An ExactSimulator around a batched energy function: single-geometry energies, forces by
-    autodiff and the jitted forms, the same for every kind of model."""
-
-    def energy_fn(theta: jnp.ndarray, positions: jnp.ndarray) -> jnp.ndarray:
-        return batch_energies_fn(theta, positions[None])[0]
-
-    def total_energy(positions, theta):
-        e = batch_energies_fn(theta, positions)
-        return jnp.sum(e), e
-
-    grad_total = jax.grad(total_energy, has_aux=True)
-
-    def energies_forces_fn(theta: jnp.ndarray, positions: jnp.ndarray):
-        # Geometries are independent, so the gradient of the summed energy holds every
-        # geometry's own gradient.
-        g, e = grad_total(positions, theta)
-        return e, -g
-
-    return ExactSimulator(
-        model=model,
-        expectation_fn=expectation_fn,
-        batch_energies_fn=batch_energies_fn,
-        energy_fn=energy_fn,
-        energies_forces_fn=energies_forces_fn,
-        energies=jax.jit(batch_energies_fn),
-        energies_forces=jax.jit(energies_forces_fn),
-    )

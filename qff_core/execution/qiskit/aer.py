@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from qff_core.errors import InputError
-from qff_core.execution.qiskit_circuits import IsaProgram, QiskitModel, transpile_for
+from qff_core.execution.qiskit.compiler import IsaProgram, QiskitModel, transpile_for
 
 
 def fake_backend(name: str):

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from qff_core.errors import EngineError, InputError, TransientError
-from qff_core.execution.qiskit_circuits import IsaProgram, QiskitModel, transpile_for
+from qff_core.execution.qiskit.compiler import IsaProgram, QiskitModel, transpile_for
 
 LOCAL_IDEAL = "aer"
 """Backend name for an ideal local simulator (AerSimulator lowered to rz/sx/x/cx)."""
@@ -40,7 +40,7 @@ def ibm_backend(name: str, *, service=None):
 
         return AerSimulator()
     if name.startswith("Fake"):
-        from qff_core.execution.aer import fake_backend
+        from qff_core.execution.qiskit.aer import fake_backend
 
         return fake_backend(name)
     return (service or runtime_service()).backend(name)

@@ -25,8 +25,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from qff_core.errors import InputError
-from qff_core.execution.qiskit_circuits import PHI_SLOT, QiskitModel
-from qff_core.execution.shift_rules import ShiftRule
+from qff_core.execution.gates import ShiftRule
+from qff_core.execution.qiskit.angles import PHI_SLOT
+from qff_core.execution.qiskit.compiler import QiskitModel
 
 
 @dataclass(frozen=True)

@@ -37,9 +37,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from qff_core.errors import InputError, ModelBuildError, ResourceError
-from qff_core.execution.exact import enable_x64
-from qff_core.execution.shift_rules import HEISENBERG_PAIR, PAULI_ROTATION, Z_STRING, ShiftRule
-from qff_core.execution.statevector import heisenberg_sum_eig, su2_encoding
+from qff_core.execution.gates import (
+    HEISENBERG_PAIR,
+    PAULI_ROTATION,
+    Z_STRING,
+    ShiftRule,
+    enable_x64,
+    heisenberg_sum_eig,
+)
+from qff_core.execution.qiskit.angles import ENCODE_UNITS, PHI_SLOT, encode_angles, encode_coefficients
 from qff_core.models.fragment import EXACT_ONLY, AnyModel, FragmentModel
 from qff_core.models.ir import (
     CNOT,
@@ -54,13 +60,6 @@ from qff_core.models.ir import (
     Singlet,
     ZObservable,
 )
-
-ENCODE_UNITS = 5
-"""Units (gate angles) per encoding gate: RZ(-b) RY(-g) RZ(phi) RY(g) RZ(b)."""
-PHI_SLOT = 2
-"""The encoding unit whose angle is alpha |x| (the only one that depends on alpha)."""
-_OTHER_SLOTS = (0, 1, 3, 4)
-_SLOT_CHOICES = tuple((PHI_SLOT, *pair) for pair in combinations(_OTHER_SLOTS, 2))
 
 
 @dataclass(frozen=True)
@@ -123,67 +122,6 @@ class QiskitModel:
             raise InputError("the parameter vector holds NaN or infinite values")
         positions = self.model.molecule.validate_positions(positions_a)
         return theta, positions[None] if positions.ndim == 2 else positions
-
-
-# ----------------------------------------------------------------------------- classical maps
-
-
-def _rz3(t):
-    c, s = jnp.cos(t), jnp.sin(t)
-    return jnp.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
-
-def _ry3(t):
-    c, s = jnp.cos(t), jnp.sin(t)
-    return jnp.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
-
-
-_PAULIS = np.array([[[0, 1], [1, 0]], [[0, -1j], [1j, 0]], [[1, 0], [0, -1]]])
-
-
-def encode_angles(alpha: jnp.ndarray, x: jnp.ndarray) -> jnp.ndarray:
-    """The five unit angles (-b, -g, phi, g, b) of exp(-i alpha x.sigma / 2); x in Angstrom."""
-    r2 = jnp.sum(x * x)
-    r = jnp.where(r2 > 0, jnp.sqrt(jnp.where(r2 > 0, r2, 1.0)), 0.0)
-    rho2 = x[0] ** 2 + x[1] ** 2
-    rho = jnp.where(rho2 > 0, jnp.sqrt(jnp.where(rho2 > 0, rho2, 1.0)), 0.0)
-    g = jnp.arctan2(rho, x[2])
-    b = jnp.where(rho2 > 0, jnp.arctan2(x[1], jnp.where(rho2 > 0, x[0], 1.0)), 0.0)
-    return jnp.stack([-b, -g, alpha * r, g, b])
-
-
-def encode_post_axes(angles: jnp.ndarray) -> jnp.ndarray:
-    """(3, 5): the rotation axis of each unit, conjugated by the units after it."""
-    rots = [_rz3(angles[0]), _ry3(angles[1]), _rz3(angles[2]), _ry3(angles[3]), _rz3(angles[4])]
-    own = [np.array([0.0, 0.0, 1.0]), np.array([0.0, 1.0, 0.0])] * 2 + [np.array([0.0, 0.0, 1.0])]
-    axes = []
-    after = jnp.eye(3)
-    for i in range(ENCODE_UNITS - 1, -1, -1):
-        axes.append(after @ own[i])
-        after = after @ rots[i]
-    return jnp.stack(axes[::-1], axis=1)
-
-
-def encode_coefficients(alpha: jnp.ndarray, x: jnp.ndarray) -> jnp.ndarray:
-    """(5, 3) C with d<O>/dx_k = sum_i C[i, k] d<O>/d(angle_i) for one encoding gate.
-
-    Exact: dPhi/dx_k = (-i w_k.sigma / 2) Phi, and the units' post-gate axes a_i give
-    d<O>/d(angle_i) = a_i.g with g the derivative along post-gate rotations, so
-    d<O>/dx_k = w_k.g = (A_S^-1 w_k).d_S for any three units S whose axes are independent.
-    S always holds phi's unit; the other two are the pair with the largest |det A_S|.
-    """
-    axes = encode_post_axes(encode_angles(alpha, x))
-    u = su2_encoding(x, alpha)
-    du = jax.jacfwd(su2_encoding, argnums=0)(x, alpha)  # (2, 2, 3)
-    m = jnp.einsum("abk,cb->kac", du, jnp.conj(u))  # dPhi/dx_k Phi^dagger
-    w = jnp.real(1j * jnp.einsum("kac,jca->kj", m, _PAULIS))  # (coords, axes)
-    choices = np.array(_SLOT_CHOICES)
-    dets = jnp.stack([jnp.abs(jnp.linalg.det(axes[:, list(s)])) for s in _SLOT_CHOICES])
-    best = jnp.argmax(dets)
-    sel = jnp.asarray(choices)[best]
-    sub = axes[:, sel]  # (3, 3)
-    coeff = jnp.linalg.solve(sub, w.T)  # (3 selected, 3 coords)
-    return jnp.zeros((ENCODE_UNITS, 3)).at[sel].set(coeff)
 
 
 # ----------------------------------------------------------------------------- compiler
@@ -296,30 +234,11 @@ def build_observable(model: Model):
     return SparsePauliOp.from_sparse_list(terms, n).simplify()
 
 
-def compile_qiskit(model: AnyModel) -> QiskitModel:
-    """Compile ``model`` into a parametrised circuit template and its classical angle maps.
-
-    A fragment model has no single circuit: ModelBuildError (it runs on the exact executor).
-    """
-    if isinstance(model, FragmentModel):
-        raise ModelBuildError(EXACT_ONLY)
-    try:
-        import qiskit  # noqa: F401
-    except ImportError as exc:  # pragma: no cover - qiskit is a dependency
-        raise ResourceError("qiskit is not installed: pip install qiskit") from exc
-    enable_x64()
-    units = _units_for(model)
-    template = _build_template(model, len(units))
-    observable = build_observable(model)
+def _unit_groups(model: Model, units: list[CircuitUnit]):
+    """The units grouped for vectorised angle maps: encodings (unit indices (n, 5), alpha index, atom); upload
+    rotations, angle = theta[w] * x[atom, axis] (units, w, atom, axis); linear ones, angle = c * theta[w]
+    (units, w, c)."""
     gates = model.gates()
-    center = model.molecule.center
-    n_atoms = model.molecule.n_atoms
-
-    def relative(positions: jnp.ndarray, sign) -> jnp.ndarray:
-        origin = positions.mean(axis=0) if center is None else positions[center]
-        return sign * (positions - origin)
-
-    # Unit groups, vectorised: encodings; angle = theta[w] * x[atom, axis]; angle = c * theta[w].
     enc_units, enc_alpha, enc_atom = [], [], []
     axis_units, axis_scale, axis_atom, axis_axis = [], [], [], []
     lin_units, lin_weight, lin_coeff = [], [], []
@@ -344,6 +263,32 @@ def compile_qiskit(model: AnyModel) -> QiskitModel:
                                             ((enc_units, (ENCODE_UNITS,)), (enc_alpha, ()), (enc_atom, ())))
     axis = [np.asarray(v, dtype=int) for v in (axis_units, axis_scale, axis_atom, axis_axis)]
     lin = (np.asarray(lin_units, dtype=int), np.asarray(lin_weight, dtype=int), np.asarray(lin_coeff))
+    return enc_units_a, enc_alpha_a, enc_atom_a, axis, lin
+
+
+def compile_qiskit(model: AnyModel) -> QiskitModel:
+    """Compile ``model`` into a parametrised circuit template and its classical angle maps.
+
+    A fragment model has no single circuit: ModelBuildError (it runs on the exact executor).
+    """
+    if isinstance(model, FragmentModel):
+        raise ModelBuildError(EXACT_ONLY)
+    try:
+        import qiskit  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - qiskit is a dependency
+        raise ResourceError("qiskit is not installed: pip install qiskit") from exc
+    enable_x64()
+    units = _units_for(model)
+    template = _build_template(model, len(units))
+    observable = build_observable(model)
+    center = model.molecule.center
+    n_atoms = model.molecule.n_atoms
+
+    def relative(positions: jnp.ndarray, sign) -> jnp.ndarray:
+        origin = positions.mean(axis=0) if center is None else positions[center]
+        return sign * (positions - origin)
+
+    enc_units_a, enc_alpha_a, enc_atom_a, axis, lin = _unit_groups(model, units)
     m = len(units)
 
     def angles_fn(theta: jnp.ndarray, positions: jnp.ndarray, sign=1.0) -> jnp.ndarray:

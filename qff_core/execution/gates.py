@@ -1,7 +1,14 @@
-"""Exact parameter-shift rules for gates whose generator has a known spectrum.
+"""Gate algebra both compilers use: closed-form gates, 2^n permutation and Heisenberg matrices,
+and the exact parameter-shift rules of the gates' generators.
 
-A gate exp(-i p G) makes an expectation value a trigonometric polynomial in p whose
-frequencies are the positive differences of G's eigenvalues. With R frequencies, 2R
+The exact simulator applies these matrices; the Qiskit compiler uses the same closed forms to
+derive its classical angle maps and the eigenbases of orbit-summed generators, and attaches a
+``ShiftRule`` to every circuit angle, so the two compilers share one definition of every gate.
+Conventions: qubit 0 is the most significant bit of a flat index; 2x2 matrices have shape
+(2, 2) or, batched, (2, 2, batch). Nothing here calls a matrix exponential.
+
+Shift rules: a gate exp(-i p G) makes an expectation value a trigonometric polynomial in p
+whose frequencies are the positive differences of G's eigenvalues. With R frequencies, 2R
 evaluations at symmetric shifts give df/dp exactly (Wierichs et al., Quantum 6, 677, 2022);
 one frequency is the familiar two-term rule. No finite differences anywhere.
 """
@@ -11,9 +18,88 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import gcd
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from qff_core.errors import ModelBuildError
+from qff_core.models.ir import Pair
+
+
+def enable_x64() -> None:
+    """Turn on float64 in JAX (idempotent); qff's physics needs it."""
+    jax.config.update("jax_enable_x64", True)
+
+
+# ----------------------------------------------------------------------------- 2x2 gates
+
+
+def su2_encoding(v: jnp.ndarray, alpha: jnp.ndarray) -> jnp.ndarray:
+    """exp(-i alpha v.sigma / 2) = cos(phi/2) I - i sin(phi/2) n.sigma, phi = alpha |v|.
+
+    ``v`` has shape (3, ...). Written with sin(phi/2)/|v| = (alpha/2) sinc(phi/(2 pi)) so that
+    it and its derivatives stay finite for v -> 0.
+    """
+    r2 = jnp.sum(v * v, axis=0)
+    r = jnp.where(r2 > 0, jnp.sqrt(jnp.where(r2 > 0, r2, 1.0)), 0.0)
+    half = 0.5 * alpha * r
+    c = jnp.cos(half)
+    k = 0.5 * alpha * jnp.sinc(half / jnp.pi)
+    nx, ny, nz = k * v[0], k * v[1], k * v[2]
+    return jnp.array([[c - 1j * nz, -1j * nx - ny], [-1j * nx + ny, c + 1j * nz]])
+
+
+def axis_rotation(axis: int, angle: jnp.ndarray) -> jnp.ndarray:
+    """RX, RY or RZ(angle) = exp(-i angle P / 2) as a 2x2 matrix (batched over angle's shape)."""
+    c, s = jnp.cos(0.5 * angle), jnp.sin(0.5 * angle)
+    zero = jnp.zeros_like(c)
+    if axis == 0:
+        return jnp.array([[c + 0j, -1j * s], [-1j * s, c + 0j]])
+    if axis == 1:
+        return jnp.array([[c, -s], [s, c]]) + 0j
+    return jnp.array([[c - 1j * s, zero], [zero, c + 1j * s]])
+
+
+def matmul2(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
+    """Product of 2x2 matrices, each plain (2, 2) or batched (2, 2, batch)."""
+    return jnp.einsum("ij...,jk...->ik...", a, b)
+
+
+# ----------------------------------------------------------------------------- 2^n matrices
+
+
+def swap_matrix(a: int, b: int, n: int) -> np.ndarray:
+    """SWAP of qubits a and b on n qubits as a 2^n permutation matrix."""
+    idx = np.arange(2**n)
+    ba, bb = n - 1 - a, n - 1 - b
+    flip = ((idx >> ba) ^ (idx >> bb)) & 1
+    out = np.zeros((2**n, 2**n))
+    out[idx ^ (flip << ba) ^ (flip << bb), idx] = 1.0
+    return out
+
+
+def cnot_matrix(control: int, target: int, n: int) -> np.ndarray:
+    """CNOT on n qubits as a 2^n permutation matrix."""
+    idx = np.arange(2**n)
+    out = np.zeros((2**n, 2**n))
+    out[idx ^ (((idx >> (n - 1 - control)) & 1) << (n - 1 - target)), idx] = 1.0
+    return out
+
+
+def heisenberg_matrix(pairs: tuple[Pair, ...], n: int) -> np.ndarray:
+    """sum over pairs of sigma_i.sigma_j = 2 SWAP_ij - 1, on n qubits."""
+    return sum(2.0 * swap_matrix(a, b, n) - np.eye(2**n) for a, b in pairs)
+
+
+def heisenberg_sum_eig(pairs: tuple[Pair, ...]) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """Support qubits, eigenvalues and real eigenvectors of sum sigma_i.sigma_j on its support."""
+    support = sorted({q for p in pairs for q in p})
+    local = {q: i for i, q in enumerate(support)}
+    lam, vec = np.linalg.eigh(heisenberg_matrix(tuple((local[a], local[b]) for a, b in pairs), len(support)))
+    return support, lam, vec
+
+
+# ----------------------------------------------------------------------------- shift rules
 
 SPECTRUM_DECIMALS = 9
 """Eigenvalues are rounded to this many decimals before taking differences."""

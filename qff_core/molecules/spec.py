@@ -1,8 +1,8 @@
 """Molecule specs: species, reference geometry, origin rule and permutation group.
 
-A spec is everything the model builder needs to know about a molecule's symmetry. Built-ins
-cover the paper's systems (LiH, H2O, (H2O)2) and two non-planar ones (NH3, CH4); others come
-from an XYZ file or a YAML spec (see ``MoleculeFile``).
+A spec is everything the model builder needs to know about a molecule's symmetry: built by
+``make_molecule`` (which checks elements, geometry and group), from a built-in
+(``builtins.py``) or a file (``files.py``).
 """
 
 from __future__ import annotations
@@ -10,21 +10,11 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
 
 import numpy as np
-import yaml
 from ase.data import atomic_numbers, chemical_symbols
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from qff_core.errors import (
-    GeometryError,
-    GeometryFileError,
-    InputError,
-    SymmetryError,
-    UnknownElementError,
-)
+from qff_core.errors import GeometryError, SymmetryError, UnknownElementError
 from qff_core.symmetry import Permutation, PermutationGroup, check_permutation
 
 MIN_DISTANCE_A = 0.1
@@ -275,182 +265,3 @@ def make_molecule(
         name=name, symbols=syms, positions_a=pos, center=c, group=group, fragments=frags,
         charge=int(charge), multiplicity=int(multiplicity),
     )
-
-
-# ----------------------------------------------------------------------------- built-ins
-
-
-def _h2o_positions(r_oh: float = 0.9572, angle_deg: float = 104.52) -> np.ndarray:
-    half = np.deg2rad(angle_deg) / 2
-    return np.array(
-        [[0.0, 0.0, 0.0],
-         [0.0, r_oh * np.sin(half), r_oh * np.cos(half)],
-         [0.0, -r_oh * np.sin(half), r_oh * np.cos(half)]]
-    )
-
-
-def _pyramid_positions(r: float, angle_deg: float, n: int) -> np.ndarray:
-    """A central atom at the origin and n ligands on a cone with equal ligand-centre-ligand angles."""
-    # Ligands at polar angle t on a cone: cos(angle) = cos^2 t + sin^2 t cos(2 pi / n).
-    c = np.cos(2 * np.pi / n)
-    cos_t = np.sqrt((np.cos(np.deg2rad(angle_deg)) - c) / (1 - c))
-    sin_t = np.sqrt(1 - cos_t**2)
-    ligands = [[r * sin_t * np.cos(2 * np.pi * k / n), r * sin_t * np.sin(2 * np.pi * k / n), -r * cos_t]
-               for k in range(n)]
-    return np.array([[0.0, 0.0, 0.0], *ligands])
-
-
-def _ch4_positions(r: float = 1.087) -> np.ndarray:
-    h = r / np.sqrt(3)
-    return np.array([[0, 0, 0], [h, h, h], [h, -h, -h], [-h, h, -h], [-h, -h, h]], dtype=float)
-
-
-# S22 water dimer (Jurecka et al. 2006), Angstrom.
-_WATER_DIMER = np.array(
-    [[-1.551007, -0.114520, 0.000000],
-     [-1.934259, 0.762503, 0.000000],
-     [-0.599677, 0.040712, 0.000000],
-     [1.350625, 0.111469, 0.000000],
-     [1.680398, -0.373741, -0.758561],
-     [1.680398, -0.373741, 0.758561]]
-)
-
-
-def builtin_molecule(name: str) -> MoleculeSpec:
-    """One of the built-in molecules: ``lih``, ``h2o``, ``nh3``, ``ch4``, ``h2o_dimer``."""
-    key = name.strip().lower().replace("-", "_")
-    key = _ALIASES.get(key, key)
-    if key == "lih":
-        return make_molecule("lih", ["Li", "H"], [[0, 0, 0], [0, 0, 1.5949]])
-    if key == "h2o":
-        return make_molecule("h2o", ["O", "H", "H"], _h2o_positions())
-    if key == "nh3":
-        return make_molecule("nh3", ["N", "H", "H", "H"], _pyramid_positions(1.012, 106.67, 3))
-    if key == "ch4":
-        return make_molecule("ch4", ["C", "H", "H", "H", "H"], _ch4_positions())
-    if key == "h2o_dimer":
-        return make_molecule(
-            "h2o_dimer", ["O", "H", "H", "O", "H", "H"], _WATER_DIMER,
-            center="centroid", fragments=[[0, 1, 2], [3, 4, 5]],
-        )
-    raise InputError(f"unknown built-in molecule {name!r}; choose one of {', '.join(BUILTIN_NAMES)}")
-
-
-BUILTIN_NAMES = ("lih", "h2o", "nh3", "ch4", "h2o_dimer")
-_ALIASES = {"water": "h2o", "(h2o)2": "h2o_dimer", "water_dimer": "h2o_dimer", "ammonia": "nh3",
-            "methane": "ch4"}
-
-
-# ----------------------------------------------------------------------------- files
-
-
-def read_xyz(path: str | Path) -> list[tuple[tuple[str, ...], np.ndarray, str]]:
-    """All frames of an XYZ file as (symbols, positions_a, comment); clear errors on bad files."""
-    path = Path(path)
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise GeometryFileError(f"cannot read {path}: {exc.strerror}") from exc
-    frames = []
-    i = 0
-    while i < len(lines):
-        if not lines[i].strip():
-            i += 1
-            continue
-        try:
-            n = int(lines[i].split()[0])
-        except (ValueError, IndexError):
-            raise GeometryFileError(
-                f"{path}:{i + 1}: expected the atom count of an XYZ frame, found {lines[i]!r}"
-            ) from None
-        if n <= 0:
-            raise GeometryFileError(f"{path}:{i + 1}: the atom count must be positive, got {n}")
-        if i + 2 + n > len(lines):
-            raise GeometryFileError(
-                f"{path}: frame at line {i + 1} announces {n} atoms but the file ends after "
-                f"{max(len(lines) - i - 2, 0)} atom lines"
-            )
-        comment = lines[i + 1]
-        symbols, pos = [], []
-        for k in range(i + 2, i + 2 + n):
-            parts = lines[k].split()
-            if len(parts) < 4:
-                raise GeometryFileError(f"{path}:{k + 1}: expected 'symbol x y z', found {lines[k]!r}")
-            try:
-                xyz = [float(v) for v in parts[1:4]]
-            except ValueError:
-                raise GeometryFileError(f"{path}:{k + 1}: coordinates are not numbers: {lines[k]!r}") from None
-            try:
-                symbols.append(normalize_symbol(parts[0]))
-            except UnknownElementError as exc:
-                raise UnknownElementError(f"{path}:{k + 1}: {exc}") from None
-            pos.append(xyz)
-        frames.append((tuple(symbols), np.array(pos), comment))
-        i += 2 + n
-    if not frames:
-        raise GeometryFileError(f"{path} holds no XYZ frame")
-    return frames
-
-
-def molecule_from_xyz(path: str | Path, *, name: str | None = None, center: CenterRule = "auto",
-                      fragments: Sequence[Sequence[int]] | None = None) -> MoleculeSpec:
-    """A spec from the first frame of an XYZ file (Angstrom)."""
-    symbols, pos, _ = read_xyz(path)[0]
-    try:
-        return make_molecule(name or Path(path).stem, symbols, pos, center=center, fragments=fragments)
-    except GeometryError as exc:
-        raise GeometryError(f"{path}: {exc}") from None
-
-
-class MoleculeFile(BaseModel):
-    """The YAML form of a molecule spec (positions in Angstrom, or an XYZ file beside it)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    symbols: list[str | int] | None = None
-    positions_a: list[list[float]] | None = None
-    xyz: str | None = Field(None, description="XYZ file, relative to the YAML file")
-    center: int | str | None = "auto"
-    fragments: list[list[int]] | None = None
-    permutations: list[list[int]] | None = None
-    charge: int = 0
-    multiplicity: Literal[1, 2, 3, 4, 5] = 1
-
-
-def molecule_from_yaml(path: str | Path) -> MoleculeSpec:
-    """A spec from a YAML file (see ``MoleculeFile``)."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise GeometryFileError(f"cannot read {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise GeometryFileError(f"{path} is not valid YAML: {exc}") from exc
-    try:
-        spec = MoleculeFile.model_validate(raw)
-    except ValidationError as exc:
-        raise GeometryFileError(f"{path} is not a valid molecule spec:\n{exc}") from exc
-    if spec.xyz is not None:
-        if spec.symbols is not None or spec.positions_a is not None:
-            raise GeometryFileError(f"{path}: give either 'xyz' or 'symbols' + 'positions_a', not both")
-        symbols, positions, _ = read_xyz(path.parent / spec.xyz)[0]
-    elif spec.symbols is None or spec.positions_a is None:
-        raise GeometryFileError(f"{path}: give 'symbols' and 'positions_a' (Angstrom), or 'xyz'")
-    else:
-        symbols, positions = spec.symbols, spec.positions_a
-    return make_molecule(
-        spec.name, symbols, positions, center=spec.center, fragments=spec.fragments,
-        permutations=spec.permutations, charge=spec.charge, multiplicity=spec.multiplicity,
-    )
-
-
-def load_molecule(name_or_path: str | Path) -> MoleculeSpec:
-    """A built-in by name, or a spec from an ``.xyz`` or ``.yaml``/``.yml`` file."""
-    text = str(name_or_path)
-    suffix = Path(text).suffix.lower()
-    if suffix == ".xyz":
-        return molecule_from_xyz(text)
-    if suffix in (".yaml", ".yml"):
-        return molecule_from_yaml(text)
-    return builtin_molecule(text)

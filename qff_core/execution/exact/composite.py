@@ -1,4 +1,4 @@
-"""The exact executor for a fragment model: monomer and pair simulators compiled once, summed.
+"""The exact simulator of a fragment model: monomer and pair simulators compiled once, summed.
 
 Every geometry's fragments (and fragment pairs) are gathered into one batch for the monomer
 (pair) simulator, so all monomer energies of a batch come from one call. Forces are the
@@ -13,15 +13,16 @@ from typing import Literal
 import jax.numpy as jnp
 import numpy as np
 
-from qff_core.execution.exact import ExactSimulator, compile_exact, simulator_from_energies
+from qff_core.execution.exact.compiler import compile_circuit
+from qff_core.execution.exact.simulator import ExactSimulator, simulator_from_energies
 from qff_core.models.fragment import FragmentModel
 
 
-def compile_fragment(model: FragmentModel, *, strategy: Literal["auto", "dense", "tensor"] = "auto",
+def compile_composite(model: FragmentModel, *, strategy: Literal["auto", "dense", "tensor"] = "auto",
                      unroll: bool | None = None) -> ExactSimulator:
     """An ExactSimulator of ``model``: E = sum of monomer energies + sum of pair energies + e0."""
-    monomer = compile_exact(model.monomer, strategy=strategy, unroll=unroll)
-    pair = compile_exact(model.pair, strategy=strategy, unroll=unroll)
+    monomer = compile_circuit(model.monomer, strategy=strategy, unroll=unroll)
+    pair = compile_circuit(model.pair, strategy=strategy, unroll=unroll)
     frag_atoms = np.array(model.fragments)  # (fragments, atoms per fragment)
     pair_atoms = np.array([model.fragments[m] + model.fragments[n] for m, n in model.fragment_pairs])
     mono_params, pair_params, offset = model.monomer_slice, model.pair_slice, model.offset

@@ -2,9 +2,9 @@
 
 A calculation inside this process cannot be interrupted, and ``multiprocessing`` cannot start
 children from Dask's daemonic worker processes; ``subprocess`` can. The child
-(``python -m qff_core.reference.pyscf_worker``) says ``ready`` once PySCF is imported (~1-2 s,
+(``python -m qff_core.reference.pyscf_child``) says ``ready`` once PySCF is imported (~1-2 s,
 not counted against any timeout), then answers one JSON line per request line. On a timeout the
-parent kills it; the next calculation starts a fresh one.
+parent kills it; the next calculation starts a fresh one. This module is the parent's side.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class PySCFProcess:
         # The child imports the same qff_core as this process, wherever that was imported from.
         root = str(Path(qff_core.__file__).resolve().parents[1])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-        self._proc = subprocess.Popen([sys.executable, "-m", "qff_core.reference.pyscf_worker"], env=env,
+        self._proc = subprocess.Popen([sys.executable, "-m", "qff_core.reference.pyscf_child"], env=env,
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr)
         if self._receive(STARTUP_TIMEOUT_S) != {"ready": True}:
             self.close()
@@ -121,26 +121,3 @@ def _error_from(error: dict) -> QffError:
     if isinstance(cls, type) and issubclass(cls, QffError):
         return cls(error["message"])
     return EngineError(f"{error['type']}: {error['message']}")
-
-
-def main() -> int:
-    """The child: answer request lines on stdin with result or error lines on stdout until EOF."""
-    out = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)  # whatever PySCF or a C library prints goes to stderr, not into the replies
-    sys.stdout = sys.stderr
-    from qff_core.reference.pyscf import PySCFEngine
-
-    engine = PySCFEngine()
-    out.write(json.dumps({"ready": True}) + "\n")
-    for line in sys.stdin:
-        request = CalculationRequest.from_json(json.loads(line)["request"])
-        try:
-            reply = {"result": engine.compute_here(request).to_json()}
-        except Exception as exc:  # every failure goes back to the parent, which raises it there
-            reply = {"error": {"type": type(exc).__name__, "message": str(exc)}}
-        out.write(json.dumps(reply) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

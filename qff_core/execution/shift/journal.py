@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qff_core.execution.shift import Plan
+from qff_core.execution.shift.planner import Plan
 
 
 def plan_digest(plan: Plan, tag: str = "") -> str:

@@ -12,13 +12,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
 from qff_core.errors import EngineError, InputError, TransientError
-from qff_core.execution.journal import JobJournal, plan_digest
-from qff_core.execution.shift import Plan
+from qff_core.execution.shift.journal import JobJournal, plan_digest
+from qff_core.execution.shift.planner import Plan
 
 T = TypeVar("T")
 
@@ -61,8 +61,34 @@ DEFAULT_RETRY = RetryPolicy()
 class Evaluator(Protocol):
     """Executes PUBs of one prepared program in a single primitive job."""
 
+    def prepare(self, qmodel):
+        """The program (ISA circuits, measured groups...) this evaluator runs for a compiled model."""
+        ...
+
     def run(self, program, values: list[np.ndarray], seed: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
         """(expectation values, variances) of <O> for each array of rows (rows, n_units)."""
+        ...
+
+
+@runtime_checkable
+class RemoteEvaluator(Protocol):
+    """An evaluator whose jobs run elsewhere and have ids (IBM Runtime): submitted first, collected later,
+    re-attached by id after an interruption."""
+
+    def submit(self, program, values: list[np.ndarray], seed: int | None):
+        """Submit one job for a chunk's PUBs; returns the job."""
+        ...
+
+    def job_id(self, job) -> str:
+        """The id to record for re-attaching."""
+        ...
+
+    def attach(self, job_id: str):
+        """A job submitted earlier, by id."""
+        ...
+
+    def collect(self, job) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(evs, variances) per PUB of a finished job (waits for it)."""
         ...
 
 
@@ -130,7 +156,7 @@ def run_plan(plan: Plan, evaluator: Evaluator, program, *, client=None, seed: in
     rerun of the same plan (same rows, same ``tag``) re-attaches to the recorded jobs; a job the
     backend reports as failed (EngineError) is forgotten, so the rerun submits its chunk again.
     """
-    remote = hasattr(evaluator, "submit")
+    remote = isinstance(evaluator, RemoteEvaluator)
     if journal is not None and (client is not None or not remote):
         raise InputError("a job journal needs an evaluator with remote jobs (submit/attach) and no Dask client")
     pieces = [[plan.values[a:b] for a, b in (plan.pubs[p] for p in chunk)] for chunk in plan.chunks]

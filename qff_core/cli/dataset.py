@@ -1,0 +1,86 @@
+"""``qff dataset generate`` and ``qff dataset info``: reference data in Zarr."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from qff_core.cli.common import (
+    add_cluster_args,
+    add_config_flags,
+    cluster_config_from_args,
+    config_section,
+    emit,
+    given_values,
+    logger,
+    prefect_defaults,
+    validated,
+)
+from qff_core.datagen import GenerateConfig
+
+_SKIP = ("keywords", "scan_range_a")  # set in the --config file
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Sample geometries and compute reference energies and forces into a Zarr dataset."""
+    values = {**config_section(args.config, "dataset"), **given_values(args, GenerateConfig)}
+    settings = validated(GenerateConfig, values, "dataset settings")
+    log = logger(args)
+    cluster = cluster_config_from_args(args)  # a bad cluster file fails before any work
+    t0 = time.perf_counter()
+    if args.no_prefect:
+        from qff_core.datagen import generate
+        from qff_core.progress import ProgressReporter
+
+        summary = generate(settings, cluster=cluster, catalog_dir=args.catalog, log=log,
+                           progress=ProgressReporter("qff dataset generate"))
+    else:
+        prefect_defaults()
+        from flows.reference_data import reference_data
+
+        summary = reference_data(settings.model_dump(), workers=0 if cluster is None else None,
+                                 cluster=None if cluster is None else cluster.model_dump(),
+                                 catalog_dir=str(args.catalog))
+    summary["seconds"] = time.perf_counter() - t0
+    log(f"done: {summary['n_done']} computed, {summary['n_failed']} failed, {summary['n_pending']} pending "
+        f"in {summary['seconds']:.1f} s")
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    return 0 if summary["n_failed"] == 0 else 3
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Counts, units, provenance and failures of a dataset."""
+    from qff_core.store.dataset import Dataset
+
+    info = Dataset.open(args.path).info()
+    text = "\n".join([
+        f"{info['path']}: {info['molecule']['name']} ({' '.join(info['molecule']['symbols'])}), "
+        f"schema {info['schema_version']}",
+        f"samples {info['n_samples']}: done {info['n_done']}, failed {info['n_failed']}, pending {info['n_pending']}",
+        f"level of theory: {info['level_of_theory']}; engines: {', '.join(info['engine_versions']) or '-'}",
+        f"units: {info['units']}",
+        *[f"  failed sample {i}: {msg}" for i, msg in info["failures"].items()],
+    ])
+    emit(args, info, text)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """``qff dataset generate|info``."""
+    dataset = sub.add_parser("dataset", help="reference datasets").add_subparsers(dest="action", required=True)
+    gen = dataset.add_parser("generate", help="sample geometries and compute reference data (resumable)")
+    gen.add_argument("--config", type=Path, help="YAML file with dataset settings; flags override it")
+    add_config_flags(gen, GenerateConfig, skip=_SKIP)
+    gen.add_argument("--temperature", dest="temperature_k", type=float, default=None, help=argparse.SUPPRESS)
+    add_cluster_args(gen)
+    gen.add_argument("--catalog", type=Path, default=Path("data_catalog"), help="catalog directory for the record")
+    gen.add_argument("--no-prefect", action="store_true", help="run the plain functions instead of the Prefect flow")
+    gen.add_argument("--json", action="store_true")
+    gen.set_defaults(func=cmd_generate)
+    info = dataset.add_parser("info", help="what a dataset holds")
+    info.add_argument("path", type=Path)
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(func=cmd_info)

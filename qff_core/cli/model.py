@@ -1,0 +1,112 @@
+"""``qff model show`` and ``qff model audit``: what a model is made of, and whether it keeps its symmetries."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from qff_core.cli.common import add_config_flags, config_section, emit, given_values, validated
+from qff_core.models import AnyModel, ModelConfig, build_model
+from qff_core.molecules import BUILTIN_NAMES, load_molecule
+
+
+def add_model_flags(p: argparse.ArgumentParser) -> None:
+    """The ModelConfig flags (``--model``, ``--depth``...)."""
+    add_config_flags(p, ModelConfig)
+
+
+def model_config_from_args(args: argparse.Namespace, base: dict | None = None) -> ModelConfig:
+    """ModelConfig from ``base`` (a config file's ``model:`` section) with explicitly given flags on top."""
+    return validated(ModelConfig, {**(base or {}), **given_values(args, ModelConfig)}, "model settings")
+
+
+def _model_from_args(args: argparse.Namespace) -> AnyModel:
+    config = model_config_from_args(args, config_section(args.config, "model"))
+    return build_model(load_molecule(args.molecule), config)
+
+
+def _circuit_lines(s: dict) -> list[str]:
+    """What ``qff model show`` prints about one circuit model, from its ``summary()``."""
+    lines = [
+        f"{s['model']} model of {s['molecule']}: {s['n_qubits']} qubits "
+        f"({s['n_data_qubits']} data, {s['n_ancillas']} ancilla), origin {s['origin']}, "
+        f"permutation group of order {s['permutation_group_order']}",
+        f"parameters: {s['n_parameters']} ({', '.join(f'{k} {v}' for k, v in s['parameters_by_kind'].items())})",
+        f"depth {s['depth']}; prelude gates {s['gates_per_layer'][0]['gates']}",
+    ]
+    if s["depth"]:
+        lines.append(f"each layer: {s['gates_per_layer'][1]['gates']}")
+    if s["model"] == "invariant":
+        hp = s["hyperparameters"]
+        lines += [f"singlets: {hp['singlet_pairs']} ({hp['singlet_rule']})",
+                  f"exchange orbits: {hp['exchange_orbits']} ({hp['orbit_summed_generators']} orbit-summed)"]
+    lines.append(f"observable: {s['observable']['type']} over {s['observable']['terms']}")
+    return lines
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """Print qubits, parameter counts and gates per layer of a model (of each sub-model of a fragment model)."""
+    s = _model_from_args(args).summary()
+    if s["model"] != "fragment":
+        emit(args, s, "\n".join(_circuit_lines(s)))
+        return 0
+    blocks = s["parameter_blocks"]
+    lines = [
+        f"fragment model of {s['molecule']}: {s['n_monomer_terms']} monomer terms over fragments {s['fragments']}, "
+        f"{s['n_pair_terms']} pair terms; permutation group of order {s['permutation_group_order']}",
+        f"parameters: {s['n_parameters']} ({s['n_trainable_parameters']} trainable): monomer {blocks['monomer']}, "
+        f"pair {blocks['pair']}, global e0 [{blocks['offset']}]; widest circuit {s['n_qubits']} qubits",
+    ]
+    for part in ("monomer", "pair"):
+        lines += [f"{part}:"] + ["  " + line for line in _circuit_lines(s[part])]
+    emit(args, s, "\n".join(lines))
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Audit a model's symmetries at random parameters; with ``--check``, exit 1 if one is broken."""
+    from qff_core.audit import OPERATIONS, audit_model
+    from qff_core.errors import InputError
+
+    if args.n_geometries < 1:
+        raise InputError(f"--n-geometries must be at least 1; got {args.n_geometries}")
+    model = _model_from_args(args)
+    report = audit_model(model, seed=args.seed, n_geometries=args.n_geometries)
+    d = report.to_dict()
+    lines = [f"symmetry audit of the {model.kind} model of {model.molecule.name} "
+             f"({report.n_geometries} random geometries, seed {report.seed}); relative change:"]
+    for op in OPERATIONS:
+        lines.append(f"  {op:12s} energy {d['energy_rel_error'][op]:.2e}  forces {d['forces_rel_error'][op]:.2e}")
+    # What the model promises: rotation, translation, permutation; inversion where guaranteed.
+    promised = [*OPERATIONS[:3], *(["inversion"] if report.inversion_guaranteed else [])]
+    broken = [op for op in promised if report.max_rel_error[op] >= args.tolerance]
+    d["checked"] = {"operations": promised, "tolerance": args.tolerance, "broken": broken}
+    if args.check:
+        lines.append(f"check ({', '.join(promised)} < {args.tolerance:g}): "
+                     + ("passed" if not broken else f"FAILED for {', '.join(broken)}"))
+    emit(args, d, "\n".join(lines))
+    return 1 if args.check and broken else 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--molecule", default="h2o",
+                   help=f"built-in ({', '.join(BUILTIN_NAMES)}) or an .xyz/.yaml file (default h2o)")
+    p.add_argument("--config", type=Path, help="YAML file with model settings; flags override it")
+    add_model_flags(p)
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """``qff model show|audit``."""
+    model = sub.add_parser("model", help="inspect and audit models").add_subparsers(dest="action", required=True)
+    show = model.add_parser("show", help="qubits, parameters and gates of a model")
+    _common(show)
+    show.set_defaults(func=cmd_show)
+    audit = model.add_parser("audit", help="symmetry audit at random parameters")
+    _common(audit)
+    audit.add_argument("--seed", type=int, default=0)
+    audit.add_argument("--n-geometries", type=int, default=8)
+    audit.add_argument("--check", action="store_true",
+                       help="exit 1 when a symmetry the model promises is broken beyond --tolerance")
+    audit.add_argument("--tolerance", type=float, default=1e-10, help="relative tolerance of --check")
+    audit.set_defaults(func=cmd_audit)

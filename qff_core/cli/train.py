@@ -1,0 +1,113 @@
+"""``qff train`` and ``qff cost``: train a model (checkpointed, resumable), price a run before it starts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from qff_core.cli.common import (
+    add_config_flags,
+    add_executor_args,
+    config_section,
+    emit,
+    executor_cluster,
+    executor_values,
+    given_values,
+    load_config,
+    logger,
+    prefect_defaults,
+    token,
+    validated,
+)
+from qff_core.cli.model import add_model_flags
+from qff_core.errors import InputError
+from qff_core.models import ModelConfig
+from qff_core.run import TrainConfig
+
+
+def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """TrainConfig from ``--config`` (its ``train:`` section, or the whole file; executor settings also from a
+    top-level ``executor:`` and ``qpu_time:``) with flags on top."""
+    loaded = load_config(args.config)
+    values = {**config_section(args.config, "train"), **given_values(args, TrainConfig)}
+    values["executor"] = executor_values(args, values, loaded, top_level="train" in loaded)
+    values["model"] = {**dict(values.get("model") or {}), **given_values(args, ModelConfig)}
+    if "dataset" not in values:
+        raise InputError("say which data to train on: --dataset PATH (or `dataset:` in --config)")
+    return validated(TrainConfig, values, "training settings")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a model on a dataset; checkpoints into --run-dir; --resume continues."""
+    from qff_core.training import format_progress, train
+
+    config = train_config_from_args(args)
+    if args.segment_steps < 1:
+        raise InputError(f"--segment-steps must be at least 1; got {args.segment_steps}")
+    log = logger(args)
+    cluster = executor_cluster(args, config.executor)
+
+    def progress(p: dict) -> None:
+        log("  " + format_progress(p), flush=True)
+
+    log(f"training {config.model.model} model (D={config.model.depth}) on {config.dataset} with the "
+        f"{config.executor.name} executor -> {args.run_dir}")
+    if args.no_prefect:
+        summary = train(args.run_dir, config, resume=args.resume, progress=progress, cluster=cluster,
+                        token=token(config.executor))
+    else:
+        prefect_defaults()
+        from flows.training import train_model
+
+        summary = train_model(config.model_dump(), str(args.run_dir), resume=args.resume,
+                              segment_steps=args.segment_steps,
+                              cluster=None if cluster is None else cluster.model_dump())
+    log(f"{summary['stop_reason']} at step {summary['step']}; best validation at step {summary['best_step']} "
+        f"({summary['wall_time_s']:.1f} s)")
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_cost(args: argparse.Namespace) -> int:
+    """Circuits, parameter bindings, shots and QPU seconds a training or evaluation configuration would use
+    (nothing runs): an ``evaluate:`` section prices ``qff evaluate``, else the ``train:`` settings are priced."""
+    from qff_core.cost import training_cost
+
+    if "evaluate" in load_config(args.config):
+        from qff_core.cli.evaluate import evaluate_config_from_args
+        from qff_core.evaluation import evaluation_cost
+
+        ev = evaluate_config_from_args(args)
+        cost = evaluation_cost(ev)
+        emit(args, cost.to_dict(), f"evaluating {ev.run_dir} ({', '.join(ev.sets)}) with the {cost.describe()}")
+        return 0
+    config = train_config_from_args(args)
+    cost = training_cost(config)
+    emit(args, cost.to_dict(), f"training {config.model.model} model (D={config.model.depth}) with the "
+                               f"{cost.describe()}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """``qff train`` and ``qff cost``."""
+    tr = sub.add_parser("train", help="train a model on a dataset (checkpointed, resumable)")
+    tr.add_argument("--config", type=Path, help="YAML file with training settings; flags override it")
+    add_config_flags(tr, TrainConfig, skip=("max_qpu_seconds",))
+    add_model_flags(tr)
+    group = add_executor_args(tr, "quantum executors (also under executor: in --config)")
+    add_config_flags(group, TrainConfig, only=("max_qpu_seconds",))
+    tr.add_argument("--run-dir", type=Path, required=True, help="where the run's split and checkpoints go")
+    tr.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
+    tr.add_argument("--segment-steps", type=int, default=1000, help="steps per Prefect task (flow mode)")
+    tr.add_argument("--no-prefect", action="store_true", help="run the plain trainer instead of the Prefect flow")
+    tr.add_argument("--json", action="store_true")
+    tr.set_defaults(func=cmd_train)
+    cost = sub.add_parser("cost", help="circuits, bindings, shots and QPU seconds of a training or evaluation "
+                                       "configuration")
+    cost.add_argument("--config", type=Path, required=True,
+                      help="YAML with a train: section (as qff train --config) or an evaluate: section (as qff "
+                           "evaluate --config), executor: and optional qpu_time:")
+    cost.add_argument("--json", action="store_true")
+    cost.set_defaults(func=cmd_cost)

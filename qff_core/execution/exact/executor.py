@@ -1,0 +1,107 @@
+"""The ``exact`` executor: the JAX statevector simulator behind the ``Executor`` protocol.
+
+Loss gradients are autodiff of ``Loss.value`` through the simulator (mixed second derivatives
+when forces are in the loss). The training step is one jitted program: the minibatch is
+gathered from device-resident training arrays, the loss differentiated with respect to the
+optimiser's parameters, frozen parameters masked, and the optax update applied, so a step
+costs one dispatch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from qff_core.execution.base import ParameterMap, StepFn, TrainingArrays
+from qff_core.execution.exact import ExactSimulator, compile_exact
+
+if TYPE_CHECKING:
+    from qff_core.execution.shift.journal import JobJournal
+    from qff_core.loss import Loss
+    from qff_core.models.fragment import AnyModel
+
+
+def _predictions(sim: ExactSimulator, loss: Loss, theta, positions):
+    """Energies and (when the loss needs them) forces: without forces no second derivatives, a much
+    smaller program to compile."""
+    if loss.needs_forces:
+        return sim.energies_forces_fn(theta, positions)
+    return sim.batch_energies_fn(theta, positions), None
+
+
+@dataclass(frozen=True)
+class ExactExecutor:
+    """The exact simulator of one model; ``name`` is ``exact``."""
+
+    simulator: ExactSimulator
+    name: str = "exact"
+    _value_and_grad: object = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        sim = self.simulator
+        mask = jnp.asarray(sim.model.trainable_mask(), dtype=jnp.float64)
+
+        def objective(theta, positions, e_ref, f_ref, loss):
+            e, f = _predictions(sim, loss, theta, positions)
+            return loss.value(e, f, e_ref, f_ref)
+
+        grad = jax.jit(jax.value_and_grad(objective), static_argnums=4)  # one compilation per Loss
+
+        def masked(theta, positions, e_ref, f_ref, loss):
+            value, g = grad(theta, positions, e_ref, f_ref, loss)
+            return value, g * mask
+
+        object.__setattr__(self, "_value_and_grad", masked)
+
+    @classmethod
+    def for_model(cls, model: AnyModel) -> ExactExecutor:
+        """Compile ``model`` and wrap it."""
+        return cls(compile_exact(model))
+
+    @property
+    def model(self) -> AnyModel:
+        """The model it evaluates."""
+        return self.simulator.model
+
+    def energies_forces(self, theta, positions_a):
+        return self.simulator.evaluate(theta, positions_a)
+
+    def loss_and_grad(self, theta, positions_a, energies_ev, forces_ev_per_a, loss: Loss):
+        positions = self.model.molecule.validate_positions(positions_a)
+        value, grad = self._value_and_grad(jnp.asarray(theta, dtype=jnp.float64), jnp.asarray(positions),
+                                           jnp.asarray(energies_ev, dtype=jnp.float64),
+                                           jnp.asarray(forces_ev_per_a, dtype=jnp.float64), loss)
+        return float(value), np.asarray(grad)
+
+    def training_step(self, loss: Loss, optimiser, parameter_map: ParameterMap, data: TrainingArrays) -> StepFn:
+        import optax
+
+        sim = self.simulator
+        mult, shift = jnp.asarray(parameter_map.multiplier), jnp.asarray(parameter_map.shift)
+        X, E, F = (jnp.asarray(a) for a in (data.positions_a, data.energies_ev, data.forces_ev_per_a))
+        trainable = jnp.asarray(self.model.trainable_mask(), dtype=jnp.float64)  # frozen parameters: no update
+
+        def objective(opt_params, pos, e_ref, f_ref):
+            e, f = _predictions(sim, loss, opt_params * mult + shift, pos)
+            return loss.value(e, f, e_ref, f_ref)
+
+        @jax.jit
+        def step(opt_params, opt_state, idx):
+            value, grad = jax.value_and_grad(objective)(opt_params, X[idx], E[idx], F[idx])
+            updates, opt_state = optimiser.update(grad * trainable, opt_state, opt_params)
+            return optax.apply_updates(opt_params, updates), opt_state, value
+
+        return lambda opt_params, opt_state, idx, _step_number: step(opt_params, opt_state, idx)
+
+    def with_journal(self, journal: JobJournal) -> ExactExecutor:
+        return self  # nothing is submitted
+
+    def describe(self) -> dict:
+        return {"name": self.name}
+
+
+__all__ = ["ExactExecutor"]

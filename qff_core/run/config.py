@@ -1,0 +1,64 @@
+"""``TrainConfig``: everything that determines a training run (``qff train`` flags or YAML)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from qff_core.execution.config import ExecutorConfig
+from qff_core.models import InitStrategy, ModelConfig
+from qff_core.models.fragment import EXACT_ONLY
+
+# Settings a resumed run may change: the budget, how often it reports and saves, how it is guarded.
+# The dataset is compared by the checksum of the samples the run uses, not by how its path was typed.
+_NOT_FINGERPRINTED = ("dataset", "steps", "patience", "keep_checkpoints", "checkpoint_every", "eval_every",
+                      "max_qpu_seconds")
+
+
+class TrainConfig(BaseModel):
+    """Everything that determines a training run (``qff train`` flags or YAML)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset: str = Field(description="Zarr dataset (from `qff dataset generate`)")
+    molecule: str | None = Field(None, description="molecule spec (built-in or file); default: the dataset's")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig,
+                                     description="where circuits run: exact, aer or ibm, with their options")
+    steps: int = Field(2000, ge=1, description="Adam steps in total (a resumed run continues to this)")
+    batch_size: int = Field(128, ge=1, description="geometries per minibatch")
+    learning_rate: float = Field(1e-2, gt=0, description="initial learning rate")
+    final_learning_rate: float = Field(1e-4, gt=0, description="learning rate at the last step")
+    schedule: Literal["exponential", "cosine", "constant"] = Field("exponential", description="learning-rate decay")
+    energy_weight: float = Field(1.0, ge=0, description="w_E of the loss")
+    force_weight: float = Field(10.0, ge=0, description="w_F of the loss")
+    test_size: float = Field(0.2, ge=0, description="test samples: a fraction (< 1) or a count")
+    val_size: float = Field(0.1, ge=0, description="validation samples from the rest: a fraction (< 1) or a count")
+    n_train: int | None = Field(None, ge=1, description="train on the first N of the training split only "
+                                                       "(learning curves)")
+    seed: int = Field(0, description="seed of the split, the initial parameters and the minibatches")
+    init: InitStrategy = Field("near_identity", description="initial parameters")
+    eval_every: int = Field(250, ge=1, description="steps between validations")
+    checkpoint_every: int = Field(250, ge=1, description="steps between checkpoints")
+    patience: int | None = Field(None, ge=1, description="stop after this many validations without improvement")
+    keep_checkpoints: int = Field(3, ge=1, description="checkpoints kept on disk")
+    max_qpu_seconds: float | None = Field(None, ge=0, description="refuse to start when the estimated QPU time of "
+                                                                  "the steps still to run exceeds this")
+
+    def fingerprint(self) -> dict:
+        """The settings a resumed run must share with the original (all but budget, reporting and guards)."""
+        d = self.model_dump()
+        for k in _NOT_FINGERPRINTED:
+            d.pop(k)
+        d["executor"] = self.executor.fingerprint()
+        return d
+
+    @model_validator(mode="after")
+    def _fragment_models_run_exactly(self) -> TrainConfig:
+        if self.model.model == "fragment" and not self.executor.spec.exact:
+            raise ValueError(EXACT_ONLY)
+        return self
+
+
+__all__ = ["TrainConfig"]
