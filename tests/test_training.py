@@ -169,7 +169,11 @@ def test_evaluation_of_a_trained_invariant_model(dataset, tmp_path, capsys):
 
 
 def test_the_generic_model_trains_and_is_not_invariant(dataset, tmp_path):
-    train(tmp_path / "gen", config(dataset, model={"model": "generic", "depth": 1}, steps=10))
+    # Through the command line: --model is ModelConfig.model, the nested config TrainConfig.model is not a flag.
+    assert main(["train", "--dataset", dataset, "--model", "generic", "--depth", "1", "--steps", "10",
+                 "--batch-size", "16", "--eval-every", "5", "--checkpoint-every", "5", "--test-size", "8",
+                 "--val-size", "6", "--seed", "11", "--no-prefect", "--run-dir", str(tmp_path / "gen")]) == 0
+    assert open_run(tmp_path / "gen").config.model.model == "generic"
     summary = evaluate_run(tmp_path / "gen", plots=False)
     assert summary["rotated"]["forces_err_norm_kcal_mol_a"] != pytest.approx(
         summary["test"]["forces_err_norm_kcal_mol_a"], rel=BROKEN_SYMMETRY)

@@ -74,10 +74,13 @@ def add_config_flags(parser: argparse.ArgumentParser | Any, config: type[BaseMod
 
 def given_values(args: argparse.Namespace, config: type[BaseModel], *,
                  rename: Mapping[str, str] | None = None) -> dict:
-    """The fields of ``config`` whose flags were given, by field name."""
+    """The scalar fields of ``config`` whose flags were given, by field name (nested configs have flags of their
+    own, which may share a name: ``--model`` is ModelConfig.model, not TrainConfig.model)."""
     rename = dict(rename or {})
     out = {}
-    for name in config.model_fields:
+    for name, field in config.model_fields.items():
+        if _scalar_type(field.annotation)[0] is None:
+            continue
         value = getattr(args, rename.get(name, name), None)
         if value is not None:
             out[name] = value
