@@ -34,10 +34,10 @@ def _train(jobs: dict, workers: int) -> dict[str, dict]:
 
 
 @flow(name="pipeline", log_prints=True)
-def pipeline(config: dict, output_dir: str) -> dict:
+def pipeline(config: dict, output_dir: str, force: bool = False) -> dict:
     """Reference data, training and evaluation of every configured model; returns the evaluations."""
     cfg = PipelineConfig.model_validate(config)
-    result = run_pipeline(cfg, output_dir, log=get_run_logger().info,
+    result = run_pipeline(cfg, output_dir, log=get_run_logger().info, force=force,
                           stages=Stages(generate=_reference_data, train=_train, evaluate=evaluate_task))
     create_markdown_artifact(f"```\n{result['table']}\n```", key=f"{cfg.name.replace('_', '-')}-comparison",
                              description="test errors of the trained models (kcal/mol, kcal/mol/A)")

@@ -15,6 +15,7 @@ from qff_core.datagen import GenerateConfig, catalog_dataset, compute_dataset, p
 from qff_core.distributed import ClusterConfig, check_submit_command, load_cluster_config
 from qff_core.progress import ProgressReporter
 from qff_core.store.dataset import Dataset
+from qff_core.store.paths import check_writable_dir
 
 
 @task(name="prepare-dataset")
@@ -47,9 +48,10 @@ def reference_data(settings: dict, workers: int | None = None, scheduler: str | 
     ``cluster``: a cluster YAML path or its settings (default ``$QFF_CLUSTER``, else 2 local
     workers); ``workers`` (0: no Dask) and ``scheduler`` override it as the CLI flags do.
     """
-    config = load_cluster_config(cluster, workers=workers, scheduler=scheduler)  # bad files fail first,
+    check_writable_dir(catalog_dir, "--catalog")  # an unwritable catalog fails first,
+    config = load_cluster_config(cluster, workers=workers, scheduler=scheduler)  # and bad cluster files,
     if config is not None:
-        check_submit_command(config)  # and so does a missing sbatch/qsub
+        check_submit_command(config)  # and a missing sbatch/qsub
     path = prepare(settings)
     summary = compute(settings, path, None if config is None else config.model_dump())
     summary["path"] = path

@@ -22,7 +22,8 @@ def _print_progress(p: dict) -> None:
 
 
 @task(name="train-segment")
-def train_segment(run_dir: str, config: dict, resume: bool, steps: int, cluster: dict | None = None) -> dict:
+def train_segment(run_dir: str, config: dict, resume: bool, steps: int, cluster: dict | None = None,
+                  wait: bool = False) -> dict:
     """Up to ``steps`` training steps from the last checkpoint (or from the start).
 
     ``cluster``: ClusterConfig fields for the executor's Dask fan-out. An IBM API key named by
@@ -31,18 +32,18 @@ def train_segment(run_dir: str, config: dict, resume: bool, steps: int, cluster:
     train_config = TrainConfig.model_validate(config)
     return train(run_dir, train_config, resume=resume, stop_after=steps, progress=_print_progress,
                  cluster=None if cluster is None else ClusterConfig.model_validate(cluster),
-                 token=token_for(train_config.executor))
+                 token=token_for(train_config.executor), wait=wait)
 
 
 @flow(name="train-model", log_prints=True)
 def train_model(config: dict, run_dir: str, resume: bool = False, segment_steps: int = 1000,
-                cluster: dict | None = None) -> dict:
+                cluster: dict | None = None, wait: bool = False) -> dict:
     """Train (or continue) one run to its step budget or early stop; returns the trainer's summary."""
     if segment_steps < 1:
         raise ValueError(f"segment_steps must be at least 1; got {segment_steps}")
-    summary = train_segment(run_dir, config, resume, segment_steps, cluster)
+    summary = train_segment(run_dir, config, resume, segment_steps, cluster, wait)
     while summary["stop_reason"] is None:
-        summary = train_segment(run_dir, config, True, segment_steps, cluster)
+        summary = train_segment(run_dir, config, True, segment_steps, cluster, wait)
     return summary
 
 

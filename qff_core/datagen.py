@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from qff_core.errors import InputError, QffError
+from qff_core.errors import InputError, Interrupted, QffError
 from qff_core.molecules import MoleculeSpec, load_molecule
 from qff_core.reference import CalculationRequest, ReferenceEngine, get_engine
 from qff_core.reference.base import CalculationResult
@@ -30,7 +30,7 @@ from qff_core.sampling import (
     rigid_rotations,
     thermal_samples,
 )
-from qff_core.store.dataset import Dataset, LevelOfTheory, check_writable
+from qff_core.store.dataset import Dataset, LevelOfTheory, check_writable, dataset_lock
 
 if TYPE_CHECKING:
     from qff_core.distributed import ClusterConfig
@@ -105,30 +105,32 @@ def prepare_dataset(settings: GenerateConfig) -> Dataset:
     """Open or create the dataset and top it up to ``settings.samples`` geometries.
 
     Everything that can be wrong with the request fails before the dataset is written: an
-    unwritable path, a missing engine, a dataset at another level of theory, and (through
-    the first real calculation, the geometry optimisation) an unknown method or basis.
+    unwritable path (or one naming a file), a missing engine, a dataset at another level of
+    theory, and (through the first real calculation, the geometry optimisation) an unknown
+    method or basis. The number of samples is decided and the new ones appended under the
+    dataset's lock: two runs started at once on one ``--out`` add the geometries once.
     """
     molecule = load_molecule(settings.molecule)
     path = Path(settings.out)
-    if (path / "zarr.json").exists():
-        have = Dataset.create(path, molecule, settings.level()).n_samples  # checks compatibility
-    else:
+    if not (path / "zarr.json").exists():
         check_writable(path)
-        have = 0
     get_engine(settings.engine)  # ResourceError now, not after sampling
-    missing = settings.samples - have
-    if missing > 0 and settings.sampler == "bond_scan" and have:
-        raise InputError("a bond scan is fixed by its range and count; write a new --out to change it")
-    new, minimum = sample_geometries(settings, molecule, missing, have) if missing > 0 else (None, None)
-    # The minimum is provenance of a new dataset; a topped-up one keeps the record it was created with.
-    dataset = Dataset.create(path, molecule, settings.level(), sampler={
-        "kind": settings.sampler, "seed": settings.seed, "temperature_k": settings.temperature_k,
-        "max_distance_change": settings.max_distance_change,
-        "scan_range_a": list(settings.scan_range_a),
-        **({"minimum": minimum} if minimum else {}),
-    })
-    if new is not None:
-        dataset.add_geometries(new)
+    with dataset_lock(path):
+        exists = (path / "zarr.json").exists()
+        have = Dataset.create(path, molecule, settings.level()).n_samples if exists else 0  # checks compatibility
+        missing = settings.samples - have
+        if missing > 0 and settings.sampler == "bond_scan" and have:
+            raise InputError("a bond scan is fixed by its range and count; write a new --out to change it")
+        new, minimum = sample_geometries(settings, molecule, missing, have) if missing > 0 else (None, None)
+        # The minimum is provenance of a new dataset; a topped-up one keeps the record it was created with.
+        dataset = Dataset.create(path, molecule, settings.level(), sampler={
+            "kind": settings.sampler, "seed": settings.seed, "temperature_k": settings.temperature_k,
+            "max_distance_change": settings.max_distance_change,
+            "scan_range_a": list(settings.scan_range_a),
+            **({"minimum": minimum} if minimum else {}),
+        })
+        if new is not None:
+            dataset.add_geometries(new)
     return dataset
 
 
@@ -159,12 +161,14 @@ def compute_chunk(settings: GenerateConfig, indices: Sequence[int], positions: n
 
 def compute_pending(dataset: Dataset, settings: GenerateConfig, *, client=None,
                     progress: ProgressFn | None = None) -> dict:
-    """Compute every pending or failed sample; returns counts.
+    """Compute every pending or failed sample nobody else is computing; returns counts (``computed``,
+    ``failed``: this run's; ``busy_elsewhere``: samples another live process has claimed; the dataset's totals).
 
     ``client``: a dask.distributed Client (else this process computes). ``progress(done, total,
-    failed)`` is called after each recorded chunk, with counts of this run's samples.
+    failed)`` is called after each recorded chunk, with counts of this run's samples. Interrupted
+    (Ctrl-C), it stops with ``Interrupted`` saying how much was kept: every recorded chunk.
     """
-    todo = dataset.todo()
+    todo, busy = dataset.claim_todo()
     chunks = [todo[i : i + settings.chunk_size] for i in range(0, len(todo), settings.chunk_size)]
     done = failed = 0
 
@@ -176,23 +180,31 @@ def compute_pending(dataset: Dataset, settings: GenerateConfig, *, client=None,
         if progress:
             progress(done, len(todo), failed)
 
-    if client is None:
-        engine = get_engine(settings.engine)  # one for all chunks: a PySCF child process starts once
-        try:
-            for chunk in chunks:
-                record(compute_chunk(settings, chunk, dataset.positions(chunk), engine=engine))
-        finally:
-            engine.close()
-    else:
-        from distributed import as_completed
+    try:
+        if client is None:
+            engine = get_engine(settings.engine)  # one for all chunks: a PySCF child process starts once
+            try:
+                for chunk in chunks:
+                    record(compute_chunk(settings, chunk, dataset.positions(chunk), engine=engine))
+            finally:
+                engine.close()
+        else:
+            from distributed import as_completed
 
-        futures = [client.submit(compute_chunk, settings, chunk, dataset.positions(chunk), pure=False)
-                   for chunk in chunks]
-        for future in as_completed(futures):
-            record(future.result())
+            futures = [client.submit(compute_chunk, settings, chunk, dataset.positions(chunk), pure=False)
+                       for chunk in chunks]
+            for future in as_completed(futures):
+                record(future.result())
+    except KeyboardInterrupt:
+        info = dataset.info()
+        raise Interrupted(f"kept {done} of the {len(todo)} samples this run computed ({info['n_done']} of "
+                          f"{info['n_samples']} done in {dataset.path}); run the same command again to continue"
+                          ) from None
+    finally:
+        dataset.release_claims()
     info = dataset.info()
-    return {"computed": len(todo), "chunks": len(chunks), **{k: info[k] for k in
-            ("n_samples", "n_done", "n_failed", "n_pending")}}
+    return {"computed": done, "failed": failed, "busy_elsewhere": busy, "chunks": len(chunks),
+            **{k: info[k] for k in ("n_samples", "n_done", "n_failed", "n_pending")}}
 
 
 def compute_dataset(dataset: Dataset, settings: GenerateConfig, cluster: ClusterConfig | None = None, *,
@@ -218,7 +230,11 @@ def generate(settings: GenerateConfig, *, cluster: ClusterConfig | None = None,
              catalog_dir: str | Path = "data_catalog", progress: ProgressFn | None = None,
              log: Callable[[str], None] | None = None) -> dict:
     """Create or resume a reference dataset: prepare, compute every pending sample, catalog; returns counts,
-    ``path`` and ``catalog_record``. A missing ``sbatch``/``qsub`` of the cluster fails before any work."""
+    ``path`` and ``catalog_record``. A missing ``sbatch``/``qsub`` of the cluster or an unwritable catalog folder
+    fails before any work."""
+    from qff_core.store.paths import check_writable_dir
+
+    check_writable_dir(catalog_dir, "--catalog")
     if cluster is not None:
         from qff_core.distributed import check_submit_command
 

@@ -67,3 +67,8 @@ class WorkerTimeoutError(TransientError):
 class ExecutionError(QffError):
     """Circuits could not be run for good (a job failed permanently, or retries ran out); the message says
     what was kept and how to continue."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Stopped by the user (Ctrl-C, SIGTERM) after keeping what was done; the message says what was kept and
+    how to continue. A KeyboardInterrupt, so nothing that catches Exception swallows it."""

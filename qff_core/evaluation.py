@@ -102,6 +102,7 @@ def evaluate_run(run_dir: str | Path, *, seed: int = 0, plots: bool = True, audi
     config = EvaluateConfig(run_dir=str(run_dir), executor=executor or ExecutorConfig(),
                             sets=tuple(sets) if sets else ("test", *TRANSFORMS), max_test=max_test, seed=seed,
                             max_qpu_seconds=max_qpu_seconds)
+    config.executor.spec.preflight(config.executor, token)  # credentials, before anything is written
     run = open_run(run_dir)
     if config.max_qpu_seconds is not None:
         check_evaluation_budget(evaluation_cost(config, run), config.max_qpu_seconds)

@@ -20,8 +20,10 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from qff_core.datagen import GenerateConfig
+from qff_core.errors import InputError, Interrupted
 from qff_core.models import ModelConfig
 from qff_core.run import TrainConfig
+from qff_core.store.paths import check_writable_dir
 
 # Single-threaded XLA per process: training runs one model per core instead of fighting over cores.
 SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
@@ -156,32 +158,88 @@ PLAIN = Stages(generate=_generate_here, train=lambda jobs, workers: train_models
 """The stages as plain functions (``qff pipeline --no-prefect``)."""
 
 
+def _kept(config: PipelineConfig, out: Path) -> str:
+    """What an interrupted pipeline keeps in ``out``: the samples computed, each run's last checkpoint."""
+    from qff_core.store.checkpoint import latest_checkpoint, read_checkpoint
+    from qff_core.store.dataset import Dataset
+
+    parts = []
+    data = Path(config.dataset_settings(out).out)
+    if (data / "zarr.json").exists():
+        info = Dataset.open(data).info()
+        parts.append(f"{info['n_done']} of {info['n_samples']} reference samples")
+    for name in config.models:
+        latest = latest_checkpoint(out / "runs" / name / "checkpoints")
+        if latest is not None:
+            parts.append(f"{name} at step {read_checkpoint(latest).step}")
+    return (f"kept {', '.join(parts) or 'nothing yet'} in {out}; run it again with --out-dir {out} to continue "
+            "where it stopped")
+
+
+MARKER = "pipeline.json"
+"""The configuration of the pipeline an output folder holds (written first): a rerun of it resumes."""
+
+
+def start_output_dir(config: PipelineConfig, output_dir: str | Path, *, force: bool = False) -> bool:
+    """Claim ``output_dir`` for ``config`` before any work; returns whether it resumes a previous run of it.
+
+    An empty or new folder, or one holding a run of the same configuration, is fine; any other
+    non-empty folder is refused (its files would be overwritten) unless ``force``.
+    """
+    out = Path(output_dir)
+    check_writable_dir(out, "--out-dir")
+    marker = out / MARKER
+    wanted = config.model_dump(mode="json", exclude={"output_dir"})
+    if out.is_dir() and any(out.iterdir()):
+        previous = json.loads(marker.read_text()) if marker.exists() else None
+        if previous == wanted:
+            return True
+        if not force:
+            what = ("holds a run of another pipeline configuration (" + ", ".join(
+                sorted(k for k in wanted if previous.get(k) != wanted[k])) + " differ)") if previous is not None \
+                else "is not empty and holds no qff pipeline run"
+            raise InputError(f"--out-dir {out} {what}; choose a new or empty --out-dir, or pass --force to write into "
+                             "it (comparison.md and summary.json there are replaced)")
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = marker.with_name(f"{MARKER}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(wanted, indent=2))
+    os.replace(tmp, marker)
+    return False
+
+
 def run_pipeline(config: PipelineConfig, output_dir: str | Path, *, stages: Stages = PLAIN,
-                 log: Callable[[str], None] | None = None) -> dict:
+                 log: Callable[[str], None] | None = None, force: bool = False) -> dict:
     """Reference data, training and evaluation of every configured model, under ``output_dir``.
 
-    Writes ``comparison.md`` (the comparison table) and ``summary.json``; returns the evaluations by
-    model name plus ``output_dir``, ``engine``, ``dataset`` and ``table``.
+    Resumes a previous run of the same configuration in ``output_dir``; refuses a folder holding
+    anything else unless ``force`` (``start_output_dir``). Writes ``comparison.md`` (the
+    comparison table) and ``summary.json``; returns the evaluations by model name plus
+    ``output_dir``, ``engine``, ``dataset`` and ``table``.
     """
     from qff_core.evaluation import summary_table
 
     log = log or (lambda line: print(line, flush=True))
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    engine = choose_engine(config.dataset.engine, log=log)
-    settings = config.dataset_settings(out, engine)
-    log(f"reference data: {settings.samples} {config.name} geometries, {engine} {settings.method}/{settings.basis}, "
-        f"{settings.sampler} at {settings.temperature_k:g} K")
-    data = stages.generate(settings, config.workers, str(out / "data_catalog"))
-    jobs = {name: (str(out / "runs" / name), config.train_config(name, data["path"])) for name in config.models}
-    log(f"training {', '.join(jobs)} in parallel on {min(config.workers, len(jobs))} Dask worker process(es)")
-    stages.train(jobs, config.workers)
-    evaluations = {name: stages.evaluate(run_dir) for name, (run_dir, _) in jobs.items()}
+    if start_output_dir(config, out, force=force):
+        log(f"{out} holds an earlier run of this pipeline: resuming it")
+    try:
+        engine = choose_engine(config.dataset.engine, log=log)
+        settings = config.dataset_settings(out, engine)
+        log(f"reference data: {settings.samples} {config.name} geometries, {engine} {settings.method}/"
+            f"{settings.basis}, {settings.sampler} at {settings.temperature_k:g} K")
+        data = stages.generate(settings, config.workers, str(out / "data_catalog"))
+        jobs = {name: (str(out / "runs" / name), config.train_config(name, data["path"])) for name in config.models}
+        log(f"training {', '.join(jobs)} in parallel on {min(config.workers, len(jobs))} Dask worker process(es)")
+        stages.train(jobs, config.workers)
+        evaluations = {name: stages.evaluate(run_dir) for name, (run_dir, _) in jobs.items()}
+    except KeyboardInterrupt:
+        raise Interrupted(_kept(config, out)) from None
     table = summary_table(evaluations)
     (out / "comparison.md").write_text(f"# {config.name}: model comparison\n\n```\n{table}\n```\n")
     (out / "summary.json").write_text(json.dumps({**evaluations, "output_dir": str(out)}, indent=2))
     return {**evaluations, "output_dir": str(out), "engine": engine, "dataset": data["path"], "table": table}
 
 
-__all__ = ["PLAIN", "PipelineConfig", "Stages", "choose_engine", "run_pipeline", "train_models"]
+__all__ = ["MARKER", "PLAIN", "PipelineConfig", "Stages", "choose_engine", "run_pipeline", "start_output_dir",
+           "train_models"]
 

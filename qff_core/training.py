@@ -14,6 +14,7 @@ checkpoints (``qff_core.run``). Initialisation and validation run on the exact s
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from qff_core.errors import ExecutionError, TransientError
+from qff_core.errors import ExecutionError, Interrupted, TransientError
 from qff_core.execution import executor_spec
 from qff_core.loss import Loss
 from qff_core.metrics import error_metrics
@@ -33,11 +34,15 @@ from qff_core.run import Run, TrainConfig, TrainingData, TrainingError, create_r
 from qff_core.run.directory import verify_samples
 from qff_core.run.state import HISTORY_KEYS, VAL_KEYS, TrainState, state_from_checkpoint, state_to_checkpoint
 from qff_core.store.checkpoint import latest_checkpoint, read_checkpoint, write_checkpoint
+from qff_core.store.locks import holder_lock
+from qff_core.store.paths import check_writable_dir
 
 if TYPE_CHECKING:
     from qff_core.distributed import ClusterConfig
     from qff_core.execution.base import Executor
     from qff_core.execution.exact import ExactSimulator
+
+logger = logging.getLogger(__name__)
 
 JOURNAL = "jobs.json"
 """The job journal's file name inside ``checkpoints/``: remote job ids of every step, for re-attaching."""
@@ -134,7 +139,7 @@ def _initial_state(run: Run, sim: ExactSimulator, optimiser, train_data: Trainin
 
 def train(run_dir: str | Path, config: TrainConfig, *, resume: bool = False, progress: ProgressFn | None = None,
           stop_after: int | None = None, cluster: ClusterConfig | None = None, executor: Executor | None = None,
-          token: str | None = None) -> dict:
+          token: str | None = None, wait: bool = False) -> dict:
     """Train (or, with ``resume``, continue) the run in ``run_dir``; returns a summary.
 
     ``stop_after``: return after this many steps in this call (checkpointing first), to split a
@@ -143,19 +148,35 @@ def train(run_dir: str | Path, config: TrainConfig, *, resume: bool = False, pro
     run's model, used instead of the one ``config.executor`` describes (callers that hold their
     own Session; tests). ``token``: an API key read from a secret store, handed to the backend
     and never stored. With ``config.max_qpu_seconds``, a run whose remaining steps would take
-    longer on a QPU is refused before anything is written (``BudgetError``).
+    longer on a QPU is refused before anything is written (``BudgetError``); so are credentials the
+    executor cannot use. The run directory is locked (``<run_dir>.lock``): a second ``train`` on it
+    fails with ``BusyError`` naming the holder, or with ``wait`` queues behind it. Interrupted
+    (Ctrl-C), it checkpoints the steps done and raises ``Interrupted`` saying how to resume.
     """
+    run_dir = Path(run_dir)
+    if config.max_qpu_seconds is not None:
+        from qff_core.cost import check_qpu_budget
+
+        check_qpu_budget(config, config.max_qpu_seconds, run_dir=run_dir if resume else None)
+    if executor is None:
+        config.executor.spec.preflight(config.executor, token)  # credentials, before anything is written
+    check_writable_dir(run_dir, "--run-dir")
+    with holder_lock(run_dir.with_name(run_dir.name + ".lock"), f"the run in {run_dir}", wait=wait,
+                     notice=logger.warning):
+        return _train_locked(run_dir, config, resume=resume, progress=progress, stop_after=stop_after,
+                             cluster=cluster, executor=executor, token=token)
+
+
+def _train_locked(run_dir: Path, config: TrainConfig, *, resume: bool, progress: ProgressFn | None,
+                  stop_after: int | None, cluster: ClusterConfig | None, executor: Executor | None,
+                  token: str | None) -> dict:
+    """``train`` with the run directory's lock held."""
     import optax
 
     from qff_core.execution import open_executor
     from qff_core.execution.exact import compile_exact
     from qff_core.execution.shift.journal import JobJournal
 
-    run_dir = Path(run_dir)
-    if config.max_qpu_seconds is not None:
-        from qff_core.cost import check_qpu_budget
-
-        check_qpu_budget(config, config.max_qpu_seconds, run_dir=run_dir if resume else None)
     run = _open_or_create(run_dir, config, resume)
     dataset = run.dataset()
     train_data = TrainingData.take(dataset, run.split.train)
@@ -173,6 +194,17 @@ def train(run_dir: str | Path, config: TrainConfig, *, resume: bool = False, pro
         step_fn = executor.training_step(run_loss(run), optimiser, run.parameter_map, train_data)
         loop = _Loop(run, optimiser, step_fn, sim, val_data, progress, executor)
         return loop.execute(state, stop_after)
+
+
+def _roll_back(state: TrainState, step: int) -> None:
+    """The record of ``state`` as it was after ``step`` steps (an interrupt may land between its updates)."""
+    state.step = step
+    keep = sum(1 for s in state.history["step"] if s <= step)
+    for k in HISTORY_KEYS:
+        del state.history[k][keep:]
+    keep = sum(1 for s in state.history["val_step"] if s <= step)
+    for k in VAL_KEYS:
+        del state.history[k][keep:]
 
 
 def validate(sim: ExactSimulator, run: Run, opt_params: np.ndarray, val: TrainingData) -> tuple[float, dict]:
@@ -206,38 +238,48 @@ class _Loop:
         run, cfg = self.run, self.run.config
         treedef = jax.tree_util.tree_structure(self.optimiser.init(jnp.zeros(run.model.n_parameters)))
         resumed_from = state.step
-        opt_params = jnp.asarray(state.opt_params)
-        opt_state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x) for x in state.opt_state_leaves])
+        # (parameters, optimiser state, step) replaced in one assignment: an interrupt between the statements of
+        # a step never separates the parameters from the step they belong to.
+        done = (jnp.asarray(state.opt_params),
+                jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x) for x in state.opt_state_leaves]), state.step)
         schedule = learning_rate_schedule(cfg)
         limit = cfg.steps if stop_after is None else min(cfg.steps, state.step + stop_after)
 
         def checkpoint() -> None:
-            state.opt_params = np.asarray(opt_params)
-            state.opt_state_leaves = [np.asarray(x) for x in jax.tree_util.tree_leaves(opt_state)]
+            state.opt_params = np.asarray(done[0])
+            state.opt_state_leaves = [np.asarray(x) for x in jax.tree_util.tree_leaves(done[1])]
             ckpt = state_to_checkpoint(state, run)
             ckpt.attrs["executor"] = self.executor.describe()
             write_checkpoint(run.checkpoint_dir, ckpt, keep=cfg.keep_checkpoints)
 
-        while state.step < limit and state.stop_reason is None:
-            idx = jnp.asarray(batch_indices(cfg.seed, state.step, run.split.train.size, cfg.batch_size))
-            lr = float(schedule(state.step))
-            try:
-                opt_params, opt_state, loss = self.step_fn(opt_params, opt_state, idx, state.step)
-            except Exception as exc:
-                if executor_spec(self.executor.name).exact:
-                    raise  # a bug of the exact simulator: nothing was submitted, nothing to re-attach
-                checkpoint()  # the steps done so far; the failed one changed nothing
-                raise self._failure(state.step, exc) from exc
-            state.step += 1
-            state.history["step"].append(state.step)
-            state.history["loss"].append(float(loss))
-            state.history["learning_rate"].append(lr)
-            if not np.isfinite(float(loss)):
-                state.stop_reason = "non-finite loss"
-            if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
-                self._validate(state, np.asarray(opt_params), float(loss), lr, resumed_from, limit)
-            if state.step % cfg.checkpoint_every == 0 and state.step < limit:
-                checkpoint()
+        try:
+            while state.step < limit and state.stop_reason is None:
+                idx = jnp.asarray(batch_indices(cfg.seed, state.step, run.split.train.size, cfg.batch_size))
+                lr = float(schedule(state.step))
+                try:
+                    new_params, new_state, loss = self.step_fn(done[0], done[1], idx, state.step)
+                except Exception as exc:
+                    if executor_spec(self.executor.name).exact:
+                        raise  # a bug of the exact simulator: nothing was submitted, nothing to re-attach
+                    checkpoint()  # the steps done so far; the failed one changed nothing
+                    raise self._failure(state.step, exc) from exc
+                done = (new_params, new_state, state.step + 1)
+                state.step = done[2]
+                state.history["step"].append(state.step)
+                state.history["loss"].append(float(loss))
+                state.history["learning_rate"].append(lr)
+                if not np.isfinite(float(loss)):
+                    state.stop_reason = "non-finite loss"
+                if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
+                    self._validate(state, np.asarray(done[0]), float(loss), lr, resumed_from, limit)
+                if state.step % cfg.checkpoint_every == 0 and state.step < limit:
+                    checkpoint()
+        except KeyboardInterrupt:
+            _roll_back(state, done[2])
+            checkpoint()
+            raise Interrupted(f"kept {state.step} of {cfg.steps} steps in {run.path} (checkpoint at step "
+                              f"{state.step}); continue with `qff train --resume --run-dir {run.path}` and the same "
+                              "settings") from None
         if state.stop_reason is None and state.step >= cfg.steps:
             state.stop_reason = "completed"
         checkpoint()

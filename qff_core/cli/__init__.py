@@ -3,13 +3,17 @@
 One module per subcommand group (``model``, ``dataset``, ``train`` with ``cost``, ``evaluate``,
 ``pipeline`` with ``demo``); flags are generated from the pydantic configs (``common.py``).
 Every subcommand prints a human summary; with ``--json`` it prints one JSON document instead
-(last, on stdout), for scripts and CI. Errors exit with status 2 and a message saying what to
-fix. This package is the only part of ``qff_core`` that may import ``flows`` or Prefect.
+(last, on stdout), for scripts and CI. Exit statuses: 0 done, 2 bad input (one line saying what
+to fix, nothing written), 3 some samples failed, 130 interrupted (Ctrl-C or SIGTERM: what was kept
+is saved and one line says how to continue). This package is the only part of ``qff_core`` that
+may import ``flows`` or Prefect.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -29,15 +33,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+INTERRUPTED = 130
+
+
+def _terminate(signum, frame) -> None:
+    """SIGTERM (a scheduler or deployment stopping the job) ends the command like Ctrl-C."""
+    raise KeyboardInterrupt
+
+
+class _Notices(logging.Handler):
+    """The library's warnings as ``qff: warning: ...`` lines on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"qff: {record.levelname.lower()}: {record.getMessage()}", file=sys.stderr, flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``qff``; returns the exit status."""
     args = build_parser().parse_args(argv)
-    setup_compilation_cache()
+    library = logging.getLogger("qff_core")
+    handler = _Notices(logging.WARNING)
+    library.addHandler(handler)
+    previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
     try:
+        setup_compilation_cache()
         return args.func(args)
     except QffError as exc:
         print(f"qff: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        print(f"qff: interrupted: {str(exc) or 'work already saved is kept; run the same command again to continue'}",
+              file=sys.stderr)
+        return INTERRUPTED
+    finally:
+        library.removeHandler(handler)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 __all__ = ["build_parser", "main"]

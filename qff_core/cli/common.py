@@ -121,16 +121,6 @@ def logger(args: argparse.Namespace):
     return (lambda *a, **k: None) if getattr(args, "json", False) else print
 
 
-def prefect_defaults() -> None:
-    """Environment for Prefect's temporary server, unless the user set it: no telemetry (it locks
-    SQLite), and a startup timeout that survives a busy 2-core machine (the default 20 s does not)."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    # Dask's own logging config (applied when distributed is imported) would print every
-    # scheduler and nanny INFO line; warnings and errors still show.
-    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
-
-
 def setup_compilation_cache() -> None:
     """Persistent XLA cache for the command line: ``QFF_JAX_CACHE_DIR`` (``off`` disables it)."""
     location = os.environ.get(JAX_CACHE_ENV, DEFAULT_JAX_CACHE)
@@ -231,4 +221,4 @@ def token(executor) -> str | None:
 
 __all__ = ["add_cluster_args", "add_config_flags", "add_executor_args", "cluster_config_from_args", "config_section",
            "emit", "executor_cluster", "executor_values", "given_values", "load_config", "logger",
-           "prefect_defaults", "setup_compilation_cache", "token", "validated"]
+           "setup_compilation_cache", "token", "validated"]

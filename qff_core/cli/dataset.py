@@ -15,7 +15,6 @@ from qff_core.cli.common import (
     emit,
     given_values,
     logger,
-    prefect_defaults,
     validated,
 )
 from qff_core.datagen import GenerateConfig
@@ -37,15 +36,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
         summary = generate(settings, cluster=cluster, catalog_dir=args.catalog, log=log,
                            progress=ProgressReporter("qff dataset generate"))
     else:
-        prefect_defaults()
-        from flows.reference_data import reference_data
+        from qff_core.cli.prefect_api import prefect_api
 
-        summary = reference_data(settings.model_dump(), workers=0 if cluster is None else None,
-                                 cluster=None if cluster is None else cluster.model_dump(),
-                                 catalog_dir=str(args.catalog))
+        with prefect_api():
+            from flows.reference_data import reference_data
+
+            summary = reference_data(settings.model_dump(), workers=0 if cluster is None else None,
+                                     cluster=None if cluster is None else cluster.model_dump(),
+                                     catalog_dir=str(args.catalog))
     summary["seconds"] = time.perf_counter() - t0
-    log(f"done: {summary['n_done']} computed, {summary['n_failed']} failed, {summary['n_pending']} pending "
-        f"in {summary['seconds']:.1f} s")
+    busy = f", {summary['busy_elsewhere']} being computed by another process" if summary.get("busy_elsewhere") else ""
+    log(f"computed {summary['computed']} samples in {summary['seconds']:.1f} s ({summary['failed']} failed{busy}); "
+        f"the dataset holds {summary['n_done']} done, {summary['n_failed']} failed, {summary['n_pending']} pending "
+        f"of {summary['n_samples']}")
     if args.json:
         print(json.dumps(summary, indent=2))
     return 0 if summary["n_failed"] == 0 else 3

@@ -13,7 +13,6 @@ from qff_core.cli.common import (
     executor_values,
     given_values,
     load_config,
-    prefect_defaults,
     token,
     validated,
 )
@@ -29,6 +28,8 @@ def evaluate_config_from_args(args: argparse.Namespace) -> EvaluateConfig:
     if not isinstance(section, dict):
         raise InputError(f"the evaluate: section of {args.config} must be a mapping of settings")
     values = {**section, **given_values(args, EvaluateConfig)}
+    if getattr(args, "sets", None) is not None:
+        values["sets"] = args.sets
     if getattr(args, "run_dir", None) is not None:
         values["run_dir"] = str(args.run_dir)
     values["executor"] = executor_values(args, values, loaded, top_level=True)
@@ -71,11 +72,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         summary = evaluate_run(config.run_dir, executor=config.executor, cluster=cluster, token=token(config.executor),
                                **options)
     else:
-        prefect_defaults()
-        from flows.training import evaluate_model
+        from qff_core.cli.prefect_api import prefect_api
 
-        summary = evaluate_model(config.run_dir, executor=config.executor.model_dump(),
-                                 cluster=None if cluster is None else cluster.model_dump(), **options)
+        with prefect_api():
+            from flows.training import evaluate_model
+
+            summary = evaluate_model(config.run_dir, executor=config.executor.model_dump(),
+                                     cluster=None if cluster is None else cluster.model_dump(), **options)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

@@ -8,29 +8,31 @@ import os
 import time
 from pathlib import Path
 
-from qff_core.cli.common import config_section, logger, prefect_defaults, validated
+from qff_core.cli.common import config_section, logger, validated
 from qff_core.pipeline import PipelineConfig
 
 
 def _run(config: PipelineConfig, args: argparse.Namespace) -> int:
     """Run the pipeline (the Prefect flow, or with ``--no-prefect`` the plain functions) and print the comparison."""
-    from qff_core.pipeline import run_pipeline
+    from qff_core.pipeline import run_pipeline, start_output_dir
 
     out = Path(args.out_dir) if args.out_dir else config.resolved_output_dir()
-    out.mkdir(parents=True, exist_ok=True)
+    start_output_dir(config, out, force=args.force)  # before anything is written there (Prefect's database too)
     log = logger(args)
     log(f"qff {args.command}: {config.name}, models {', '.join(config.models)}; everything goes under {out}",
         flush=True)
     t0 = time.perf_counter()
     if args.no_prefect:
-        result = run_pipeline(config, out, log=log)
+        result = run_pipeline(config, out, log=log, force=args.force)
     else:
+        from qff_core.cli.prefect_api import prefect_api
+
         if not os.environ.get("PREFECT_API_URL") and not os.environ.get("PREFECT_HOME"):
             os.environ["PREFECT_HOME"] = str((out / "prefect").resolve())  # the temporary server's database too
-        prefect_defaults()
-        from flows.pipeline import pipeline
+        with prefect_api():
+            from flows.pipeline import pipeline
 
-        result = pipeline(config.model_dump(), str(out))
+            result = pipeline(config.model_dump(), str(out), force=args.force)
     evaluations = {k: result[k] for k in config.models}
     log(f"\n{config.name}: {result['engine']} reference data, {time.perf_counter() - t0:.0f} s in total")
     log(result["table"])
@@ -55,6 +57,8 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", action="store_true", help="write into a non-empty --out-dir that holds no run of "
+                                                         "this configuration (its comparison and summary are replaced)")
     p.add_argument("--no-prefect", action="store_true", help="run the plain functions instead of the Prefect flow")
     p.add_argument("--json", action="store_true")
 

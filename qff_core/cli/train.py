@@ -16,12 +16,11 @@ from qff_core.cli.common import (
     given_values,
     load_config,
     logger,
-    prefect_defaults,
     token,
     validated,
 )
 from qff_core.cli.model import add_model_flags
-from qff_core.errors import InputError
+from qff_core.errors import InputError, Interrupted
 from qff_core.models import ModelConfig
 from qff_core.run import TrainConfig
 
@@ -55,19 +54,35 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"{config.executor.name} executor -> {args.run_dir}")
     if args.no_prefect:
         summary = train(args.run_dir, config, resume=args.resume, progress=progress, cluster=cluster,
-                        token=token(config.executor))
+                        token=token(config.executor), wait=args.wait)
     else:
-        prefect_defaults()
-        from flows.training import train_model
+        from qff_core.cli.prefect_api import prefect_api
 
-        summary = train_model(config.model_dump(), str(args.run_dir), resume=args.resume,
-                              segment_steps=args.segment_steps,
-                              cluster=None if cluster is None else cluster.model_dump())
+        try:
+            with prefect_api():
+                from flows.training import train_model
+
+                summary = train_model(config.model_dump(), str(args.run_dir), resume=args.resume,
+                                      segment_steps=args.segment_steps, wait=args.wait,
+                                      cluster=None if cluster is None else cluster.model_dump())
+        except Interrupted:
+            raise
+        except KeyboardInterrupt:  # between two segments: the last one's checkpoint is what was kept
+            raise Interrupted(_kept(args.run_dir, config.steps)) from None
     log(f"{summary['stop_reason']} at step {summary['step']}; best validation at step {summary['best_step']} "
         f"({summary['wall_time_s']:.1f} s)")
     if args.json:
         print(json.dumps(summary, indent=2))
     return 0
+
+
+def _kept(run_dir: Path, steps: int) -> str:
+    from qff_core.store.checkpoint import latest_checkpoint, read_checkpoint
+
+    latest = latest_checkpoint(Path(run_dir) / "checkpoints")
+    done = 0 if latest is None else read_checkpoint(latest).step
+    return (f"kept {done} of {steps} steps in {run_dir}; continue with `qff train --resume --run-dir {run_dir}` and "
+            "the same settings")
 
 
 def cmd_cost(args: argparse.Namespace) -> int:
@@ -100,6 +115,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_flags(group, TrainConfig, only=("max_qpu_seconds",))
     tr.add_argument("--run-dir", type=Path, required=True, help="where the run's split and checkpoints go")
     tr.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
+    tr.add_argument("--wait", action="store_true", help="when another process trains in --run-dir, wait for it "
+                                                         "instead of stopping (exit 2)")
     tr.add_argument("--segment-steps", type=int, default=1000, help="steps per Prefect task (flow mode)")
     tr.add_argument("--no-prefect", action="store_true", help="run the plain trainer instead of the Prefect flow")
     tr.add_argument("--json", action="store_true")

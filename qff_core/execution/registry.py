@@ -59,6 +59,8 @@ class ExecutorSpec:
     uses_dask: bool = False
     remote: bool = False
     qpu: bool = False
+    check_access: Callable[[ExecutorConfig, str | None], None] | None = None
+    """(config, token): raises InputError/ResourceError when the account or backend cannot be used."""
 
     def found(self) -> tuple[bool, str]:
         """(available here, why not or what it is)."""
@@ -73,6 +75,13 @@ class ExecutorSpec:
             users = ", ".join(executor_names(uses_dask=True))
             raise InputError(f"the {self.name} executor does not fan out on a Dask cluster (only {users} do): "
                              "drop --cluster/--workers/--scheduler")
+
+    def preflight(self, config: ExecutorConfig, token: str | None = None) -> None:
+        """Everything that can be checked before a run writes or submits anything: installed, and for a remote
+        executor the account (``token`` or the environment's) and backend reachable."""
+        self.require()
+        if self.check_access is not None:
+            self.check_access(config, token)
 
     def require(self) -> None:
         """ResourceError when it cannot run here."""
@@ -219,6 +228,28 @@ def _open_ibm(config: ExecutorConfig, model: AnyModel, *, journal=None, seed=Non
                          service=service)
 
 
+def _check_ibm_access(config: ExecutorConfig, token: str | None) -> None:
+    """An account that IBM Quantum accepts, unless the backend runs locally (``aer``, ``Fake...``)."""
+    if is_local_backend(config.backend):
+        return
+    from qiskit_ibm_runtime.exceptions import IBMAccountError, IBMError
+
+    from qff_core.execution.qiskit.ibm import runtime_service
+
+    rehearse = "; to rehearse without an account, use --ibm-backend FakeManilaV2 (qiskit-ibm-runtime's local testing)"
+    try:
+        runtime_service(channel=config.channel, instance=config.instance, token=token)
+    except IBMAccountError as exc:
+        where = (f"the Prefect Secret block {config.token_secret!r}" if config.token_secret else
+                 "$QISKIT_IBM_TOKEN (with $QISKIT_IBM_INSTANCE), an account saved with "
+                 "QiskitRuntimeService.save_account(...), or a Prefect Secret block named by --ibm-token-secret")
+        raise InputError(f"IBM Quantum account problem ({str(exc).strip()}): the API key comes from {where}"
+                         f"{rehearse}") from None
+    except (IBMError, ConnectionError, OSError) as exc:
+        raise ResourceError(f"cannot reach IBM Quantum ({type(exc).__name__}: {str(exc).strip()[:200]}); check the "
+                            f"network{rehearse}") from None
+
+
 register_executor(ExecutorSpec(
     name="exact", description="JAX statevector simulator (float64, autodiff)", build=_build_exact,
     open=_open_exact, exact=True))
@@ -232,7 +263,7 @@ register_executor(ExecutorSpec(
     build=_build_ibm, open=_open_ibm,
     requires=(("qiskit_ibm_runtime", "qiskit-ibm-runtime"), ("qiskit_aer", "qiskit-aer")),
     options=frozenset({"shots", "precision", "backend", "instance", "channel", "token_secret"}),
-    required=frozenset({"backend"}), remote=True, qpu=True,
+    required=frozenset({"backend"}), remote=True, qpu=True, check_access=_check_ibm_access,
     hints=(("backend", "a device of your account (ibm_fez...), or aer / FakeManilaV2... for qiskit-ibm-runtime's "
                        "local testing mode"),)))
 

@@ -40,12 +40,34 @@ MODE_ENV = "QFF_PSI4_MODE"
 MODES = ("auto", "in-process", "executable")
 _INPUT_ERRORS = ("ValidationError", "BasisSetNotFound", "UpgradeHelper", "KeyError", "ValueError", "TypeError")
 _API_LOCK = threading.Lock()  # psi4 keeps global state: one in-process calculation at a time
+SCRATCH_PREFIX = "qff-psi4-"
+"""Scratch folders are ``<tmp>/qff-psi4-<pid>-<random>``: those of processes that are gone are removed."""
+
+
+@cache
+def remove_stale_scratch() -> None:
+    """Remove scratch folders left by psi4 calculations of processes that were killed (once per process)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = folder.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
 
 
 @cache
 def _cli(executable: str) -> tuple[str, str]:
     """(version, JSON flag) of a psi4 executable (run in a scratch directory: psi4 leaves timer.dat)."""
-    with tempfile.TemporaryDirectory(prefix="qff-psi4-") as scratch:
+    with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as scratch:
         def run(flag: str) -> str:
             return subprocess.run([executable, flag], capture_output=True, text=True, timeout=60, cwd=scratch).stdout
 
@@ -161,7 +183,8 @@ class Psi4Engine:
             raise ResourceError(why)
         mode, document = self.mode, self.schema_input(request)
         t0 = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="qff-psi4-") as scratch:
+        remove_stale_scratch()
+        with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as scratch:
             if mode == "in-process":
                 from qff_core.reference.psi4_api import run_gradient
 
@@ -189,12 +212,14 @@ class Psi4Engine:
                 f"{timeout_s:g} s (timeout_s) and was stopped; raise timeout_s, or choose a cheaper method or basis"
             ) from None
         try:
-            return json.loads(path.read_text())
+            out = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
-            raise EngineError(
-                f"psi4 exited with status {proc.returncode} and left no readable result: "
-                f"{(proc.stderr or proc.stdout).strip()[-800:]}"
-            ) from None
+            out = {}
+        # psi4 writes its result over the input file; a crash leaves the input (no "success") or nothing.
+        if "success" not in out:
+            said = (proc.stderr or proc.stdout or "").strip()[-800:] or "no output"
+            raise EngineError(f"psi4 exited with status {proc.returncode} and left no result: {said}")
+        return out
 
 
 def result_from_output(out: dict, request: CalculationRequest, document: dict, *, mode: str, interface: str,

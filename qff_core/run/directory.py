@@ -14,6 +14,7 @@ changed is refused (``DatasetChangedError``), never silently read. Samples appen
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,6 +30,8 @@ from qff_core.molecules import MoleculeSpec
 from qff_core.run.config import TrainConfig
 from qff_core.store.checkpoint import Checkpoint, latest_checkpoint, read_checkpoint
 from qff_core.store.dataset import DONE, Dataset
+
+logger = logging.getLogger(__name__)
 
 RUN_SCHEMA = 2
 """2: dataset location relative to the run directory, checksum of the used samples."""
@@ -203,8 +206,9 @@ def open_run(path: str | Path) -> Run:
     path = Path(path)
     try:
         info = json.loads((path / "run.json").read_text())
-    except FileNotFoundError:
-        raise InputError(f"{path} is not a qff run directory (no run.json); create one with `qff train`") from None
+    except (OSError, json.JSONDecodeError):
+        raise InputError(f"{path} is not a qff run directory (no readable run.json); create one with `qff train`"
+                         ) from None
     dataset_path = _resolve_dataset(path, info["dataset"])
     config = TrainConfig.model_validate({**info["config"], "dataset": str(dataset_path)})
     dataset = Dataset.open(dataset_path)
@@ -223,7 +227,13 @@ def create_run(path: str | Path, config: TrainConfig) -> Run:
     dataset = Dataset.open(config.dataset)
     molecule = molecule_of(dataset, config.molecule)
     model = build_model(molecule, config.model)
-    split = make_split(dataset.status(), config)
+    status = dataset.status()
+    split = make_split(status, config)
+    not_done = int((status != DONE).sum())
+    if not_done:
+        logger.warning(f"{dataset.path} has {not_done} of {status.size} samples not done (pending or failed); the "
+                       f"run uses the {status.size - not_done} done. Finish them first with `qff dataset generate "
+                       "--out ...` (the same command) to train on all")
     train = TrainingData.take(dataset, split.train)
     norm = Normalisation.from_data(train.energies_ev, train.forces_ev_per_a)
     path.mkdir(parents=True, exist_ok=True)

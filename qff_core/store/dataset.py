@@ -7,19 +7,21 @@ carry units, the level of theory, engine versions, sampler settings and the sche
 
 Geometries are added before any calculation, so a sample has a fixed index for life: a
 re-run computes exactly the pending and failed indices, never a duplicate. Every write
-holds an exclusive file lock (``<name>.lock`` beside the store), so several processes may
-add or record at once without losing updates (Zarr itself rewrites whole chunks and resizes
-without coordination). A new dataset is built under a temporary name and renamed into
-place, so a crash during creation leaves nothing half-made.
+holds an exclusive file lock (``<name>.lock`` beside the store, ``dataset_lock``), so several
+processes may add or record at once without losing updates (Zarr itself rewrites whole
+chunks and resizes without coordination); a process computing samples claims them first
+(``<name>.claims`` beside the store), so a second process started at once computes only what
+nobody is computing. A new dataset is built under a temporary name and renamed into place, so
+a crash during creation leaves nothing half-made.
 """
 
 from __future__ import annotations
 
-import fcntl
+import json
 import os
 import shutil
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import socket
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +31,7 @@ import zarr
 from qff_core.errors import InputError
 from qff_core.molecules import MoleculeSpec, validate_positions
 from qff_core.reference.base import CalculationResult
+from qff_core.store.locks import file_lock
 
 SCHEMA_VERSION = 1
 PENDING, DONE, FAILED = 0, 1, 2
@@ -69,7 +72,7 @@ class Dataset:
             ds._check_compatible(molecule, level)
             return ds
         check_writable(path)
-        with _lock(path):
+        with dataset_lock(path):
             if (path / "zarr.json").exists():  # created meanwhile by another process
                 ds = cls.open(path)
                 ds._check_compatible(molecule, level)
@@ -109,8 +112,17 @@ class Dataset:
 
     @classmethod
     def open(cls, path: str | Path) -> Dataset:
-        """An existing dataset; InputError if the path holds none or a newer schema."""
+        """An existing dataset; InputError if the path holds none or a newer schema (nothing is created)."""
         path = Path(path)
+        if path.is_file():
+            raise InputError(f"{path} is a file, not a qff dataset (a Zarr folder made by `qff dataset generate`)")
+        try:
+            node = json.loads((path / "zarr.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            raise InputError(f"{path} holds no qff dataset (create one with `qff dataset generate`)") from None
+        if node.get("node_type") != "group":
+            raise InputError(f"{path} is a Zarr {node.get('node_type', 'store')}, not a qff dataset (a Zarr group "
+                             "made by `qff dataset generate`)")
         try:
             root = zarr.open_group(str(path), mode="r+", use_consolidated=False)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError):
@@ -150,6 +162,46 @@ class Dataset:
     def todo(self) -> np.ndarray:
         """Indices still to compute: pending and failed."""
         return np.flatnonzero(self.status() != DONE)
+
+    # ------------------------------------------------------------------ claims of samples being computed
+
+    @property
+    def _claims_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".claims")
+
+    def _claims(self) -> dict[str, dict]:
+        try:
+            return json.loads(self._claims_path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def _write_claims(self, claims: dict[str, dict]) -> None:
+        if not claims:
+            self._claims_path.unlink(missing_ok=True)
+            return
+        tmp = self._claims_path.with_name(f"{self._claims_path.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(claims))
+        os.replace(tmp, self._claims_path)
+
+    def claim_todo(self) -> tuple[np.ndarray, int]:
+        """Claim every pending or failed sample nobody else is computing; returns (claimed indices, number being
+        computed by other live processes). Claims of processes that are gone (on this host) are taken over."""
+        host, me = socket.gethostname(), os.getpid()
+        with dataset_lock(self.path):
+            claims = {k: v for k, v in self._claims().items()
+                      if v.get("pid") != me and (v.get("host") != host or _pid_alive(int(v.get("pid", 0))))}
+            todo = [int(i) for i in self.todo() if str(int(i)) not in claims]
+            busy = sum(1 for i in self.todo() if str(int(i)) in claims)
+            claims.update({str(i): {"pid": me, "host": host} for i in todo})
+            self._write_claims(claims)
+        return np.asarray(todo, dtype=np.int64), busy
+
+    def release_claims(self) -> None:
+        """Drop every claim of this process (its computation ended, finished or not)."""
+        host, me = socket.gethostname(), os.getpid()
+        with dataset_lock(self.path):
+            self._write_claims({k: v for k, v in self._claims().items()
+                                if not (v.get("pid") == me and v.get("host") == host)})
 
     def positions(self, indices: Sequence[int] | slice = slice(None)) -> np.ndarray:
         """Geometries (Angstrom)."""
@@ -219,7 +271,7 @@ class Dataset:
         n_atoms = len(self.group.attrs["molecule"]["symbols"])
         pos = validate_positions(positions_a, n_atoms)
         pos = pos[None] if pos.ndim == 2 else pos
-        with _lock(self.path):
+        with dataset_lock(self.path):
             start = self.n_samples
             for name in ("positions", "energies", "forces", "status", "wall_time_s", "errors"):
                 a = self._array(name)
@@ -231,7 +283,7 @@ class Dataset:
         """Store results and failures of samples, by index, in one locked write."""
         if not outcomes:
             return
-        with _lock(self.path):
+        with dataset_lock(self.path):
             energies, forces = self._array("energies"), self._array("forces")
             status, wall, errors = self._array("status"), self._array("wall_time_s"), self._array("errors")
             versions = list(self.group.attrs.get("engine_versions", []))
@@ -251,11 +303,18 @@ class Dataset:
                     errors[index] = f"{type(outcome).__name__}: {outcome}"[:2000]
                     status[index] = FAILED
             self.group.attrs["engine_versions"] = versions
+            claims = self._claims()
+            if claims:
+                self._write_claims({k: v for k, v in claims.items() if int(k) not in {i for i, _ in outcomes}})
 
 
 def check_writable(path: str | Path) -> None:
-    """InputError unless a dataset can be written at ``path`` (checked before any work starts)."""
+    """InputError unless a dataset can be written at ``path`` (checked before any work starts): not an existing
+    file or a foreign folder, in a folder that can be written."""
+    from qff_core.store.paths import check_new_store
+
     path = Path(path)
+    check_new_store(path, "--out", "dataset")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         probe = path.parent / f".qff-probe-{os.getpid()}"
@@ -265,13 +324,17 @@ def check_writable(path: str | Path) -> None:
         raise InputError(f"cannot write the dataset at {path}: {exc.strerror}; choose a writable --out") from None
 
 
-@contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock on the dataset (``<name>.lock`` beside it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def dataset_lock(path: str | Path):
+    """The dataset's exclusive lock (``<name>.lock`` beside it), re-entrant in one process."""
+    path = Path(path)
+    return file_lock(path.with_name(path.name + ".lock"))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

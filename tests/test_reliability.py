@@ -1,0 +1,300 @@
+"""What a user meets when things go wrong: bad input gets one clear line (exit 2) and writes nothing,
+concurrent runs neither duplicate samples nor corrupt a run, Ctrl-C keeps what was done and exits 130,
+a killed command leaves no Prefect server behind.
+
+The bad-input cases are one table per command family: the next bad input found is one row to add.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qff_core.cli import main
+from qff_core.store.checkpoint import latest_checkpoint, read_checkpoint
+from qff_core.store.dataset import Dataset
+
+INTERRUPT_EXIT_S = 20.0  # Ctrl-C to exit, including a checkpoint and stopping the Prefect server
+QFF = [sys.executable, "-m", "qff_core.cli"]
+
+
+def run_qff(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([*QFF, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "QFF_JAX_CACHE_DIR": "off", **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, lih) -> dict[str, Path]:
+    """Things bad input points at: a plain file, a Zarr array, a folder that is not writable (under a file),
+    a trained run."""
+    import zarr
+
+    from qff_core.run import TrainConfig
+    from qff_core.training import train
+
+    root = tmp_path_factory.mktemp("bad")
+    plain = root / "plain.txt"
+    plain.write_text("not a dataset\n")
+    zarr.create_array(str(root / "array.zarr"), shape=(3,), dtype="f8")
+    for name, text in {"list.yaml": "- 1\n- 2\n", "scalar.yaml": "7\n", "broken.yaml": "train: [1, 2\n",
+                       "empty_section.yaml": "train:\n", "bad_train.yaml": "pipeline:\n  train: {steps: -5}\n"}.items():
+        (root / name).write_text(text)
+    run = root / "run"
+    train(run, TrainConfig(dataset=lih, model={"depth": 1}, steps=2, batch_size=2, test_size=2, val_size=2,
+                           eval_every=1, checkpoint_every=1))
+    foreign = root / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.md").write_text("mine\n")
+    return {"root": root, "plain": plain, "array": root / "array.zarr", "run": run, "unwritable": plain / "below",
+            "foreign": foreign, "lih": Path(lih)}
+
+
+# (family, argv with {placeholders}, expected message, path that must not exist afterwards)
+BAD_INPUT = [
+    ("config", "train --config {root}/missing.yaml --dataset {lih} --run-dir {root}/r1", "cannot read the config",
+     "{root}/r1"),
+    ("config", "train --config {root}/broken.yaml --dataset {lih} --run-dir {root}/r1", "not valid YAML", "{root}/r1"),
+    ("config", "train --config {root}/list.yaml --dataset {lih} --run-dir {root}/r1", "must hold a mapping",
+     "{root}/r1"),
+    ("config", "train --config {root}/scalar.yaml --dataset {lih} --run-dir {root}/r1", "must hold a mapping",
+     "{root}/r1"),
+    ("config", "train --config {root}/empty_section.yaml --dataset {lih} --run-dir {root}/r1",
+     "train: section .* must be a mapping", "{root}/r1"),
+    ("model", "model audit --molecule lih --n-geometries 0", "--n-geometries must be at least 1", None),
+    ("model", "model audit --molecule lih --n-geometries -3", "--n-geometries must be at least 1", None),
+    ("dataset", "dataset info {plain}", "is a file, not a qff dataset", None),
+    ("dataset", "dataset info {array}", "is a Zarr array, not a qff dataset", None),
+    ("dataset", "dataset info {root}/nothing.zarr", "holds no qff dataset", "{root}/nothing.zarr"),
+    ("dataset", "dataset generate --engine pyscf --method hf --basis sto-3g --samples 2 --out {plain} --no-prefect",
+     "names an existing file", None),
+    ("dataset", "dataset generate --engine pyscf --method hf --basis sto-3g --samples 2 --out {root}/d.zarr "
+                "--catalog {unwritable} --no-prefect", "cannot write --catalog", "{root}/d.zarr"),
+    ("dataset", "dataset generate --engine pyscf --method hf --basis sto-3g --samples 2 --out {unwritable}/d.zarr "
+                "--no-prefect", "cannot write --out", None),
+    ("train", "train --dataset {plain} --run-dir {root}/r2 --no-prefect", "is a file, not a qff dataset", "{root}/r2"),
+    ("train", "train --dataset {array} --run-dir {root}/r2 --no-prefect", "is a Zarr array", "{root}/r2"),
+    ("train", "train --dataset {lih} --run-dir {unwritable}/r --no-prefect", "cannot write --run-dir", None),
+    ("train", "train --dataset {lih} --run-dir {root}/r2 --segment-steps 0", "--segment-steps must be at least 1",
+     "{root}/r2"),
+    ("train", "train --dataset {lih} --run-dir {root}/r2 --max-qpu-seconds -1 --no-prefect",
+     "greater than or equal to 0", "{root}/r2"),
+    ("train", "train --dataset {lih} --run-dir {root}/r2 --executor ibm --ibm-backend ibm_fez --no-prefect",
+     "IBM Quantum account problem .*QISKIT_IBM_TOKEN.*FakeManilaV2", "{root}/r2"),
+    ("evaluate", "evaluate {plain} --no-prefect", "not a qff run directory", None),
+    ("evaluate", "evaluate {run} --sets rotated --no-prefect", "include 'test'", None),
+    ("evaluate", "evaluate {run} --executor ibm --ibm-backend ibm_fez --no-prefect", "IBM Quantum account problem",
+     "{run}/evaluation_ibm.json"),
+    ("pipeline", "pipeline --config {root}/bad_train.yaml --out-dir {root}/p1 --no-prefect",
+     "invalid pipeline settings", "{root}/p1"),
+    ("pipeline", "demo --out-dir {foreign} --no-prefect", "holds no qff pipeline run.*--force",
+     "{foreign}/pipeline.json"),
+]
+
+
+@pytest.mark.parametrize(("family", "argv", "message", "absent"), BAD_INPUT,
+                         ids=[f"{row[0]}-{i}" for i, row in enumerate(BAD_INPUT)])
+def test_bad_input_gets_one_clear_error_and_writes_nothing(family, argv, message, absent, files, capsys,
+                                                             monkeypatch, tmp_path):
+    import re
+
+    for var in ("QISKIT_IBM_TOKEN", "QISKIT_IBM_INSTANCE", "QISKIT_IBM_CHANNEL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no saved IBM account
+    names = {k: str(v) for k, v in files.items()}
+    assert main([a.format(**names) for a in argv.split()]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("qff: error:") and "Traceback" not in err, err
+    assert re.search(message, err, re.S), err
+    if absent is not None:
+        assert not Path(absent.format(**names)).exists()
+
+
+def test_a_read_command_writes_nothing(files):
+    def listing() -> list:
+        return sorted((str(p), p.stat().st_mtime_ns) for folder in (files["root"], files["lih"].parent)
+                      for p in folder.rglob("*"))
+
+    before = listing()
+    assert main(["dataset", "info", str(files["root"] / "new.zarr")]) == 2
+    assert main(["dataset", "info", str(files["lih"])]) == 0
+    assert listing() == before
+
+
+# ----------------------------------------------------------------------------- concurrent runs
+
+
+GENERATE = ["dataset", "generate", "--molecule", "h2o", "--engine", "pyscf", "--method", "hf", "--basis", "sto-3g",
+            "--chunk-size", "4", "--workers", "0", "--no-prefect", "--json"]
+
+
+def _start(args: list[str], **kw) -> subprocess.Popen:
+    return subprocess.Popen([*QFF, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "QFF_JAX_CACHE_DIR": "off"}, **kw)
+
+
+def test_two_generates_at_once_add_each_sample_once(tmp_path):
+    out, catalog = tmp_path / "h2o.zarr", tmp_path / "catalog"
+    both = [_start([*GENERATE, "--samples", "16", "--out", str(out), "--catalog", str(catalog)]) for _ in range(2)]
+    results = [p.communicate(timeout=600) for p in both]
+    assert [p.returncode for p in both] == [0, 0], [r[1] for r in results]
+    ds = Dataset.open(out)
+    positions = ds.positions()
+    assert ds.n_samples == 16 and len(np.unique(positions.round(12), axis=0)) == 16
+    summaries = [json.loads(r[0][r[0].index("{"):]) for r in results]
+    assert sum(s["computed"] for s in summaries) == 16  # every sample computed once, by one of the two
+    # A top-up of a copy to 20, twice at once: 20 samples, not 24.
+    import shutil
+
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(out, copy)
+    both = [_start([*GENERATE, "--samples", "20", "--out", str(copy), "--catalog", str(catalog)]) for _ in range(2)]
+    assert [p.wait(timeout=600) for p in both] == [0, 0]
+    grown = Dataset.open(copy)
+    assert grown.n_samples == 20 and grown.info()["n_done"] == 20
+    assert np.array_equal(grown.positions()[:16], positions)
+
+
+TRAIN = ["train", "--depth", "1", "--batch-size", "4", "--test-size", "2", "--val-size", "2", "--eval-every", "20",
+         "--checkpoint-every", "20", "--no-prefect", "--json"]
+
+
+def test_a_busy_run_directory_is_refused_or_waited_for(lih, tmp_path):
+    run = tmp_path / "run"
+    first = _start([*TRAIN, "--dataset", lih, "--steps", "400", "--run-dir", str(run)])
+    deadline = time.time() + 120
+    while not (run / "run.json").exists() and time.time() < deadline:
+        assert first.poll() is None, first.communicate()
+        time.sleep(0.05)
+    busy = run_qff(*TRAIN, "--dataset", lih, "--steps", "400", "--run-dir", str(run))
+    assert busy.returncode == 2 and "is busy" in busy.stderr and f"pid {first.pid}" in busy.stderr, busy.stderr
+    waiting = run_qff(*TRAIN, "--dataset", lih, "--steps", "400", "--run-dir", str(run), "--resume", "--wait")
+    assert first.wait(timeout=300) == 0
+    assert waiting.returncode == 0 and "waiting" in waiting.stderr, waiting.stderr
+    assert json.loads(waiting.stdout[waiting.stdout.index("{"):])["resumed_from"] == 400  # nothing left to do
+    # A lock record of a process that was killed is taken over, with a message.
+    lock = run.with_name("run.lock")
+    lock.write_text(json.dumps({"pid": 999999, "host": "elsewhere", "since": "then", "command": "qff train"}))
+    again = run_qff(*TRAIN, "--dataset", lih, "--steps", "400", "--run-dir", str(run), "--resume")
+    assert again.returncode == 0 and "took over the lock" in again.stderr and "999999" in again.stderr
+
+
+# ----------------------------------------------------------------------------- interrupts
+
+
+def _interrupt_when(proc: subprocess.Popen, ready, timeout: float = 300) -> float:
+    """SIGINT to ``proc`` once ``ready()``; returns the seconds it took to exit."""
+    deadline = time.time() + timeout
+    while not ready():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline
+        time.sleep(0.05)
+    t0 = time.perf_counter()
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=120)
+    return time.perf_counter() - t0
+
+
+def _steps_done(run: Path) -> int:
+    latest = latest_checkpoint(run / "checkpoints")
+    return 0 if latest is None else read_checkpoint(latest).step
+
+
+def test_ctrl_c_checkpoints_says_what_was_kept_and_resumes_bit_for_bit(lih, tmp_path):
+    args = [*TRAIN[:-1], "--dataset", lih, "--steps", "3000", "--seed", "4"]
+    proc = _start([*args, "--run-dir", str(tmp_path / "run")])
+    seconds = _interrupt_when(proc, lambda: _steps_done(tmp_path / "run") >= 20)
+    _, err = proc.communicate()
+    assert proc.returncode == 130 and seconds < INTERRUPT_EXIT_S, (proc.returncode, seconds, err)
+    assert err.strip().startswith("qff: interrupted: kept") and "--resume" in err and "Traceback" not in err, err
+    kept = _steps_done(tmp_path / "run")
+    assert 20 <= kept < 3000 and f"kept {kept} of 3000 steps" in err  # the checkpoint written on Ctrl-C
+    short = [*args[:args.index("--steps")], "--steps", "3000", *args[args.index("--steps") + 2:]]
+    assert run_qff(*short, "--run-dir", str(tmp_path / "run"), "--resume", "--json").returncode == 0
+    assert run_qff(*short, "--run-dir", str(tmp_path / "straight"), "--json").returncode == 0
+    a = read_checkpoint(latest_checkpoint(tmp_path / "run" / "checkpoints")).arrays
+    b = read_checkpoint(latest_checkpoint(tmp_path / "straight" / "checkpoints")).arrays
+    for key in ("opt_params", "best_params", "history/loss"):
+        assert np.array_equal(a[key], b[key]), key
+
+
+@pytest.mark.slow
+def test_prefect_mode_ctrl_c_is_quick_and_a_killed_command_leaves_no_server(lih, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env.update({"QFF_JAX_CACHE_DIR": "off", "PREFECT_HOME": str(tmp_path / "prefect")})
+    args = [*QFF, *TRAIN[:-2], "--dataset", lih, "--steps", "100000", "--segment-steps", "50"]
+
+    proc = subprocess.Popen([*args, "--run-dir", str(tmp_path / "int")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    seconds = _interrupt_when(proc, lambda: _steps_done(tmp_path / "int") >= 50)
+    err = proc.stderr.read()
+    assert proc.returncode == 130 and seconds < INTERRUPT_EXIT_S, (proc.returncode, seconds, err)
+    assert "Traceback" not in err and "qff: interrupted: kept" in err, err
+    assert not _servers_of(proc.pid)
+
+    killed = subprocess.Popen([*args, "--run-dir", str(tmp_path / "kill")], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 300
+    while _steps_done(tmp_path / "kill") < 50 and time.time() < deadline:
+        assert killed.poll() is None
+        time.sleep(0.1)
+    servers = _servers_of(killed.pid)
+    assert servers, "the command's Prefect server was not found"
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait()
+    deadline = time.time() + 20
+    while any(_alive(p) for p in servers) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in servers), "a killed command left its Prefect server running"
+
+
+def _servers_of(pid: int) -> list[int]:
+    """Prefect API server processes whose parent is ``pid``."""
+    out = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid and "prefect.server.api.server:create_app" in cmdline:
+            out.append(int(proc.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_evaluating_some_sets_prints_their_table(files, capsys):
+    assert main(["evaluate", str(files["run"]), "--sets", "test", "rotated", "--no-prefect", "--no-plots"]) == 0
+    out = capsys.readouterr().out
+    assert "rotated     energy_mae_kcal_mol" in out and "translated" not in out
+
+
+def test_training_on_unfinished_data_says_so(lih, tmp_path, capsys):
+    import shutil
+
+    import zarr
+
+    data = tmp_path / "part.zarr"
+    shutil.copytree(lih, data)
+    zarr.open_array(str(data / "status"), mode="r+")[6:] = 0  # 4 of 10 samples pending
+    assert main(["train", "--dataset", str(data), "--depth", "1", "--steps", "2", "--batch-size", "2", "--test-size",
+                 "1", "--val-size", "1", "--no-prefect", "--run-dir", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    assert "qff: warning:" in err and "4 of 10 samples not done" in err and "uses the 6 done" in err, err
