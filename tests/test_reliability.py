@@ -28,7 +28,7 @@ QFF = [sys.executable, "-m", "qff_core.cli"]
 
 def run_qff(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([*QFF, *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "QFF_JAX_CACHE_DIR": "off", **(env or {})})
+                          env={**os.environ, **(env or {})})
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +137,7 @@ GENERATE = ["dataset", "generate", "--molecule", "h2o", "--engine", "pyscf", "--
 
 def _start(args: list[str], **kw) -> subprocess.Popen:
     return subprocess.Popen([*QFF, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "QFF_JAX_CACHE_DIR": "off"}, **kw)
+                            env=dict(os.environ), **kw)
 
 
 def test_two_generates_at_once_add_each_sample_once(tmp_path):
@@ -208,17 +208,16 @@ def _steps_done(run: Path) -> int:
 
 
 def test_ctrl_c_checkpoints_says_what_was_kept_and_resumes_bit_for_bit(lih, tmp_path):
-    args = [*TRAIN[:-1], "--dataset", lih, "--steps", "3000", "--seed", "4"]
+    args = [*TRAIN[:-1], "--dataset", lih, "--steps", "600", "--seed", "4"]
     proc = _start([*args, "--run-dir", str(tmp_path / "run")])
     seconds = _interrupt_when(proc, lambda: _steps_done(tmp_path / "run") >= 20)
     _, err = proc.communicate()
     assert proc.returncode == 130 and seconds < INTERRUPT_EXIT_S, (proc.returncode, seconds, err)
     assert err.strip().startswith("qff: interrupted: kept") and "--resume" in err and "Traceback" not in err, err
     kept = _steps_done(tmp_path / "run")
-    assert 20 <= kept < 3000 and f"kept {kept} of 3000 steps" in err  # the checkpoint written on Ctrl-C
-    short = [*args[:args.index("--steps")], "--steps", "3000", *args[args.index("--steps") + 2:]]
-    assert run_qff(*short, "--run-dir", str(tmp_path / "run"), "--resume", "--json").returncode == 0
-    assert run_qff(*short, "--run-dir", str(tmp_path / "straight"), "--json").returncode == 0
+    assert 20 <= kept < 600 and f"kept {kept} of 600 steps" in err  # the checkpoint written on Ctrl-C
+    assert run_qff(*args, "--run-dir", str(tmp_path / "run"), "--resume", "--json").returncode == 0
+    assert run_qff(*args, "--run-dir", str(tmp_path / "straight"), "--json").returncode == 0
     a = read_checkpoint(latest_checkpoint(tmp_path / "run" / "checkpoints")).arrays
     b = read_checkpoint(latest_checkpoint(tmp_path / "straight" / "checkpoints")).arrays
     for key in ("opt_params", "best_params", "history/loss"):
@@ -228,7 +227,7 @@ def test_ctrl_c_checkpoints_says_what_was_kept_and_resumes_bit_for_bit(lih, tmp_
 @pytest.mark.slow
 def test_prefect_mode_ctrl_c_is_quick_and_a_killed_command_leaves_no_server(lih, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
-    env.update({"QFF_JAX_CACHE_DIR": "off", "PREFECT_HOME": str(tmp_path / "prefect")})
+    env.update({"PREFECT_HOME": str(tmp_path / "prefect")})
     args = [*QFF, *TRAIN[:-2], "--dataset", lih, "--steps", "100000", "--segment-steps", "50"]
 
     proc = subprocess.Popen([*args, "--run-dir", str(tmp_path / "int")], stdout=subprocess.DEVNULL,
