@@ -192,8 +192,8 @@ def start_output_dir(config: PipelineConfig, output_dir: str | Path, *, force: b
     wanted = config.model_dump(mode="json", exclude={"output_dir"})
     if out.is_dir() and any(out.iterdir()):
         previous = json.loads(marker.read_text()) if marker.exists() else None
-        if previous == wanted:
-            return True
+        if previous == wanted:  # resuming when it holds more than the marker and Prefect's database
+            return any(p.name not in (MARKER, "prefect") for p in out.iterdir())
         if not force:
             what = ("holds a run of another pipeline configuration (" + ", ".join(
                 sorted(k for k in wanted if previous.get(k) != wanted[k])) + " differ)") if previous is not None \
