@@ -26,7 +26,7 @@ def train_task(jobs: dict[str, tuple[str, dict]], workers: int) -> dict[str, dic
 
 
 def _reference_data(settings, workers: int, catalog_dir: str) -> dict:
-    return reference_data(settings.model_dump(), workers=workers, catalog_dir=catalog_dir)
+    return reference_data(settings, workers=workers, catalog_dir=catalog_dir)
 
 
 def _train(jobs: dict, workers: int) -> dict[str, dict]:
@@ -34,9 +34,9 @@ def _train(jobs: dict, workers: int) -> dict[str, dict]:
 
 
 @flow(name="pipeline", log_prints=True)
-def pipeline(config: dict, output_dir: str, force: bool = False) -> dict:
+def pipeline(config: PipelineConfig, output_dir: str, force: bool = False) -> dict:
     """Reference data, training and evaluation of every configured model; returns the evaluations."""
-    cfg = PipelineConfig.model_validate(config)
+    cfg = config
     result = run_pipeline(cfg, output_dir, log=get_run_logger().info, force=force,
                           stages=Stages(generate=_reference_data, train=_train, evaluate=evaluate_task))
     create_markdown_artifact(f"```\n{result['table']}\n```", key=f"{cfg.name.replace('_', '-')}-comparison",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger, task
 
+from flows.retries import TRANSIENT_DELAYS_S, TRANSIENT_RETRIES, transient_only
 from qff_core.datagen import GenerateConfig, catalog_dataset, compute_dataset, prepare_dataset
 from qff_core.distributed import ClusterConfig, check_submit_command, load_cluster_config
 from qff_core.progress import ProgressReporter
@@ -24,7 +25,8 @@ def prepare(settings: dict) -> str:
     return str(prepare_dataset(GenerateConfig.model_validate(settings)).path)
 
 
-@task(name="compute-reference-data")
+@task(name="compute-reference-data", retries=TRANSIENT_RETRIES, retry_delay_seconds=TRANSIENT_DELAYS_S,
+      retry_condition_fn=transient_only, persist_result=True)
 def compute(settings: dict, path: str, cluster: dict | None) -> dict:
     """Compute every pending or failed sample on Dask (in this process when ``cluster`` is None);
     each chunk is stored as it returns, and a progress line is logged per chunk."""
@@ -41,7 +43,7 @@ def catalog(path: str, catalog_dir: str) -> str:
 
 
 @flow(name="reference-data", log_prints=True)
-def reference_data(settings: dict, workers: int | None = None, scheduler: str | None = None,
+def reference_data(settings: GenerateConfig, workers: int | None = None, scheduler: str | None = None,
                    catalog_dir: str = "data_catalog", cluster: str | dict | None = None) -> dict:
     """Generate (or resume) a reference dataset; returns counts, path and catalog record.
 
@@ -52,8 +54,9 @@ def reference_data(settings: dict, workers: int | None = None, scheduler: str | 
     config = load_cluster_config(cluster, workers=workers, scheduler=scheduler)  # and bad cluster files,
     if config is not None:
         check_submit_command(config)  # and a missing sbatch/qsub
-    path = prepare(settings)
-    summary = compute(settings, path, None if config is None else config.model_dump())
+    fields = settings.model_dump()
+    path = prepare(fields)
+    summary = compute(fields, path, None if config is None else config.model_dump())
     summary["path"] = path
     summary["catalog_record"] = catalog(path, catalog_dir)
     return summary

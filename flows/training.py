@@ -2,14 +2,18 @@
 
 A segment of steps is one task: coarse (a task costs ~0.3 s, a step ~40 ms), and each
 segment starts from the last checkpoint, so a retried or re-run flow continues where the
-previous one stopped and a crash costs at most one segment.
+previous one stopped and a crash costs at most one segment. What is expensive lives on disk
+(checkpoints, datasets), so task results are persisted but never served from a cache: the same
+inputs mean "continue", not "done". Tasks retry transient failures only.
 """
 
 from __future__ import annotations
 
 from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
 
 from flows.credentials import token_for
+from flows.retries import TRANSIENT_DELAYS_S, TRANSIENT_RETRIES, transient_only
 from qff_core.distributed import ClusterConfig
 from qff_core.evaluation import evaluate_run
 from qff_core.execution.config import ExecutorConfig
@@ -21,7 +25,8 @@ def _print_progress(p: dict) -> None:
     print(format_progress(p))
 
 
-@task(name="train-segment")
+@task(name="train-segment", retries=TRANSIENT_RETRIES, retry_delay_seconds=TRANSIENT_DELAYS_S,
+      retry_condition_fn=transient_only, persist_result=True, cache_policy=NO_CACHE)
 def train_segment(run_dir: str, config: dict, resume: bool, steps: int, cluster: dict | None = None,
                   wait: bool = False) -> dict:
     """Up to ``steps`` training steps from the last checkpoint (or from the start).
@@ -36,18 +41,20 @@ def train_segment(run_dir: str, config: dict, resume: bool, steps: int, cluster:
 
 
 @flow(name="train-model", log_prints=True)
-def train_model(config: dict, run_dir: str, resume: bool = False, segment_steps: int = 1000,
+def train_model(config: TrainConfig, run_dir: str, resume: bool = False, segment_steps: int = 1000,
                 cluster: dict | None = None, wait: bool = False) -> dict:
     """Train (or continue) one run to its step budget or early stop; returns the trainer's summary."""
     if segment_steps < 1:
         raise ValueError(f"segment_steps must be at least 1; got {segment_steps}")
-    summary = train_segment(run_dir, config, resume, segment_steps, cluster, wait)
+    fields = config.model_dump()
+    summary = train_segment(run_dir, fields, resume, segment_steps, cluster, wait)
     while summary["stop_reason"] is None:
-        summary = train_segment(run_dir, config, True, segment_steps, cluster, wait)
+        summary = train_segment(run_dir, fields, True, segment_steps, cluster, wait)
     return summary
 
 
-@task(name="evaluate-run")
+@task(name="evaluate-run", retries=TRANSIENT_RETRIES, retry_delay_seconds=TRANSIENT_DELAYS_S,
+      retry_condition_fn=transient_only, persist_result=True, cache_policy=NO_CACHE)
 def evaluate_task(run_dir: str, seed: int = 0, plots: bool = True, krr: bool = False, executor: dict | None = None,
                   sets: tuple[str, ...] | None = None, max_test: int | None = None,
                   cluster: dict | None = None, max_qpu_seconds: float | None = None) -> dict:
@@ -60,8 +67,10 @@ def evaluate_task(run_dir: str, seed: int = 0, plots: bool = True, krr: bool = F
 
 
 @flow(name="evaluate-model", log_prints=True)
-def evaluate_model(run_dir: str, seed: int = 0, plots: bool = True, krr: bool = False, executor: dict | None = None,
-                   sets: tuple[str, ...] | None = None, max_test: int | None = None,
-                   cluster: dict | None = None, max_qpu_seconds: float | None = None) -> dict:
+def evaluate_model(run_dir: str, seed: int = 0, plots: bool = True, krr: bool = False,
+                   executor: ExecutorConfig | None = None, sets: tuple[str, ...] | None = None,
+                   max_test: int | None = None, cluster: dict | None = None,
+                   max_qpu_seconds: float | None = None) -> dict:
     """Evaluate one trained run (writes evaluation.json, or evaluation_<executor>.json, and plots into it)."""
-    return evaluate_task(run_dir, seed, plots, krr, executor, sets, max_test, cluster, max_qpu_seconds)
+    return evaluate_task(run_dir, seed, plots, krr, None if executor is None else executor.model_dump(), sets,
+                         max_test, cluster, max_qpu_seconds)

@@ -122,15 +122,14 @@ def prepare_dataset(settings: GenerateConfig) -> Dataset:
         if missing > 0 and settings.sampler == "bond_scan" and have:
             raise InputError("a bond scan is fixed by its range and count; write a new --out to change it")
         new, minimum = sample_geometries(settings, molecule, missing, have) if missing > 0 else (None, None)
-        # The minimum is provenance of a new dataset; a topped-up one keeps the record it was created with.
-        dataset = Dataset.create(path, molecule, settings.level(), sampler={
-            "kind": settings.sampler, "seed": settings.seed, "temperature_k": settings.temperature_k,
-            "max_distance_change": settings.max_distance_change,
-            "scan_range_a": list(settings.scan_range_a),
-            **({"minimum": minimum} if minimum else {}),
-        })
+        sampler = {"kind": settings.sampler, "seed": settings.seed, "temperature_k": settings.temperature_k,
+                   "max_distance_change": settings.max_distance_change,
+                   "scan_range_a": list(settings.scan_range_a), **({"minimum": minimum} if minimum else {})}
+        # ``sampler`` describes how the dataset was created; every append (the first too) is a segment of its own
+        # with its settings and index range, so a top-up at another temperature is recorded as such.
+        dataset = Dataset.create(path, molecule, settings.level(), sampler=sampler)
         if new is not None:
-            dataset.add_geometries(new)
+            dataset.add_geometries(new, segment=sampler)
     return dataset
 
 

@@ -190,6 +190,23 @@ def _baselines(run: Run, sets: dict[str, TrainingData], krr: bool) -> dict:
     return out
 
 
+def score(run: Run, indices: np.ndarray, *, theta: np.ndarray | None = None,
+          sets: tuple[str, ...] = ("test", "rotated"), seed: int = 0) -> dict[str, dict]:
+    """Error metrics (the ``evaluate_run`` keys) of a run's model on the dataset samples ``indices`` and their
+    transformed copies, on the exact simulator: how the registry and retraining compare models on one test set.
+    ``theta``: parameters to score (default: the run's best)."""
+    from qff_core.execution.exact import compile_exact
+
+    theta = run.final_parameters()[0] if theta is None else theta
+    data = TrainingData.take(run.dataset(), np.asarray(indices))
+    every = {"test": data, **transformed_sets(run, data, seed)}
+    chosen = {name: every[name] for name in sets}
+    e_all, f_all = compile_exact(run.model).evaluate(theta, np.concatenate([d.positions_a for d in chosen.values()]))
+    n = len(data.energies_ev)
+    return {name: error_metrics(e_all[k * n:(k + 1) * n], d.energies_ev, f_all[k * n:(k + 1) * n], d.forces_ev_per_a)
+            for k, (name, d) in enumerate(chosen.items())}
+
+
 def evaluation_cost(config: EvaluateConfig, run: Run | None = None, *, qpu_time=None) -> RunCost:
     """What ``evaluate_run`` with ``config`` would submit: energies and forces of every scored geometry, one plan."""
     from qff_core.execution.shift.planner import Request
@@ -295,5 +312,5 @@ def summary_table(summaries: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["METRIC_KEYS", "TRANSFORMS", "EvaluateConfig", "evaluate_run", "evaluation_cost", "summary_table",
+__all__ = ["METRIC_KEYS", "TRANSFORMS", "EvaluateConfig", "evaluate_run", "evaluation_cost", "score", "summary_table",
            "transformed_sets", "write_plots"]

@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from qff_core.errors import ExecutionError, Interrupted, TransientError
+from qff_core.errors import ExecutionError, InputError, Interrupted, TransientError
 from qff_core.execution import executor_spec
 from qff_core.loss import Loss
 from qff_core.metrics import error_metrics
 from qff_core.models import init_parameters
-from qff_core.run import Run, TrainConfig, TrainingData, TrainingError, create_run, open_run
+from qff_core.run import Run, Split, TrainConfig, TrainingData, TrainingError, create_run, open_run
 from qff_core.run.directory import verify_samples
 from qff_core.run.state import HISTORY_KEYS, VAL_KEYS, TrainState, state_from_checkpoint, state_to_checkpoint
 from qff_core.store.checkpoint import latest_checkpoint, read_checkpoint, write_checkpoint
@@ -99,10 +99,21 @@ def initial_parameters(run: Run, sim: ExactSimulator, train_data: TrainingData) 
     return opt
 
 
-def _open_or_create(run_dir: Path, config: TrainConfig, resume: bool) -> Run:
-    """The run in ``run_dir`` (checked against ``config``) with ``resume``, else a new one."""
+def warm_start(run: Run) -> np.ndarray:
+    """Optimiser parameters at the best parameters of the run ``run.config.init_from`` (same model)."""
+    source = open_run(run.config.init_from)
+    if source.model.summary() != run.model.summary():
+        raise InputError(f"--init-from {run.config.init_from} holds another model ({source.model.kind}, "
+                         f"{source.model.n_parameters} parameters); a warm start needs the same one")
+    theta, _ = source.final_parameters()
+    pmap = run.parameter_map
+    return (np.asarray(theta) - pmap.shift) / pmap.multiplier
+
+
+def _open_or_create(run_dir: Path, config: TrainConfig, resume: bool, split: Split | None = None) -> Run:
+    """The run in ``run_dir`` (checked against ``config``) with ``resume``, else a new one (on ``split``)."""
     if not (run_dir / "run.json").exists():
-        return create_run(run_dir, config)
+        return create_run(run_dir, config, split=split)
     if not resume:
         raise TrainingError(f"{run_dir} already holds a run; pass --resume to continue it or choose a new --run-dir")
     run = open_run(run_dir)
@@ -130,7 +141,7 @@ def _initial_state(run: Run, sim: ExactSimulator, optimiser, train_data: Trainin
     ckpt_path = latest_checkpoint(run.checkpoint_dir)
     if ckpt_path is not None:
         return state_from_checkpoint(read_checkpoint(ckpt_path))
-    opt0 = initial_parameters(run, sim, train_data)
+    opt0 = initial_parameters(run, sim, train_data) if run.config.init_from is None else warm_start(run)
     leaves = [np.asarray(x) for x in jax.tree_util.tree_leaves(optimiser.init(jnp.asarray(opt0)))]
     return TrainState(step=0, opt_params=opt0, opt_state_leaves=leaves, best_params=run.parameter_map.theta(opt0),
                       best_val_loss=math.inf, best_step=0, evals_since_best=0,
@@ -139,9 +150,10 @@ def _initial_state(run: Run, sim: ExactSimulator, optimiser, train_data: Trainin
 
 def train(run_dir: str | Path, config: TrainConfig, *, resume: bool = False, progress: ProgressFn | None = None,
           stop_after: int | None = None, cluster: ClusterConfig | None = None, executor: Executor | None = None,
-          token: str | None = None, wait: bool = False) -> dict:
+          token: str | None = None, wait: bool = False, split: Split | None = None) -> dict:
     """Train (or, with ``resume``, continue) the run in ``run_dir``; returns a summary.
 
+    ``split``: the dataset indices of a new run (default: the seeded split of ``config``).
     ``stop_after``: return after this many steps in this call (checkpointing first), to split a
     long run into pieces (Prefect tasks, batch jobs with a wall-time limit). ``cluster``: a
     Dask cluster for executors that fan out on one. ``executor``: one already built for this
@@ -164,12 +176,12 @@ def train(run_dir: str | Path, config: TrainConfig, *, resume: bool = False, pro
     with holder_lock(run_dir.with_name(run_dir.name + ".lock"), f"the run in {run_dir}", wait=wait,
                      notice=logger.warning):
         return _train_locked(run_dir, config, resume=resume, progress=progress, stop_after=stop_after,
-                             cluster=cluster, executor=executor, token=token)
+                             cluster=cluster, executor=executor, token=token, split=split)
 
 
 def _train_locked(run_dir: Path, config: TrainConfig, *, resume: bool, progress: ProgressFn | None,
                   stop_after: int | None, cluster: ClusterConfig | None, executor: Executor | None,
-                  token: str | None) -> dict:
+                  token: str | None, split: Split | None) -> dict:
     """``train`` with the run directory's lock held."""
     import optax
 
@@ -177,7 +189,7 @@ def _train_locked(run_dir: Path, config: TrainConfig, *, resume: bool, progress:
     from qff_core.execution.exact import compile_exact
     from qff_core.execution.shift.journal import JobJournal
 
-    run = _open_or_create(run_dir, config, resume)
+    run = _open_or_create(run_dir, config, resume, split)
     dataset = run.dataset()
     train_data = TrainingData.take(dataset, run.split.train)
     val_data = TrainingData.take(dataset, run.split.val) if run.split.val.size else None

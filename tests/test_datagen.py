@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from qff_core.cli import main
 from qff_core.datagen import GenerateConfig, compute_chunk, compute_pending, prepare_dataset
@@ -34,13 +35,22 @@ def test_generate_on_dask_then_resume_without_duplicates(tmp_path, capsys):
     assert again["computed"] == 0 and again["n_samples"] == 6  # nothing recomputed, nothing added
     more = generate(capsys, out, "--samples", "8", "--workers", "0")
     assert more["computed"] == 2 and more["n_done"] == 8
+    hotter = generate(capsys, out, "--samples", "10", "--workers", "0", "--temperature-k", "3000")
+    assert hotter["computed"] == 2
+    segments = Dataset.open(out).segments()  # every append recorded with its sampler and index range
+    assert [(g["start"], g["stop"], g["temperature_k"]) for g in segments] == [(0, 6, 500.0), (6, 8, 500.0),
+                                                                                (8, 10, 3000.0)]
+    record = yaml.safe_load((out.parent / "catalog" / "h2o.yaml").read_text())
+    assert record["counts"]["n_samples"] == 10 and record["provenance"]["segments"][-1]["temperature_k"] == 3000.0
+    assert record["checksum"] == Dataset.open(out).checksum()
     ds = Dataset.open(out)
     assert np.array_equal(ds.positions()[:6], positions)  # old samples untouched
     assert np.array_equal(ds.arrays()["energies"][:6], energies)
     assert main(["dataset", "info", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert (info["n_samples"], info["n_failed"]) == (8, 0)
+    assert (info["n_samples"], info["n_failed"]) == (10, 0)
     assert info["units"] == {"positions": "angstrom", "energies": "eV", "forces": "eV/angstrom", "wall_time_s": "s"}
+    assert info["n_samples"] == 10
     assert info["sampler"]["kind"] == "normal_modes" and info["engine_versions"][0].startswith("pyscf")
     minimum = info["sampler"]["minimum"]  # provenance: the optimised geometry and its 3 real H2O modes
     assert np.array(minimum["positions_a"]).shape == (3, 3) and len(minimum["frequencies_cm1"]) == 3

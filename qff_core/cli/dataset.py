@@ -18,6 +18,7 @@ from qff_core.cli.common import (
     validated,
 )
 from qff_core.datagen import GenerateConfig
+from qff_core.store.catalog import catalog_dir
 
 _SKIP = ("keywords", "scan_range_a")  # set in the --config file
 
@@ -33,7 +34,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         from qff_core.datagen import generate
         from qff_core.progress import ProgressReporter
 
-        summary = generate(settings, cluster=cluster, catalog_dir=args.catalog, log=log,
+        summary = generate(settings, cluster=cluster, catalog_dir=catalog_dir(args.catalog), log=log,
                            progress=ProgressReporter("qff dataset generate"))
     else:
         from qff_core.cli.prefect_api import prefect_api
@@ -43,7 +44,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
             summary = reference_data(settings.model_dump(), workers=0 if cluster is None else None,
                                      cluster=None if cluster is None else cluster.model_dump(),
-                                     catalog_dir=str(args.catalog))
+                                     catalog_dir=str(catalog_dir(args.catalog)))
     summary["seconds"] = time.perf_counter() - t0
     busy = f", {summary['busy_elsewhere']} being computed by another process" if summary.get("busy_elsewhere") else ""
     log(f"computed {summary['computed']} samples in {summary['seconds']:.1f} s ({summary['failed']} failed{busy}); "
@@ -79,7 +80,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_flags(gen, GenerateConfig, skip=_SKIP)
     gen.add_argument("--temperature", dest="temperature_k", type=float, default=None, help=argparse.SUPPRESS)
     add_cluster_args(gen)
-    gen.add_argument("--catalog", type=Path, default=Path("data_catalog"), help="catalog directory for the record")
+    gen.add_argument("--catalog", type=Path, default=None,
+                     help="catalog directory for the record (default $QFF_CATALOG, else data_catalog)")
     gen.add_argument("--no-prefect", action="store_true", help="run the plain functions instead of the Prefect flow")
     gen.add_argument("--json", action="store_true")
     gen.set_defaults(func=cmd_generate)

@@ -39,6 +39,8 @@ class TrainConfig(BaseModel):
                                                        "(learning curves)")
     seed: int = Field(0, description="seed of the split, the initial parameters and the minibatches")
     init: InitStrategy = Field("near_identity", description="initial parameters")
+    init_from: str | None = Field(None, description="start from the best parameters of this run directory (a warm "
+                                                    "start; same model required)")
     eval_every: int = Field(250, ge=1, description="steps between validations")
     checkpoint_every: int = Field(250, ge=1, description="steps between checkpoints")
     patience: int | None = Field(None, ge=1, description="stop after this many validations without improvement")

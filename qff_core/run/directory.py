@@ -219,8 +219,9 @@ def open_run(path: str | Path) -> Run:
     return Run(path, config, model, split, Normalisation(**info["normalisation"]), info)
 
 
-def create_run(path: str | Path, config: TrainConfig) -> Run:
-    """Write ``run.json`` and ``split.zarr`` for a new run (atomically, so a killed start leaves none)."""
+def create_run(path: str | Path, config: TrainConfig, split: Split | None = None) -> Run:
+    """Write ``run.json`` and ``split.zarr`` for a new run (atomically, so a killed start leaves none).
+    ``split``: explicit dataset indices (finished samples) instead of the seeded split of ``config``."""
     import zarr
 
     path = Path(path)
@@ -228,7 +229,10 @@ def create_run(path: str | Path, config: TrainConfig) -> Run:
     molecule = molecule_of(dataset, config.molecule)
     model = build_model(molecule, config.model)
     status = dataset.status()
-    split = make_split(status, config)
+    if split is None:
+        split = make_split(status, config)
+    elif (status[split.used()] != DONE).any() or len(set(split.used().tolist())) != split.used().size:
+        raise InputError("an explicit split must name distinct finished samples of the dataset")
     not_done = int((status != DONE).sum())
     if not_done:
         logger.warning(f"{dataset.path} has {not_done} of {status.size} samples not done (pending or failed); the "

@@ -16,6 +16,14 @@ import yaml
 
 from qff_core.store.dataset import Dataset
 
+CATALOG_ENV = "QFF_CATALOG"
+DEFAULT_CATALOG = "data_catalog"
+
+
+def catalog_dir(catalog: str | Path | None = None) -> Path:
+    """The catalog folder: ``catalog``, else ``$QFF_CATALOG``, else ``data_catalog``."""
+    return Path(catalog or os.environ.get(CATALOG_ENV) or DEFAULT_CATALOG)
+
 
 def catalog_record(dataset: Dataset, *, name: str | None = None) -> dict:
     """The record of ``dataset`` (JSON/YAML-ready)."""
@@ -32,6 +40,7 @@ def catalog_record(dataset: Dataset, *, name: str | None = None) -> dict:
             "level_of_theory": info["level_of_theory"],
             "engine_versions": info["engine_versions"],
             "sampler": info["sampler"],
+            "segments": info["segments"],
         },
         "checksum": dataset.checksum(),
         "updated": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -261,22 +261,36 @@ class Dataset:
             "level_of_theory": attrs["level_of_theory"],
             "engine_versions": attrs.get("engine_versions", []),
             "sampler": attrs.get("sampler", {}),
+            "segments": self.segments(),
             "failures": {str(i): msg for i, msg in list(self.errors().items())[:20]},
         }
 
     # ------------------------------------------------------------------ writing
 
-    def add_geometries(self, positions_a: np.ndarray) -> np.ndarray:
-        """Append geometries (pending); returns their indices."""
+    def segments(self) -> list[dict]:
+        """How the samples were drawn, one entry per append: sampler settings and the index range
+        ``[start, stop)``. A dataset written before segments existed has one, from its ``sampler``."""
+        attrs = self.group.attrs
+        if "segments" in attrs:
+            return [dict(seg) for seg in attrs["segments"]]
+        sampler = dict(attrs.get("sampler", {}))
+        return [{**sampler, "start": 0, "stop": self.n_samples}] if self.n_samples else []
+
+    def add_geometries(self, positions_a: np.ndarray, segment: dict | None = None) -> np.ndarray:
+        """Append geometries (pending); returns their indices. ``segment``: how they were drawn (sampler
+        settings), recorded with their index range."""
         n_atoms = len(self.group.attrs["molecule"]["symbols"])
         pos = validate_positions(positions_a, n_atoms)
         pos = pos[None] if pos.ndim == 2 else pos
         with dataset_lock(self.path):
+            segments = self.segments()
             start = self.n_samples
             for name in ("positions", "energies", "forces", "status", "wall_time_s", "errors"):
                 a = self._array(name)
                 a.resize((start + len(pos), *a.shape[1:]))
             self._array("positions")[start:] = pos
+            if segment is not None:
+                self.group.attrs["segments"] = [*segments, {**segment, "start": start, "stop": start + len(pos)}]
         return np.arange(start, start + len(pos))
 
     def record(self, outcomes: Sequence[tuple[int, CalculationResult | BaseException]]) -> None:

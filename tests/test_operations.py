@@ -1,0 +1,171 @@
+"""Operating qff: the model registry, growing datasets and scheduled retraining with promotion, for real
+(PySCF data, real training, real processes), and the faults a registry must survive."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from qff_core.cli import main
+from qff_core.run import open_run
+from qff_core.store.dataset import Dataset
+
+QFF = [sys.executable, "-m", "qff_core.cli"]
+# LiH at 5000 K: forces large enough that 400 steps learn them (rotated force MAE ~5 kcal/mol/A against ~11
+# for zero forces and ~19 after one step from scratch): a candidate made worse on purpose is clearly worse.
+GENERATE = ["dataset", "generate", "--molecule", "lih", "--engine", "pyscf", "--method", "hf", "--basis", "sto-3g",
+            "--temperature-k", "5000", "--chunk-size", "8", "--workers", "0", "--no-prefect"]
+SKIP_SECONDS = 15.0  # a retrain with nothing new: opens the record and the dataset, no training
+
+
+def qff(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*QFF, *args], capture_output=True, text=True, timeout=900, env=dict(os.environ))
+
+
+def as_json(out: str) -> dict:
+    return json.loads(out[out.index("{"):])
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> dict[str, Path]:
+    """A dataset of 24 LiH geometries and a run trained on it (registered as lih version 1 by the first test)."""
+    root = tmp_path_factory.mktemp("ops")
+    data, catalog = root / "data" / "lih.zarr", root / "catalog"
+    assert main([*GENERATE, "--samples", "24", "--out", str(data), "--catalog", str(catalog)]) == 0
+    assert main(["train", "--dataset", str(data), "--depth", "2", "--steps", "400", "--batch-size", "8",
+                 "--test-size", "6", "--val-size", "3", "--eval-every", "100", "--checkpoint-every", "100",
+                 "--learning-rate", "3e-2", "--final-learning-rate", "1e-3", "--no-prefect",
+                 "--run-dir", str(root / "runs" / "lih-v1")]) == 0
+    return {"root": root, "data": data, "catalog": catalog, "run": root / "runs" / "lih-v1"}
+
+
+def test_register_list_show_and_promote(project, capsys):
+    c = ["--catalog", str(project["catalog"])]
+    assert main(["models", "register", str(project["run"]), "--name", "lih", "--promote", *c, "--json"]) == 0
+    v1 = json.loads(capsys.readouterr().out)
+    run = open_run(project["run"])
+    assert (v1["version"], v1["status"]) == (1, "production")
+    assert v1["test_indices"] == run.split.test.tolist() and v1["dataset"]["checksum"] == run.dataset().checksum()
+    assert set(v1["metrics"]) == {"test", "rotated"} and v1["metrics"]["rotated"]["forces_mae_kcal_mol_a"] > 0
+    assert main(["models", "list", *c, "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)["lih"]
+    assert [(s["version"], s["status"], s["run_exists"]) for s in listed] == [(1, "production", True)]
+    assert main(["models", "show", "lih@1", *c]) == 0
+    assert "registered with --promote" in capsys.readouterr().out
+    record = yaml.safe_load((project["catalog"] / "models" / "lih.yaml").read_text())
+    assert record["kind"] == "model" and [h["status"] for h in record["versions"][0]["history"]] == [
+        "candidate", "production"]
+
+
+def test_retrain_cycle(project, capsys):
+    """Nothing new: skipped, quickly. New samples: a worse candidate is rejected, a real one judged."""
+    c = ["--catalog", str(project["catalog"])]
+    t0 = time.perf_counter()
+    assert main(["retrain", "--model", "lih", *c, "--json"]) == 0
+    skipped = as_json(capsys.readouterr().out)
+    assert skipped["action"] == "skipped" and time.perf_counter() - t0 < SKIP_SECONDS
+
+    before = Dataset.open(project["data"]).positions()
+    assert main([*GENERATE, "--samples", "36", "--out", str(project["data"]), "--catalog", *c[1:]]) == 0
+    assert np.array_equal(Dataset.open(project["data"]).positions()[:24], before)  # kept bit for bit
+
+    # A candidate made worse on purpose (one step from scratch) is rejected and stays a candidate.
+    assert main(["retrain", "--model", "lih", "--from-scratch", "--steps", "1", *c, "--json"]) == 0
+    worse = as_json(capsys.readouterr().out)
+    assert worse["action"] == "rejected" and "worse than production" in worse["reason"], worse
+    assert (worse["version"], worse["production"], worse["new_samples"]) == (2, 1, 12)
+
+    assert main(["retrain", "--model", "lih", *c, "--json"]) == 0  # a candidate was judged on these data
+    assert as_json(capsys.readouterr().out)["action"] == "skipped"
+    assert main(["retrain", "--model", "lih", "--force", *c, "--json"]) == 0
+    judged = as_json(capsys.readouterr().out)
+    assert judged["action"] in ("promoted", "rejected") and judged["reason"] and judged["version"] == 3
+    old_test = set(open_run(project["run"]).split.test.tolist())
+    candidate = open_run(judged["run_dir"])
+    assert old_test <= set(candidate.split.test.tolist())  # the pinned test samples stay in the test set
+    assert not old_test & (set(candidate.split.train.tolist()) | set(candidate.split.val.tolist()))
+    assert candidate.split.used().size == 36 and candidate.config.init_from == str(project["run"])
+    record = yaml.safe_load((project["catalog"] / "models" / "lih.yaml").read_text())
+    statuses = [v["status"] for v in record["versions"]]
+    assert statuses.count("production") == 1 and statuses[1] == "candidate"
+    assert record["versions"][2]["notes"]["decision"] == judged["action"]
+
+
+def test_two_retrains_at_once_and_a_killed_one(project):
+    c = ["--catalog", str(project["catalog"])]
+    assert qff(*GENERATE, "--samples", "44", "--out", str(project["data"]), "--catalog",
+               str(project["catalog"])).returncode == 0
+    record_file = project["catalog"] / "models" / "lih.yaml"
+
+    # Killed mid-way: the registry is unchanged; the rerun resumes the candidate's training.
+    before = record_file.read_bytes()
+    killed = subprocess.Popen([*QFF, "retrain", "--model", "lih", "--steps", "2000", *c], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env=dict(os.environ))
+    candidate = None
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        found = sorted(project["root"].glob("runs/lih-v*/checkpoints/latest"))
+        found = [p for p in found if p.parent.parent.name not in ("lih-v1", "lih-v2", "lih-v3")]
+        if found:
+            candidate = found[0].parent.parent
+            break
+        assert killed.poll() is None
+        time.sleep(0.1)
+    assert candidate is not None
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert record_file.read_bytes() == before
+
+    both = [subprocess.Popen([*QFF, "retrain", "--model", "lih", "--steps", "2000", *c, "--json"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+            for _ in range(2)]
+    outcomes = [p.communicate(timeout=900) for p in both]
+    assert [p.returncode for p in both] == [0, 0], [o[1] for o in outcomes]
+    results = sorted((as_json(o[0]) for o in outcomes), key=lambda r: r["action"] == "skipped")
+    assert results[1]["action"] == "skipped" and results[0]["action"] in ("promoted", "rejected"), results
+    assert Path(results[0]["run_dir"]) == candidate  # the killed retrain's candidate, resumed
+    assert open_run(candidate).info["dataset"]["n_samples"] == 44
+
+
+def test_registry_faults_are_clear_and_change_nothing(project, tmp_path, capsys):
+    catalog = tmp_path / "catalog"
+    shutil.copytree(project["catalog"], catalog)
+    c = ["--catalog", str(catalog)]
+    assert main(["models", "show", "nope", *c]) == 2
+    assert "no model 'nope'" in capsys.readouterr().err
+    assert main(["models", "promote", "lih@99", "--reason", "x", *c]) == 2
+    assert "no version 99" in capsys.readouterr().err
+    assert main(["models", "promote", "lih", "--reason", "x", *c]) == 2  # which version?
+    record = catalog / "models" / "lih.yaml"
+    broken = yaml.safe_load(record.read_text())
+    broken["versions"][0]["status"] = "retired"
+    record.write_text(yaml.safe_dump(broken))
+    before = record.read_bytes()
+    assert main(["retrain", "--model", "lih", *c]) == 2
+    err = capsys.readouterr().err
+    assert str(record) in err and "not valid" in err and record.read_bytes() == before
+    # A record whose production run was deleted.
+    fine = yaml.safe_load((project["catalog"] / "models" / "lih.yaml").read_text())
+    production = next(v for v in fine["versions"] if v["status"] == "production")
+    production["run_dir"] = str(tmp_path / "deleted-run")
+    record.write_text(yaml.safe_dump(fine))
+    assert main(["retrain", "--model", "lih", *c]) == 2
+    assert "cannot be opened" in capsys.readouterr().err
+
+
+def test_the_retrain_flow_runs_under_prefect(project, prefect_server):
+    from flows.retrain import retrain_flow
+    from qff_core.retrain import RetrainConfig
+
+    summary = retrain_flow(RetrainConfig(name="lih", catalog=str(project["catalog"])))
+    assert summary["action"] == "skipped"
