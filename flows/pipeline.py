@@ -14,23 +14,25 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.reference_data import reference_data
 from flows.training import evaluate_task
+from qff_core.distributed import ClusterConfig
 from qff_core.pipeline import PipelineConfig, Stages, run_pipeline, train_models
 from qff_core.run import TrainConfig
 
 
 @task(name="train-models")
-def train_task(jobs: dict[str, tuple[str, dict]], workers: int) -> dict[str, dict]:
-    """Train every model of the pipeline at once on a local Dask cluster (``jobs``: name -> (run
-    directory, TrainConfig fields))."""
-    return train_models({k: (d, TrainConfig.model_validate(c)) for k, (d, c) in jobs.items()}, workers=workers)
+def train_task(jobs: dict[str, tuple[str, dict]], cluster: dict) -> dict[str, dict]:
+    """Train every model of the pipeline at once on the Dask cluster (``jobs``: name -> (run directory,
+    TrainConfig fields))."""
+    return train_models({k: (d, TrainConfig.model_validate(c)) for k, (d, c) in jobs.items()},
+                        cluster=ClusterConfig.model_validate(cluster))
 
 
-def _reference_data(settings, workers: int, catalog_dir: str) -> dict:
-    return reference_data(settings, workers=workers, catalog_dir=catalog_dir)
+def _reference_data(settings, cluster: ClusterConfig, catalog_dir: str) -> dict:
+    return reference_data(settings, cluster=cluster.model_dump(), catalog_dir=catalog_dir)
 
 
-def _train(jobs: dict, workers: int) -> dict[str, dict]:
-    return train_task({k: (d, c.model_dump()) for k, (d, c) in jobs.items()}, workers)
+def _train(jobs: dict, cluster: ClusterConfig) -> dict[str, dict]:
+    return train_task({k: (d, c.model_dump()) for k, (d, c) in jobs.items()}, cluster.model_dump())
 
 
 @flow(name="pipeline", log_prints=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from qff_core.datagen import GenerateConfig
+from qff_core.distributed import ClusterConfig, LocalClusterConfig
 from qff_core.errors import InputError, Interrupted
 from qff_core.models import ModelConfig
 from qff_core.run import TrainConfig
@@ -47,7 +48,9 @@ class PipelineConfig(BaseModel):
         "force_weight": 10.0, "test_size": 30, "val_size": 15, "eval_every": 250, "checkpoint_every": 250,
         "seed": 0,
     }, description="TrainConfig fields shared by every model (not dataset or model)")
-    workers: int = Field(2, ge=1, description="Dask workers for reference calculations and parallel training")
+    workers: int = Field(2, ge=1, description="local Dask workers for reference calculations and parallel training")
+    cluster: ClusterConfig | None = Field(None, description="where the Dask workers come from instead (a "
+                                                            "deploy/dask/*.yaml: SLURM or PBS jobs, a scheduler)")
     output_dir: str | None = Field(None, description="default: runs/<name>-<timestamp>")
 
     @model_validator(mode="after")
@@ -56,6 +59,14 @@ class PipelineConfig(BaseModel):
         for name in self.models:
             self.train_config(name, self.dataset.out)
         return self
+
+    def resolved_cluster(self, n_tasks: int | None = None, processes: bool | None = None) -> ClusterConfig:
+        """The Dask cluster: ``cluster``, else ``workers`` local workers (at most ``n_tasks``; ``processes`` None:
+        the reference engine chooses)."""
+        if self.cluster is not None:
+            return self.cluster
+        n = self.workers if n_tasks is None else max(1, min(self.workers, n_tasks))
+        return ClusterConfig(local=LocalClusterConfig(n_workers=n, processes=processes))
 
     def resolved_output_dir(self) -> Path:
         """The output folder (named now when not given)."""
@@ -97,6 +108,7 @@ def choose_engine(requested: str, log=print) -> str:
 
 def _train_worker(run_dir: str, config: dict, cache_dir: str | None, label: str) -> dict:
     """Train one model in a Dask worker process (plain functions only: no Prefect in workers)."""
+    os.environ.setdefault("XLA_FLAGS", SINGLE_THREAD_XLA)  # one core per model (before JAX starts here)
     if cache_dir:
         from qff_core.execution.exact import enable_compilation_cache
 
@@ -109,17 +121,15 @@ def _train_worker(run_dir: str, config: dict, cache_dir: str | None, label: str)
     return train(run_dir, TrainConfig.model_validate(config), resume=True, progress=progress)
 
 
-def train_models(jobs: dict[str, tuple[str, TrainConfig]], *, workers: int) -> dict[str, dict]:
-    """Train several models at once, one Dask worker process per model (resumes existing runs)."""
-    from distributed import Client, LocalCluster
+def train_models(jobs: dict[str, tuple[str, TrainConfig]], *, cluster: ClusterConfig) -> dict[str, dict]:
+    """Train several models at once, one Dask worker per model, on ``cluster`` (resumes existing runs)."""
+    from qff_core.distributed import dask_client
 
     os.environ.setdefault("XLA_FLAGS", SINGLE_THREAD_XLA)
     import jax
 
     cache = jax.config.jax_compilation_cache_dir  # the workers share this process's compilation cache
-    n = max(1, min(workers, len(jobs)))
-    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    with dask_client(cluster) as client:
         futures = {name: client.submit(_train_worker, run_dir, cfg.model_dump(), cache, name, pure=False)
                    for name, (run_dir, cfg) in jobs.items()}
         return {name: f.result() for name, f in futures.items()}
@@ -129,22 +139,20 @@ def train_models(jobs: dict[str, tuple[str, TrainConfig]], *, workers: int) -> d
 class Stages:
     """How ``run_pipeline`` runs its three stages: plain functions by default, Prefect tasks in the flow.
 
-    ``generate(settings, workers, catalog_dir) -> summary with "path"``; ``train(jobs, workers) -> summaries``
+    ``generate(settings, cluster, catalog_dir) -> summary with "path"``; ``train(jobs, cluster) -> summaries``
     with jobs ``{name: (run_dir, TrainConfig)}``; ``evaluate(run_dir) -> evaluation summary``.
     """
 
-    generate: Callable[[GenerateConfig, int, str], dict]
-    train: Callable[[dict[str, tuple[str, TrainConfig]], int], dict]
+    generate: Callable[[GenerateConfig, ClusterConfig, str], dict]
+    train: Callable[[dict[str, tuple[str, TrainConfig]], ClusterConfig], dict]
     evaluate: Callable[[str], dict]
 
 
-def _generate_here(settings: GenerateConfig, workers: int, catalog_dir: str) -> dict:
+def _generate_here(settings: GenerateConfig, cluster: ClusterConfig, catalog_dir: str) -> dict:
     from qff_core.datagen import generate
-    from qff_core.distributed import load_cluster_config
     from qff_core.progress import ProgressReporter
 
-    return generate(settings, cluster=load_cluster_config(None, workers=workers), catalog_dir=catalog_dir,
-                    progress=ProgressReporter("reference data"))
+    return generate(settings, cluster=cluster, catalog_dir=catalog_dir, progress=ProgressReporter("reference data"))
 
 
 def _evaluate_here(run_dir: str) -> dict:
@@ -153,7 +161,7 @@ def _evaluate_here(run_dir: str) -> dict:
     return evaluate_run(run_dir)
 
 
-PLAIN = Stages(generate=_generate_here, train=lambda jobs, workers: train_models(jobs, workers=workers),
+PLAIN = Stages(generate=_generate_here, train=lambda jobs, cluster: train_models(jobs, cluster=cluster),
                evaluate=_evaluate_here)
 """The stages as plain functions (``qff pipeline --no-prefect``)."""
 
@@ -189,7 +197,7 @@ def start_output_dir(config: PipelineConfig, output_dir: str | Path, *, force: b
     out = Path(output_dir)
     check_writable_dir(out, "--out-dir")
     marker = out / MARKER
-    wanted = config.model_dump(mode="json", exclude={"output_dir"})
+    wanted = config.model_dump(mode="json", exclude={"output_dir", "cluster", "workers"})  # where it runs may change
     if out.is_dir() and any(out.iterdir()):
         previous = json.loads(marker.read_text()) if marker.exists() else None
         if previous == wanted:  # resuming when it holds more than the marker and Prefect's database
@@ -227,10 +235,11 @@ def run_pipeline(config: PipelineConfig, output_dir: str | Path, *, stages: Stag
         settings = config.dataset_settings(out, engine)
         log(f"reference data: {settings.samples} {config.name} geometries, {engine} {settings.method}/"
             f"{settings.basis}, {settings.sampler} at {settings.temperature_k:g} K")
-        data = stages.generate(settings, config.workers, str(out / "data_catalog"))
+        data = stages.generate(settings, config.resolved_cluster(), str(out / "data_catalog"))
         jobs = {name: (str(out / "runs" / name), config.train_config(name, data["path"])) for name in config.models}
-        log(f"training {', '.join(jobs)} in parallel on {min(config.workers, len(jobs))} Dask worker process(es)")
-        stages.train(jobs, config.workers)
+        cluster = config.resolved_cluster(len(jobs), processes=True)
+        log(f"training {', '.join(jobs)} in parallel on Dask ({cluster.kind} cluster)")
+        stages.train(jobs, cluster)
         evaluations = {name: stages.evaluate(run_dir) for name, (run_dir, _) in jobs.items()}
     except KeyboardInterrupt:
         raise Interrupted(_kept(config, out)) from None

@@ -167,3 +167,41 @@ def test_generate_on_slurm_without_sbatch_stops_before_any_work(tmp_path, monkey
                  "--cluster", str(DEPLOY / "slurm.yaml"), "--out", str(out), "--catalog", str(tmp_path / "c")])
     assert code == 2 and "`sbatch`, which is not on PATH" in capsys.readouterr().err
     assert not out.exists()  # no sampling, no dataset, no Prefect server started
+
+
+def test_submit_renders_a_batch_job_of_the_whole_pipeline(tmp_path, capsys):
+    """The script qff submit would hand to sbatch, as text (dask-jobqueue tests its job scripts the same way)."""
+    import yaml
+
+    from qff_core.cli import main
+
+    cluster = tmp_path / "slurm.yaml"
+    cluster.write_text(yaml.safe_dump({"kind": "slurm", "jobs": 2, "jobqueue": {
+        "queue": "compute", "account": "proj123", "cores": 2, "processes": 2, "memory": "4GB",
+        "walltime": "03:00:00", "job_extra_directives": ["--exclusive"],
+        "job_script_prologue": ["module load python", "export OMP_NUM_THREADS=1"], "python": "/opt/venv/bin/python",
+        "log_directory": "logs/jobs"}}))
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({"pipeline": {"name": "tiny", "workers": 1}}))
+    assert main(["submit", "--config", str(config), "--cluster", str(cluster), "--out-dir", str(tmp_path / "out"),
+                 "--dry-run"]) == 0
+    script = capsys.readouterr().out
+    lines = script.splitlines()
+    assert lines[0] == "#!/bin/bash" and "{{" not in script
+    for directive in ("#SBATCH --job-name=qff-tiny", "#SBATCH --time=03:00:00", "#SBATCH --partition=compute",
+                      "#SBATCH --account=proj123", "#SBATCH --exclusive", "#SBATCH --mem=4GB"):
+        assert directive in lines, directive
+    assert f"#SBATCH --output={Path.cwd() / 'logs' / 'jobs'}/qff-tiny-%j.out" in lines
+    assert "module load python" in lines and "export OMP_NUM_THREADS=1" in lines
+    command = lines[-1]
+    assert command.startswith("exec /opt/venv/bin/python -m qff_core.cli pipeline --config ")
+    assert f"--cluster {cluster.resolve()}" in command and f"--out-dir {(tmp_path / 'out').resolve()}" in command
+    assert command.endswith("--no-prefect --json")
+    # A retrain section submits `qff retrain`; a cluster that is not SLURM is refused.
+    config.write_text(yaml.safe_dump({"retrain": {"name": "h2o"}}))
+    assert main(["submit", "--config", str(config), "--cluster", str(cluster), "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].endswith("-m qff_core.cli retrain --model h2o --json")
+    local = tmp_path / "local.yaml"
+    local.write_text("kind: local\n")
+    assert main(["submit", "--config", str(config), "--cluster", str(local), "--dry-run"]) == 2
+    assert "kind: slurm" in capsys.readouterr().err

@@ -99,6 +99,16 @@ def test_retrain_cycle(project, capsys):
     statuses = [v["status"] for v in record["versions"]]
     assert statuses.count("production") == 1 and statuses[1] == "candidate"
     assert record["versions"][2]["notes"]["decision"] == judged["action"]
+    # By hand: the rejected candidate into production (the current one archived, the reason recorded), and back.
+    current = judged["production"]
+    assert main(["models", "promote", "lih@2", "--reason", "rollback drill", *c, "--json"]) == 0
+    promoted = json.loads(capsys.readouterr().out)
+    assert (promoted["status"], promoted["history"][-1]["reason"]) == ("production", "rollback drill")
+    record = yaml.safe_load((project["catalog"] / "models" / "lih.yaml").read_text())
+    assert [v["status"] for v in record["versions"]][1] == "production"
+    assert record["versions"][current - 1]["status"] == "archived"
+    assert "replaced by version 2: rollback drill" in record["versions"][current - 1]["history"][-1]["reason"]
+    assert main(["models", "promote", f"lih@{current}", "--reason", "drill over", *c]) == 0
 
 
 def test_two_retrains_at_once_and_a_killed_one(project):

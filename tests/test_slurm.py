@@ -58,3 +58,64 @@ def test_reference_data_on_slurm_matches_an_in_process_run(tmp_path):
 
 def _squeue_names() -> list[str]:
     return subprocess.run(["squeue", "-h", "-o", "%j"], capture_output=True, text=True, check=True).stdout.split()
+
+
+def _wait_for_job(job_id: str, timeout_s: float = 600) -> None:
+    deadline = time.monotonic() + timeout_s
+    while subprocess.run(["squeue", "-h", "-j", job_id], capture_output=True, text=True).stdout.strip():
+        assert time.monotonic() < deadline, f"SLURM job {job_id} still queued or running"
+        time.sleep(1)
+
+
+@pytest.mark.slow
+def test_a_submitted_pipeline_job_matches_an_in_process_run(tmp_path, monkeypatch, capsys):
+    import json
+
+    import yaml
+
+    from qff_core.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({"pipeline": {
+        "name": "tiny", "workers": 1,
+        "dataset": {"molecule": "lih", "engine": "pyscf", "method": "hf", "basis": "sto-3g", "samples": 12,
+                    "chunk_size": 6, "temperature_k": 3000.0},
+        "models": {"invariant": {"model": "invariant", "depth": 1}},
+        "train": {"steps": 60, "batch_size": 4, "test_size": 3, "val_size": 2, "eval_every": 30,
+                  "checkpoint_every": 30}}}))
+    cluster = tmp_path / "slurm.yaml"  # the job's Dask worker: one more one-core SLURM job
+    cluster.write_text(yaml.safe_dump(_slurm_config(tmp_path).model_copy(update={"jobs": 1}).model_dump()))
+    assert main(["submit", "--config", str(config), "--cluster", str(cluster), "--out-dir", str(tmp_path / "job"),
+                 "--memory", "2GB", "--json"]) == 0
+    submitted = json.loads(capsys.readouterr().out)
+    assert main(["pipeline", "--config", str(config), "--out-dir", str(tmp_path / "here"), "--no-prefect"]) == 0
+    _wait_for_job(submitted["job_id"])
+    log = Path(submitted["log"]).read_text()
+    assert f"qff job {submitted['job_id']}" in log, log[-2000:]
+    there = json.loads((tmp_path / "job" / "summary.json").read_text())["invariant"]
+    here = json.loads((tmp_path / "here" / "summary.json").read_text())["invariant"]
+    for part in ("test", "rotated"):
+        for key, value in here[part].items():
+            assert there[part][key] == pytest.approx(value, rel=1e-9, abs=1e-12), (part, key)
+
+
+@pytest.mark.slow
+def test_aer_training_on_slurm_workers_equals_a_local_cluster(lih, tmp_path):
+    """Parameter-shift chunks of `qff train --executor aer` fanned out to SLURM jobs: the same parameters."""
+    import yaml
+
+    from qff_core.cli import main
+    from qff_core.store.checkpoint import latest_checkpoint, read_checkpoint
+
+    local = tmp_path / "local.yaml"
+    local.write_text("kind: local\nlocal: {n_workers: 2, processes: false}\n")
+    slurm = tmp_path / "slurm.yaml"
+    slurm.write_text(yaml.safe_dump(_slurm_config(tmp_path).model_dump()))
+    args = ["train", "--dataset", lih, "--depth", "1", "--steps", "2", "--batch-size", "2", "--test-size", "2",
+            "--val-size", "2", "--seed", "3", "--executor", "aer", "--no-prefect"]
+    for name, cluster in (("local", local), ("slurm", slurm)):
+        assert main([*args, "--cluster", str(cluster), "--run-dir", str(tmp_path / name)]) == 0
+    a = read_checkpoint(latest_checkpoint(tmp_path / "local" / "checkpoints")).arrays
+    b = read_checkpoint(latest_checkpoint(tmp_path / "slurm" / "checkpoints")).arrays
+    assert np.array_equal(a["opt_params"], b["opt_params"]) and np.array_equal(a["history/loss"], b["history/loss"])

@@ -17,11 +17,11 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from qff_core.cli import dataset, evaluate, model, models, pipeline, serve, train
+from qff_core.cli import dataset, evaluate, model, models, pipeline, serve, submit, train
 from qff_core.cli.common import setup_compilation_cache
 from qff_core.errors import QffError
 
-GROUPS = (model, dataset, train, evaluate, pipeline, models, serve)
+GROUPS = (model, dataset, train, evaluate, pipeline, models, serve, submit)
 
 
 def build_parser() -> argparse.ArgumentParser:

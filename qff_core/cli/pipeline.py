@@ -52,7 +52,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
     """The whole chain from one YAML file (sections: name, dataset, models, train, workers, output_dir)."""
-    config = validated(PipelineConfig, config_section(args.config, "pipeline"), f"pipeline settings in {args.config}")
+    values = config_section(args.config, "pipeline")
+    if args.cluster is not None:
+        from qff_core.yamlfile import load_mapping
+
+        values["cluster"] = load_mapping(args.cluster, "cluster file")
+    config = validated(PipelineConfig, values, f"pipeline settings in {args.config}")
     return _run(config, args)
 
 
@@ -72,5 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     pipe = sub.add_parser("pipeline", help="reference data, training and evaluation from one YAML file")
     pipe.add_argument("--config", type=Path, required=True)
     pipe.add_argument("--out-dir", help="output folder (default: the file's output_dir, else runs/<name>-<time>)")
+    pipe.add_argument("--cluster", type=Path, default=None, help="Dask cluster YAML for the reference calculations "
+                                                               "and the training (deploy/dask/*.yaml)")
     _common(pipe)
     pipe.set_defaults(func=cmd_pipeline)
