@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces the H2O numbers of docs/results.md (2 cores: two single-threaded trainings at a time).
 # Usage: [TEMPERATURE=500|1000] [STEPS=25000] scripts/results_h2o.sh [DATA_DIR] [RUNS_DIR]
+# Rerunning it after an interruption resumes (generation, training), finished evaluations are kept.
 # 500 K: the tables "H2O: thermal normal modes at 500 K"; 1000 K: "... at 1000 K" (seed = temperature).
 set -euo pipefail
 DATA=${1:-data}
@@ -19,7 +20,10 @@ $QFF dataset generate --molecule h2o --engine psi4 --method b3lyp --basis '6-31g
 COMMON=(--dataset "$DS" --test-size 300 --val-size 100 --n-train 1000 --batch-size 128 --force-weight 10
         --learning-rate 1e-2 --final-learning-rate 1e-4 --eval-every 1000 --checkpoint-every 1000 --no-prefect
         --steps "$STEPS")
-train() { $QFF train "${COMMON[@]}" "$@" > "$RUNS/$(basename "${@: -1}").log" 2>&1; }
+train() {  # resumes an interrupted run
+    local R=${*: -1} RESUME=(); [ -f "$R/run.json" ] && RESUME=(--resume)
+    $QFF train "${COMMON[@]}" "${RESUME[@]}" "$@" >> "$RUNS/$(basename "$R").log" 2>&1
+}
 mkdir -p "$RUNS"
 P=h2o_${T}k
 # Equal size (34 parameters each), equal data, equal step budget.
@@ -27,6 +31,8 @@ train --model invariant --depth 6 --seed 0 --run-dir "$RUNS/${P}_invariant_d6" &
 train --model generic --depth 1 --seed 0 --run-dir "$RUNS/${P}_generic_d1" &
 wait
 for r in ${P}_invariant_d6 ${P}_generic_d1; do
-    $QFF evaluate "$RUNS/$r" --no-prefect --json $([ "$r" = ${P}_invariant_d6 ] && echo --krr) > "$RUNS/$r/evaluate.out"
+    [ -s "$RUNS/$r/evaluate.out" ] && continue
+    $QFF evaluate "$RUNS/$r" --no-prefect --json $([ "$r" = ${P}_invariant_d6 ] && echo --krr) > "$RUNS/$r/evaluate.tmp"
+    mv "$RUNS/$r/evaluate.tmp" "$RUNS/$r/evaluate.out"
 done
 .venv/bin/python scripts/results_table.py "$RUNS/${P}_invariant_d6" "$RUNS/${P}_generic_d1"
