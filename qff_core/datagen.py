@@ -48,8 +48,11 @@ class GenerateConfig(BaseModel):
     method: str = Field("b3lyp", description="hf, mp2, or a DFT functional (b3lyp, pbe, ...)")
     basis: str = Field("6-31g*", description="basis set, e.g. 6-31g*")
     samples: int = Field(100, ge=1, description="number of geometries in the dataset")
-    sampler: Literal["normal_modes", "bond_scan", "rotations"] = Field("normal_modes", description="how geometries "
-                                                                                                 "are drawn")
+    sampler: Literal["normal_modes", "bond_scan", "rotations", "file"] = Field(
+        "normal_modes", description="how geometries are drawn (file: the frames of --geometries, e.g. an MD "
+                                    "trajectory, to be labelled)")
+    geometries: str | None = Field(None, description="file sampler: .xyz/.extxyz/ASE db whose frames are labelled")
+    every: int = Field(1, ge=1, description="file sampler: every N-th frame")
     temperature_k: float = Field(500.0, gt=0, description="normal-mode sampling temperature (K)")
     max_distance_change: float | None = Field(
         0.25, gt=0, description="normal modes: redraw samples that change an interatomic distance by more than this "
@@ -80,6 +83,8 @@ def sample_geometries(settings: GenerateConfig, molecule: MoleculeSpec, n: int,
     """``n`` new geometries, seeded by ``seed + offset`` (offset = samples already in the dataset), and
     the minimum they were drawn around (positions in Angstrom, harmonic wavenumbers), None for a scan."""
     seed = settings.seed + offset
+    if settings.sampler == "file":
+        return _file_geometries(settings, molecule, n, offset), None
     if settings.sampler == "bond_scan":
         r0, r1 = settings.scan_range_a
         return bond_scan(molecule, r0, r1, settings.samples)[offset : offset + n], None
@@ -99,6 +104,28 @@ def sample_geometries(settings: GenerateConfig, molecule: MoleculeSpec, n: int,
     samples = thermal_samples(modes, settings.temperature_k, n, seed, max_distance_change=settings.max_distance_change)
     return samples, {"positions_a": modes.positions_a.tolist(),
                      "frequencies_cm1": [round(float(f), 2) for f in modes.frequencies_cm1]}
+
+
+def _file_geometries(settings: GenerateConfig, molecule: MoleculeSpec, n: int, offset: int) -> np.ndarray:
+    """Frames ``offset .. offset + n`` of every ``every``-th frame of ``settings.geometries`` (atoms mapped onto the
+    molecule's order)."""
+    from qff_core.interchange import read_frames
+    from qff_core.molecules.matching import AtomsMismatchError, match_atoms
+
+    if settings.geometries is None:
+        raise InputError("the file sampler needs --geometries FILE (an .xyz/.extxyz trajectory or ASE database)")
+    frames = read_frames(settings.geometries)[:: settings.every]
+    if settings.samples > len(frames):
+        raise InputError(f"{settings.geometries} has {len(frames)} frames (every {settings.every}-th); ask for at "
+                         f"most that many --samples")
+    out = []
+    for k, atoms in enumerate(frames[offset: offset + n]):
+        try:
+            order = list(match_atoms(molecule, atoms.get_chemical_symbols(), atoms.positions))
+        except AtomsMismatchError as exc:
+            raise InputError(f"frame {(offset + k) * settings.every} of {settings.geometries}: {exc}") from None
+        out.append(atoms.positions[order])
+    return np.stack(out)
 
 
 def prepare_dataset(settings: GenerateConfig) -> Dataset:
@@ -124,7 +151,9 @@ def prepare_dataset(settings: GenerateConfig) -> Dataset:
         new, minimum = sample_geometries(settings, molecule, missing, have) if missing > 0 else (None, None)
         sampler = {"kind": settings.sampler, "seed": settings.seed, "temperature_k": settings.temperature_k,
                    "max_distance_change": settings.max_distance_change,
-                   "scan_range_a": list(settings.scan_range_a), **({"minimum": minimum} if minimum else {})}
+                   "scan_range_a": list(settings.scan_range_a), **({"minimum": minimum} if minimum else {}),
+                   **({"geometries": settings.geometries, "every": settings.every}
+                      if settings.sampler == "file" else {})}
         # ``sampler`` describes how the dataset was created; every append (the first too) is a segment of its own
         # with its settings and index range, so a top-up at another temperature is recorded as such.
         dataset = Dataset.create(path, molecule, settings.level(), sampler=sampler)

@@ -126,6 +126,22 @@ def dimer_data(tmp_path_factory) -> str:
     return str(path)
 
 
+TRAINED_STEPS = 150  # enough for a smooth, bound surface near the minimum (MD, vibrations), seconds to train
+
+
+@pytest.fixture(scope="session")
+def trained_h2o(tmp_path_factory, h2o) -> str:
+    """An invariant H2O model (depth 2) trained for real on the ``h2o`` fixture, once per session."""
+    from qff_core.run import TrainConfig
+    from qff_core.training import train
+
+    run_dir = tmp_path_factory.mktemp("runs") / "h2o_invariant"
+    config = TrainConfig(dataset=h2o, model={"depth": TEST_DEPTH}, steps=TRAINED_STEPS, batch_size=16, test_size=8,
+                         val_size=4, eval_every=50, checkpoint_every=50, learning_rate=2e-2, final_learning_rate=2e-3)
+    train(run_dir, config)
+    return str(run_dir)
+
+
 @pytest.fixture(scope="session")
 def prefect_server():
     """One temporary Prefect API server (subprocess, SQLite) for every flow test of the session."""

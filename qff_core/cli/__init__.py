@@ -1,7 +1,8 @@
 """The ``qff`` command: the application layer above the library and the Prefect flows.
 
 One module per subcommand group (``model``, ``dataset``, ``train`` with ``cost``, ``evaluate``,
-``pipeline`` with ``demo``, ``models`` with ``retrain``); flags are generated from the pydantic configs (``common.py``).
+``use`` with ``md``, ``vibrations``, ``active-learn``; ``pipeline`` with ``demo``, ``models``
+with ``retrain``); flags are generated from the pydantic configs (``common.py``).
 Every subcommand prints a human summary; with ``--json`` it prints one JSON document instead
 (last, on stdout), for scripts and CI. Exit statuses: 0 done, 2 bad input (one line saying what
 to fix, nothing written), 3 some samples failed, 130 interrupted (Ctrl-C or SIGTERM: what was kept
@@ -17,11 +18,11 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from qff_core.cli import dataset, evaluate, model, models, pipeline, serve, submit, train
+from qff_core.cli import dataset, evaluate, model, models, pipeline, serve, submit, train, use
 from qff_core.cli.common import setup_compilation_cache
 from qff_core.errors import QffError
 
-GROUPS = (model, dataset, train, evaluate, pipeline, models, serve, submit)
+GROUPS = (model, dataset, train, evaluate, use, pipeline, models, serve, submit)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -72,8 +72,39 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Finished samples as extended XYZ (energy and forces per frame, eV and eV/Angstrom)."""
+    from qff_core.interchange import export_extxyz
+    from qff_core.store.dataset import Dataset
+
+    summary = export_extxyz(Dataset.open(args.path), args.out, energy_key=args.energy_key, forces_key=args.forces_key)
+    skipped = f" ({summary['n_skipped']} unfinished samples left out)" if summary["n_skipped"] else ""
+    emit(args, summary, f"wrote {summary['n_frames']} frames to {summary['path']}{skipped}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Frames with energies and forces (extxyz or ASE database) as a qff dataset, catalogued."""
+    from qff_core.datagen import catalog_dataset
+    from qff_core.interchange import import_frames
+    from qff_core.molecules import load_molecule
+    from qff_core.store.dataset import Dataset
+    from qff_core.store.paths import check_writable_dir
+
+    catalog = catalog_dir(args.catalog)
+    check_writable_dir(catalog, "--catalog")
+    summary = import_frames(args.file, load_molecule(args.molecule), args.out, level_of_theory=args.level_of_theory,
+                            energy_key=args.energy_key, forces_key=args.forces_key)
+    summary["catalog_record"] = str(catalog_dataset(Dataset.open(args.out), catalog))
+    text = (f"{args.file} was imported into {args.out} before; nothing added" if summary["already_imported"] else
+            f"imported {summary['imported']} frames into {summary['path']} ({summary['n_done']} samples); "
+            f"record {summary['catalog_record']}")
+    emit(args, summary, text)
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    """``qff dataset generate|info``."""
+    """``qff dataset generate|info|export|import``."""
     dataset = sub.add_parser("dataset", help="reference datasets").add_subparsers(dest="action", required=True)
     gen = dataset.add_parser("generate", help="sample geometries and compute reference data (resumable)")
     gen.add_argument("--config", type=Path, help="YAML file with dataset settings; flags override it")
@@ -89,3 +120,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     info.add_argument("path", type=Path)
     info.add_argument("--json", action="store_true")
     info.set_defaults(func=cmd_info)
+    keys = argparse.ArgumentParser(add_help=False)
+    keys.add_argument("--energy-key", default="energy", help="info key of the energy (eV); MACE: REF_energy")
+    keys.add_argument("--forces-key", default="forces", help="per-atom array of the forces (eV/A); MACE: REF_forces")
+    keys.add_argument("--json", action="store_true")
+    exp = dataset.add_parser("export", parents=[keys], help="finished samples as extended XYZ (MACE, NequIP, ASE)")
+    exp.add_argument("path", type=Path, help="the dataset")
+    exp.add_argument("--format", choices=["extxyz"], default="extxyz")
+    exp.add_argument("--out", type=Path, required=True, help="the .extxyz file to write")
+    exp.set_defaults(func=cmd_export)
+    imp = dataset.add_parser("import", parents=[keys], help="frames with energies and forces (extxyz, ASE db) as a "
+                                                           "dataset")
+    imp.add_argument("file", type=Path, help=".xyz/.extxyz file or ASE database (.db)")
+    imp.add_argument("--molecule", required=True, help="the molecule: built-in name or .xyz/.yaml spec")
+    imp.add_argument("--out", type=Path, required=True, help="dataset to create (or append to, same level of theory)")
+    imp.add_argument("--level-of-theory", default=None, help="what the energies are, e.g. 'B3LYP/6-31G* (ORCA 5)'")
+    imp.add_argument("--catalog", type=Path, default=None,
+                     help="catalog directory for the record (default $QFF_CATALOG, else data_catalog)")
+    imp.set_defaults(func=cmd_import)

@@ -45,6 +45,17 @@ class TrainingArrays:
     forces_ev_per_a: np.ndarray
 
 
+@dataclass(frozen=True)
+class Prediction:
+    """Energies (n,) eV and forces (n, atoms, 3) eV/Angstrom of a batch, with the estimator variances
+    (eV^2, (eV/Angstrom)^2) of a shot-based executor; None for an exact one."""
+
+    energies_ev: np.ndarray
+    forces_ev_per_a: np.ndarray
+    energies_var: np.ndarray | None = None
+    forces_var: np.ndarray | None = None
+
+
 @runtime_checkable
 class Executor(Protocol):
     """What the trainer, evaluation and calculators call."""
@@ -53,6 +64,10 @@ class Executor(Protocol):
 
     def energies_forces(self, theta: np.ndarray, positions_a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Energies (n,) eV and forces (n, atoms, 3) eV/Angstrom."""
+        ...
+
+    def predict(self, theta: np.ndarray, positions_a: np.ndarray) -> Prediction:
+        """Energies and forces of a batch with their estimator variances (None when exact)."""
         ...
 
     def loss_and_grad(self, theta: np.ndarray, positions_a: np.ndarray, energies_ev: np.ndarray,
@@ -93,4 +108,4 @@ def generic_training_step(executor: Executor, loss: Loss, optimiser, parameter_m
     return step
 
 
-__all__ = ["Executor", "ParameterMap", "StepFn", "TrainingArrays", "generic_training_step"]
+__all__ = ["Executor", "ParameterMap", "Prediction", "StepFn", "TrainingArrays", "generic_training_step"]

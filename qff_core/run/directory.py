@@ -28,7 +28,7 @@ from qff_core.models import build_model
 from qff_core.models.fragment import AnyModel
 from qff_core.molecules import MoleculeSpec
 from qff_core.run.config import TrainConfig
-from qff_core.store.checkpoint import Checkpoint, latest_checkpoint, read_checkpoint
+from qff_core.store.checkpoint import Checkpoint, checkpoint_at, latest_checkpoint, read_checkpoint
 from qff_core.store.dataset import DONE, Dataset
 
 logger = logging.getLogger(__name__)
@@ -155,6 +155,15 @@ class Run:
             raise InputError(f"{self.path} has no checkpoint yet; train it first (`qff train --run-dir {self.path}`)")
         ckpt = read_checkpoint(ckpt_path)
         return np.asarray(ckpt.arrays["best_params"]), ckpt
+
+    def parameters(self, checkpoint: int | str | Path | None = None) -> tuple[np.ndarray, Checkpoint]:
+        """Model parameters: the best (``final_parameters``) when ``checkpoint`` is None, else the parameters at
+        that checkpoint (a step number kept in the run, or a checkpoint folder)."""
+        if checkpoint is None:
+            return self.final_parameters()
+        path = checkpoint_at(self.checkpoint_dir, checkpoint) if isinstance(checkpoint, int) else Path(checkpoint)
+        ckpt = read_checkpoint(path)
+        return np.asarray(ckpt.arrays["params"]), ckpt
 
 
 def molecule_of(dataset: Dataset, spec: str | None = None) -> MoleculeSpec:

@@ -102,12 +102,23 @@ def _alive(pid: int) -> bool:
 
 
 def latest_checkpoint(directory: str | Path) -> Path | None:
-    """The checkpoint ``latest`` points at, or None when there is none yet."""
+    """The checkpoint ``latest`` points at, or None when there is none yet. A run copied without its
+    symlinks (``cp -r``, an archive) has ``latest`` as a folder or none: then the highest step is the latest."""
     link = Path(directory) / LATEST
-    if not link.is_symlink():
-        return None
-    target = link.parent / os.readlink(link)
-    return target if (target / "zarr.json").exists() else None
+    if link.is_symlink():
+        target = link.parent / os.readlink(link)
+        return target if (target / "zarr.json").exists() else None
+    steps = sorted(p for p in Path(directory).glob("step_*.zarr") if (p / "zarr.json").exists())
+    return steps[-1] if steps else None
+
+
+def checkpoint_at(directory: str | Path, step: int) -> Path:
+    """The checkpoint of ``step`` in ``directory``; InputError naming the steps kept when there is none."""
+    path = Path(directory) / _name(step)
+    if not (path / "zarr.json").exists():
+        kept = sorted(int(p.name[5:13]) for p in Path(directory).glob("step_*.zarr") if (p / "zarr.json").exists())
+        raise InputError(f"no checkpoint of step {step} in {directory}; kept: {kept or 'none'}")
+    return path
 
 
 def read_checkpoint(path: str | Path) -> Checkpoint:

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qff_core.execution.base import ParameterMap, StepFn, TrainingArrays
+from qff_core.execution.base import ParameterMap, Prediction, StepFn, TrainingArrays
 from qff_core.execution.exact import ExactSimulator, compile_exact
 
 if TYPE_CHECKING:
@@ -69,6 +69,9 @@ class ExactExecutor:
 
     def energies_forces(self, theta, positions_a):
         return self.simulator.evaluate(theta, positions_a)
+
+    def predict(self, theta, positions_a) -> Prediction:
+        return Prediction(*self.simulator.evaluate(theta, positions_a))
 
     def loss_and_grad(self, theta, positions_a, energies_ev, forces_ev_per_a, loss: Loss):
         positions = self.model.molecule.validate_positions(positions_a)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from qff_core.execution.base import ParameterMap, StepFn, TrainingArrays, generic_training_step
+from qff_core.execution.base import ParameterMap, Prediction, StepFn, TrainingArrays, generic_training_step
 from qff_core.execution.shift.fanout import DEFAULT_RETRY, Evaluator, RemoteEvaluator, RetryPolicy, run_plan
 from qff_core.execution.shift.planner import DEFAULT_BATCHING, Batching, Plan, Request, ShiftResult, plan_shifts
 
@@ -77,6 +77,18 @@ class ShiftExecutor:
     def energies_forces(self, theta, positions_a):
         res = self.run(self.plan(theta, positions_a, Request(forces=True)))
         return res.energies, res.forces
+
+    def predict(self, theta, positions_a) -> Prediction:
+        positions = np.asarray(positions_a, dtype=np.float64)
+        single = positions.ndim == 2
+        res = self.run(self.plan(theta, positions[None] if single else positions, Request(forces=True)))
+        shots = self.estimates()
+        out = (res.energies, res.forces, res.energies_var if shots else None, res.forces_var if shots else None)
+        return Prediction(*(None if a is None else (a[0] if single else a) for a in out))
+
+    def estimates(self) -> bool:
+        """Its expectation values are estimates (shots, or a device), so their variances mean something."""
+        return self.remote or bool(getattr(self.evaluator, "shots", None))
 
     def loss_and_grad(self, theta, positions_a, energies_ev, forces_ev_per_a, loss: Loss):
         return loss.from_shifts(self.run(self.plan(theta, positions_a, request_for(loss))), energies_ev,

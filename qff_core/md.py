@@ -1,0 +1,232 @@
+"""Molecular dynamics with a trained model through ASE's integrators (``qff md``).
+
+``run_md(MDConfig(...))`` starts from the dataset's minimum (or the last frame of an .xyz/.extxyz),
+draws Maxwell-Boltzmann velocities at ``temperature_k`` (seeded; no net momentum or rotation),
+integrates NVE (velocity Verlet) or NVT (Langevin, Berendsen, Bussi), and writes every
+``write_every``-th frame to an extended XYZ file with its energy (eV) and forces (eV/Angstrom).
+A run that blows up (two atoms closer than ``MIN_DISTANCE_A`` or a non-finite energy) stops,
+keeps the frames written so far and raises ``MDBlowUpError``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from qff_core.errors import QffError
+
+logger = logging.getLogger(__name__)
+
+MIN_DISTANCE_A = 0.5
+"""Two atoms closer than this (Angstrom) mean the dynamics left the model's domain."""
+MAX_TIMESTEP_FS = 5.0
+H_TIMESTEP_WARNING_FS = 2.0
+Ensemble = Literal["nve", "langevin", "nvt-berendsen", "bussi"]
+
+
+class MDBlowUpError(QffError):
+    """The trajectory left physical ground (atoms collided, energy not finite); the frames so far are kept."""
+
+
+class MDConfig(BaseModel):
+    """What ``qff md`` runs (flags, or the ``md:`` section of a config)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    run_dir: str = Field(description="the trained run whose model drives the dynamics")
+    ensemble: Ensemble = Field("nve", description="nve (velocity Verlet), langevin, nvt-berendsen or bussi")
+    timestep_fs: float = Field(0.5, gt=0, le=MAX_TIMESTEP_FS, description="integration time step (fs)")
+    steps: int = Field(2000, ge=1, description="integration steps")
+    temperature_k: float = Field(300.0, ge=0, description="initial velocities and thermostat target (K)")
+    friction_per_fs: float = Field(0.01, gt=0, description="langevin: friction (1/fs)")
+    taut_fs: float = Field(100.0, gt=0, description="nvt-berendsen, bussi: thermostat time constant (fs)")
+    seed: int = Field(0, description="seed of the initial velocities and the Langevin noise")
+    start: str | None = Field(None, description=".xyz/.extxyz to start from (its last frame); default: the "
+                                                "dataset's minimum")
+    out: str | None = Field(None, description="trajectory file (extxyz; default <run>/md/<ensemble>.extxyz)")
+    write_every: int = Field(1, ge=1, description="write every N-th step to the trajectory")
+    executor: str = Field("exact", description="executor of the model (exact for MD; others cost circuits per step)")
+    checkpoint: int | None = Field(None, description="a checkpoint step of the run (default: best parameters)")
+
+    @model_validator(mode="after")
+    def _berendsen_needs_temperature(self) -> MDConfig:
+        if self.ensemble != "nve" and self.temperature_k <= 0:
+            raise ValueError(f"the {self.ensemble} thermostat needs --temperature-k > 0")
+        return self
+
+    def trajectory_path(self) -> Path:
+        """Where the frames go."""
+        return Path(self.out) if self.out else Path(self.run_dir) / "md" / f"{self.ensemble}.extxyz"
+
+
+def start_atoms(config: MDConfig, calc):
+    """The initial ``Atoms``: the last frame of ``config.start``, else the calculator's reference geometry."""
+    from ase import Atoms
+
+    if config.start is None:
+        return calc.reference_atoms()
+    from qff_core.interchange import read_frames
+
+    frames = read_frames(config.start)
+    last = frames[-1]
+    return Atoms(symbols=last.get_chemical_symbols(), positions=last.positions)
+
+
+def _integrator(config: MDConfig, atoms):
+    from ase import units
+
+    dt = config.timestep_fs * units.fs
+    rng = np.random.default_rng([config.seed, 1])
+    if config.ensemble == "nve":
+        from ase.md.verlet import VelocityVerlet
+
+        return VelocityVerlet(atoms, timestep=dt)
+    if config.ensemble == "langevin":
+        from ase.constraints import FixCom
+        from ase.md.langevin import Langevin
+
+        atoms.set_constraint(FixCom())  # the centre of mass stays put without biasing the NVT distribution
+        return Langevin(atoms, timestep=dt, temperature_K=config.temperature_k,
+                        friction=config.friction_per_fs / units.fs, rng=rng, fixcm=False)
+    if config.ensemble == "nvt-berendsen":
+        from ase.md.nvtberendsen import NVTBerendsen
+
+        return NVTBerendsen(atoms, timestep=dt, temperature_K=config.temperature_k, taut=config.taut_fs * units.fs)
+    from ase.md.bussi import Bussi
+
+    return Bussi(atoms, timestep=dt, temperature_K=config.temperature_k, taut=config.taut_fs * units.fs, rng=rng)
+
+
+def _thermalize(atoms, temperature_k: float, rng: np.random.Generator) -> None:
+    """Maxwell-Boltzmann momenta (``thermalize_momenta`` from ASE 3.29, the older name before)."""
+    import ase.md
+    import ase.md.velocitydistribution
+
+    thermalize = getattr(ase.md, "thermalize_momenta", None)
+    if thermalize is None:  # ASE < 3.29
+        thermalize = ase.md.velocitydistribution.MaxwellBoltzmannDistribution
+    thermalize(atoms, temperature_K=temperature_k, rng=rng)
+
+
+def _check_frame(atoms, energy_ev: float, step: int) -> None:
+    if not math.isfinite(energy_ev) or not np.all(np.isfinite(atoms.positions)):
+        raise MDBlowUpError(f"step {step}: the energy or positions are not finite")
+    d = atoms.get_all_distances()
+    d = d[np.triu_indices(len(atoms), 1)]
+    if d.size and d.min() < MIN_DISTANCE_A:
+        raise MDBlowUpError(f"step {step}: two atoms are {d.min():.3f} A apart (below {MIN_DISTANCE_A} A): the "
+                            "dynamics left the model's training domain; use a smaller time step or temperature")
+
+
+def run_md(config: MDConfig, *, calc=None, progress: Callable[[int, int], None] | None = None,
+           plot: bool = True) -> dict:
+    """Integrate ``config.steps`` steps; returns the summary (frames, energy drift, mean temperature, timing).
+
+    ``calc``: a ``QFFCalculator`` already open (default: one of ``config.run_dir``). Raises
+    MDBlowUpError after writing the frames so far when the trajectory blows up.
+    """
+    from ase.md.velocitydistribution import Stationary, ZeroRotation
+
+    from qff_core.calculator import QFFCalculator
+    from qff_core.interchange import write_frame
+
+    own = calc is None
+    calc = calc or QFFCalculator(config.run_dir, executor=config.executor, checkpoint=config.checkpoint)
+    try:
+        atoms = start_atoms(config, calc)
+        atoms.calc = calc
+        if "H" in atoms.get_chemical_symbols() and config.timestep_fs > H_TIMESTEP_WARNING_FS:
+            logger.warning(f"a {config.timestep_fs} fs time step is large for hydrogen's vibrations (above "
+                           f"{H_TIMESTEP_WARNING_FS} fs the energy is rarely conserved)")
+        _thermalize(atoms, config.temperature_k, np.random.default_rng(config.seed))
+        Stationary(atoms)
+        ZeroRotation(atoms)
+        dyn = _integrator(config, atoms)
+        out = config.trajectory_path()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        trace: dict[str, list[float]] = {"time_fs": [], "potential_ev": [], "kinetic_ev": [], "temperature_k": []}
+        t0 = time.perf_counter()
+        with open(out, "w") as fh:
+
+            def record() -> None:
+                step = dyn.nsteps
+                e_pot = atoms.get_potential_energy()
+                _check_frame(atoms, e_pot, step)
+                trace["time_fs"].append(step * config.timestep_fs)
+                trace["potential_ev"].append(float(e_pot))
+                trace["kinetic_ev"].append(float(atoms.get_kinetic_energy()))
+                trace["temperature_k"].append(float(atoms.get_temperature()))
+                if step % config.write_every == 0:
+                    write_frame(fh, atoms.get_chemical_symbols(), atoms.positions, e_pot, atoms.get_forces(),
+                                info={"time_fs": float(step * config.timestep_fs),
+                                      "temperature_k": float(atoms.get_temperature())})
+                    fh.flush()
+                if progress is not None and (step % max(1, config.steps // 20) == 0 or step == config.steps):
+                    progress(step, config.steps)
+
+            dyn.attach(record, interval=1)  # ASE calls observers at step 0 too
+            try:
+                dyn.run(config.steps)
+            except MDBlowUpError as exc:
+                raise MDBlowUpError(f"{exc}; the {len(trace['time_fs'])} frames so far are in {out}") from None
+        wall = time.perf_counter() - t0
+    finally:
+        if own:
+            calc.close()
+    return _summary(config, trace, wall, out, plot)
+
+
+def _summary(config: MDConfig, trace: dict, wall_s: float, out: Path, plot: bool) -> dict:
+    total = np.asarray(trace["potential_ev"]) + np.asarray(trace["kinetic_ev"])
+    temperature = np.asarray(trace["temperature_k"])
+    simulated_ns = config.steps * config.timestep_fs * 1e-6
+    summary = {
+        "run_dir": config.run_dir, "ensemble": config.ensemble, "timestep_fs": config.timestep_fs,
+        "steps": config.steps, "n_frames": len(range(0, config.steps + 1, config.write_every)),
+        "trajectory": str(out), "energy_drift_ev": float(total[-1] - total[0]),
+        "max_energy_deviation_ev": float(np.max(np.abs(total - total[0]))),
+        "mean_temperature_k": float(temperature[1:].mean()) if temperature.size > 1 else float(temperature[0]),
+        "target_temperature_k": config.temperature_k, "wall_time_s": wall_s,
+        "ns_per_day": simulated_ns / wall_s * 86400.0 if wall_s > 0 else None,
+    }
+    if plot:
+        summary["plot"] = str(plot_trace(trace, out.with_suffix(".png"), config))
+    return summary
+
+
+def plot_trace(trace: dict, path: Path, config: MDConfig) -> Path:
+    """Energies (potential, kinetic, total; eV relative to the first total) and temperature against time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = np.asarray(trace["time_fs"])
+    pot, kin = np.asarray(trace["potential_ev"]), np.asarray(trace["kinetic_ev"])
+    e0 = pot[0] + kin[0]
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    ax1.plot(t, pot - e0, lw=0.8, label="potential")
+    ax1.plot(t, kin, lw=0.8, label="kinetic")
+    ax1.plot(t, pot + kin - e0, lw=1.2, label="total")
+    ax1.set_ylabel("energy (eV, relative to initial total)")
+    ax1.legend(fontsize=8)
+    ax2.plot(t, trace["temperature_k"], lw=0.8)
+    if config.ensemble != "nve":
+        ax2.axhline(config.temperature_k, color="0.5", ls="--", lw=1)
+    ax2.set_xlabel("time (fs)")
+    ax2.set_ylabel("temperature (K)")
+    fig.suptitle(f"{config.ensemble} MD, {config.timestep_fs} fs steps: {config.run_dir}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+__all__ = ["MDBlowUpError", "MDConfig", "run_md", "start_atoms"]
