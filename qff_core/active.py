@@ -139,6 +139,8 @@ def _committee(config: ActiveLearningConfig, main: Run, previous: list[str] | No
     rounds: the members the previous round retrained)."""
     if previous is not None:  # retrained at the end of the previous round
         return [main, *(open_run(p) for p in previous)]
+    if config.selection == "random":  # the control needs no committee
+        return [main]
     members = [main]
     steps = config.committee_steps or main.config.steps
     for j in range(1, config.committee):
@@ -149,10 +151,11 @@ def _committee(config: ActiveLearningConfig, main: Run, previous: list[str] | No
     return members
 
 
-def _explore(config: ActiveLearningConfig, main: Run, round_no: int, round_dir: Path) -> np.ndarray:
-    """Candidate positions (frames, atoms, 3) from a Langevin trajectory of the current model."""
+def _explore(config: ActiveLearningConfig, main: Run, round_no: int, round_dir: Path, log: Log) -> np.ndarray:
+    """Candidate positions (frames, atoms, 3) from a Langevin trajectory of the current model. A trajectory
+    that blows up ends there: the frames before it, where the model goes wrong, are the candidates."""
     from qff_core.interchange import read_frames
-    from qff_core.md import MDConfig, run_md
+    from qff_core.md import MDBlowUpError, MDConfig, run_md
 
     traj = round_dir / "md.extxyz"
     md = MDConfig(run_dir=str(main.path), ensemble="langevin", steps=config.md_steps, timestep_fs=config.timestep_fs,
@@ -160,20 +163,25 @@ def _explore(config: ActiveLearningConfig, main: Run, round_no: int, round_dir: 
                   write_every=config.sample_every)
     summary_path = round_dir / "md.json"
     if not summary_path.exists():
-        summary = run_md(md)
+        try:
+            summary = run_md(md)
+        except MDBlowUpError as exc:
+            log(f"exploration stopped early: {exc}")
+            summary = {"blew_up": str(exc)}
         summary_path.write_text(json.dumps(summary, indent=2))
-    return np.stack([a.positions for a in read_frames(traj)])[1:]  # the start geometry is no candidate
+    frames = read_frames(traj) if traj.exists() and traj.stat().st_size else []
+    if len(frames) < 2:
+        raise InputError(f"the exploration MD of round {round_no + 1} gave no frames to choose from (see "
+                         f"{summary_path}); lower --temperature-k or --timestep-fs")
+    return np.stack([a.positions for a in frames])[1:]  # the start geometry is no candidate
 
 
 def _select(config: ActiveLearningConfig, candidates: np.ndarray, members: list[Run], round_no: int) -> tuple:
-    _, forces = committee_forces(members, candidates)
-    scores = disagreement(forces)
     if config.selection == "committee":
-        picked = pick_frames(candidates, scores, config.per_round, config.min_separation_a)
-    else:
-        rng = np.random.default_rng([config.seed, round_no, 31])
-        picked = pick_frames(candidates, rng.random(len(candidates)), config.per_round, config.min_separation_a)
-    return picked, scores
+        scores = disagreement(committee_forces(members, candidates)[1])
+    else:  # random scores: the same distinctness rule, no model's opinion
+        scores = np.random.default_rng([config.seed, round_no, 31]).random(len(candidates))
+    return pick_frames(candidates, scores, config.per_round, config.min_separation_a), scores
 
 
 def _append(dataset: Dataset, positions: np.ndarray, tag: dict) -> np.ndarray:
@@ -261,12 +269,13 @@ def _round(config: ActiveLearningConfig, work: Path, state: dict, round_no: int,
     members = _committee(config, main, members_prev, main.split, round_dir, log)
     dataset = main.dataset()
     if "selected" not in record:
-        candidates = _explore(config, main, round_no, round_dir)
+        candidates = _explore(config, main, round_no, round_dir, log)
         picked, scores = _select(config, candidates, members, round_no)
         np.save(round_dir / "selected_positions.npy", candidates[picked])
         record.update(selected={"n_candidates": len(candidates), "frames": picked.tolist(),
-                                "disagreement_ev_per_a": [float(scores[i]) for i in picked],
-                                "pool_disagreement_mean_ev_per_a": float(scores.mean())}, stage="selected")
+                                "scores": [float(scores[i]) for i in picked],
+                                "score": "force disagreement (eV/A)" if config.selection == "committee" else
+                                "random"}, stage="selected")
         _save_state(work, state)
     tag = {"kind": "active_learning", "work_dir": str(work.resolve()), "round": round_no + 1,
            "selection": config.selection, "temperature_k": config.temperature_k}

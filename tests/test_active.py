@@ -1,0 +1,99 @@
+"""Active learning from MD, for real: committee training, Langevin exploration, selection, PySCF labelling,
+warm-start retraining; a round killed mid-labelling resumes without relabelling or re-appending."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from qff_core.active import ActiveLearningConfig, active_learn, disagreement, pick_frames
+from qff_core.store.dataset import DONE, Dataset
+
+
+def test_disagreement_and_distinct_picks(rng):
+    forces = rng.normal(size=(3, 5, 3, 3))
+    same = np.repeat(forces[:1], 3, axis=0)
+    assert np.all(disagreement(same) < 1e-15)
+    spread = disagreement(forces)
+    assert spread.shape == (5,) and np.all(spread > 0)
+    base = rng.normal(size=(3, 3))
+    positions = np.stack([base, base + 1e-4, base * 1.2, base * 1.4])  # frames 0 and 1 are the same geometry
+    picked = pick_frames(positions, np.array([4.0, 3.0, 2.0, 1.0]), 3, min_separation_a=0.01)
+    assert picked.tolist() == [0, 2, 3]
+
+
+@pytest.fixture
+def small_run(h2o, tmp_path):
+    """A copy of the H2O data (it grows) and a quickly trained model on it."""
+    from qff_core.run import TrainConfig
+    from qff_core.training import train
+
+    data = tmp_path / "h2o.zarr"
+    shutil.copytree(h2o, data)
+    run = tmp_path / "run"
+    train(run, TrainConfig(dataset=str(data), model={"depth": 2}, steps=60, batch_size=16, test_size=8, val_size=4,
+                           eval_every=30, checkpoint_every=30, learning_rate=2e-2, final_learning_rate=2e-3))
+    return run, data
+
+
+SMALL = dict(per_round=6, committee=2, committee_steps=30, retrain_steps=30, md_steps=120, sample_every=4,
+             temperature_k=600.0, chunk_size=1)
+
+
+def test_a_round_killed_while_labelling_resumes_without_relabelling(small_run, tmp_path):
+    run, data = small_run
+    n0 = Dataset.open(data).n_samples
+    argv = [sys.executable, "-m", "qff_core.cli", "active-learn", "--no-prefect", "--run", str(run), "--rounds", "1",
+            *[f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items()]]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    done_at_kill = None
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            status = Dataset.open(data).status()
+        except Exception:  # read while the writer resizes: look again
+            continue
+        new_done = int((status[n0:] == DONE).sum())
+        if 0 < new_done < status.size - n0:
+            proc.send_signal(signal.SIGKILL)
+            done_at_kill = new_done
+            break
+        time.sleep(0.01)
+    proc.wait(timeout=60)
+    assert done_at_kill is not None, f"the job ended before it could be killed mid-labelling: {proc.stderr.read()}"
+    ds = Dataset.open(data)
+    n1 = ds.n_samples  # up to per_round frames (fewer when the exploration offers fewer distinct ones)
+    assert n0 < n1 <= n0 + SMALL["per_round"]
+    labelled = np.flatnonzero(ds.status() == DONE)
+    labelled = labelled[labelled >= n0]
+    wall_before = ds._array("wall_time_s")[labelled].copy()
+
+    config = ActiveLearningConfig(run=str(run), rounds=1, **SMALL)
+    summary = active_learn(config, log=lambda _: None)
+    ds = Dataset.open(data)
+    assert ds.n_samples == n1  # not appended again
+    assert np.array_equal(ds._array("wall_time_s")[labelled], wall_before)  # not relabelled
+    assert np.all(ds.status() == DONE)
+    (record,) = summary["rounds"]
+    assert record["stage"] == "done" and record["dataset_indices"] == list(range(n0, n1))
+    assert record["labelling"]["computed"] == n1 - n0 - len(labelled)
+    # the picked frames are in the new model's training split, the test split is untouched
+    from qff_core.run import open_run
+
+    before, after = open_run(run), open_run(record["model"])
+    assert set(record["dataset_indices"]) <= set(after.split.train.tolist())
+    assert np.array_equal(before.split.test, after.split.test)
+    # the retrained model fits its new frames better than the model that picked them
+    assert record["errors_after"]["forces_mae_kcal_mol_a"] < record["errors_before"]["forces_mae_kcal_mol_a"]
+    # a second round continues the same job (only --rounds grew)
+    summary = active_learn(config.model_copy(update={"rounds": 2}), log=lambda _: None)
+    assert [r["round"] for r in summary["rounds"]] == [1, 2]
+    assert json.loads((tmp_path / "run_active" / "state.json").read_text())["rounds"][1]["stage"] == "done"
