@@ -49,6 +49,8 @@ class ActiveLearningConfig(BaseModel):
                                                                 "(default: the run's)")
     retrain_steps: int | None = Field(None, ge=1, description="warm-start training steps per round (default: the "
                                                               "run's)")
+    retrain_learning_rate: float | None = Field(1e-3, gt=0, description="initial learning rate of the warm-start "
+                                                                       "retraining (None: the run's)")
     selection: Literal["committee", "random"] = Field("committee", description="committee disagreement, or random "
                                                                                "frames (the control)")
     temperature_k: float = Field(500.0, gt=0, description="MD temperature of the exploration (K)")
@@ -126,8 +128,13 @@ def _train(run_dir: Path, config: TrainConfig, split: Split | None) -> Run:
     return open_run(run_dir)
 
 
-def _member_config(base: Run, seed: int, steps: int, init_from: str | None) -> TrainConfig:
-    return base.config.model_copy(update={"seed": seed, "steps": steps, "init_from": init_from, "n_train": None})
+def _member_config(base: Run, seed: int, steps: int, init_from: str | None,
+                   learning_rate: float | None = None) -> TrainConfig:
+    update = {"seed": seed, "steps": steps, "init_from": init_from, "n_train": None}
+    if learning_rate is not None:
+        update.update(learning_rate=learning_rate,
+                      final_learning_rate=min(base.config.final_learning_rate, learning_rate))
+    return base.config.model_copy(update=update)
 
 
 # ----------------------------------------------------------------------------- one round
@@ -292,9 +299,10 @@ def _round(config: ActiveLearningConfig, work: Path, state: dict, round_no: int,
                   test=main.split.test)
     steps = config.retrain_steps or main.config.steps
     log(f"retraining {config.committee} models on {split.train.size} training geometries ({steps} steps, warm start)")
-    new_main = _train(round_dir / "model", _member_config(main, main.config.seed, steps, str(main.path)), split)
-    new_members = [str(_train(round_dir / f"next_member_{j}", _member_config(m, j, steps, str(m.path)), split).path)
-                   for j, m in enumerate(members[1:], start=1)]
+    lr = config.retrain_learning_rate
+    new_main = _train(round_dir / "model", _member_config(main, main.config.seed, steps, str(main.path), lr), split)
+    new_members = [str(_train(round_dir / f"next_member_{j}", _member_config(m, j, steps, str(m.path), lr),
+                              split).path) for j, m in enumerate(members[1:], start=1)]
     record.update(model=str(new_main.path), members=new_members, labelling=summary,
                   errors_after=_frame_errors(new_main, dataset, indices),
                   test_before=_test_errors(main, config.test_set), test_after=_test_errors(new_main, config.test_set),

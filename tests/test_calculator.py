@@ -193,6 +193,16 @@ def test_md_without_a_checkpoint_and_a_blow_up(trained_h2o, tmp_path, capsys):
     assert 0 < kept == len(read(out, ":"))
 
 
+def test_readme_calculator_example_runs(trained_h2o, capsys):
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Using a trained model"):]
+    code = section[section.index("```python") + len("```python"):section.index("```", section.index("```python") + 3)]
+    exec(compile(code.replace('"runs/h2o"', repr(trained_h2o)), "README.md", "exec"), {})
+    assert float(capsys.readouterr().out.strip()) < 0
+
+
 @pytest.mark.slow
 def test_md_flow(prefect_server, trained_h2o, tmp_path):
     from flows.use import md

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The "Using the learned force field" numbers of docs/results.md, from the H2O 500 K invariant model of
+# scripts/results_h2o.sh: harmonic wavenumbers against psi4's, 1 ps NVE drift, 10 ps Langevin at 300 K, and
+# active learning against random selection, scored on psi4-labelled frames of a 1000 K MD of that model.
+# Usage: scripts/results_use.sh [RUNS_DIR] [DATA_DIR]   (rerun after an interruption: finished steps are kept)
+set -euo pipefail
+RUNS=${1:-runs/results}
+DATA=${2:-data}
+QFF=${QFF:-.venv/bin/qff}
+PY=${PY:-.venv/bin/python}
+export XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+MODEL=$RUNS/h2o_500k_invariant_d6
+OUT=$RUNS/use
+mkdir -p "$OUT"
+once() {  # once FILE command...: run the command into FILE unless FILE exists
+    local f=$1; shift
+    [ -s "$f" ] && return 0
+    "$@" > "$f.tmp" && mv "$f.tmp" "$f"
+}
+
+once "$OUT/vibrations.json" $QFF vibrations "$MODEL" --json
+once "$OUT/nve_1ps.json" $QFF md "$MODEL" --ensemble nve --timestep-fs 0.5 --steps 2000 --temperature-k 300 \
+    --out "$OUT/nve_1ps.extxyz" --quiet --json
+once "$OUT/langevin_10ps.json" $QFF md "$MODEL" --ensemble langevin --timestep-fs 0.5 --steps 20000 \
+    --temperature-k 300 --friction-per-fs 0.01 --write-every 20 --out "$OUT/langevin_10ps.extxyz" --quiet --json
+
+# The MD test set: 100 frames, 20 fs apart, of a 1000 K Langevin trajectory of the model, labelled by psi4.
+once "$OUT/md_1000k.json" $QFF md "$MODEL" --ensemble langevin --timestep-fs 0.5 --steps 4000 --temperature-k 1000 \
+    --seed 7 --out "$OUT/md_1000k.extxyz" --quiet --json
+$QFF dataset generate --molecule h2o --engine psi4 --method b3lyp --basis '6-31g*' --sampler file \
+    --geometries "$OUT/md_1000k.extxyz" --every 40 --samples 100 --chunk-size 5 --out "$DATA/h2o_md1000k_test.zarr" \
+    --catalog "$OUT/catalog" --no-prefect --workers 2
+
+# Two arms on copies of the model and its dataset (active learning appends to the dataset): committee and random.
+for arm in committee random; do
+    A=$OUT/al_$arm
+    if [ ! -f "$A/run/run.json" ]; then
+        rm -rf "$A" && mkdir -p "$A"
+        cp -r "$(readlink -f "$DATA/h2o_b3lyp_631gs_500k.zarr")" "$A/h2o.zarr"
+        cp -r "$MODEL" "$A/run.partial"
+        $PY - "$A" <<'EOF'
+import json, sys
+from pathlib import Path
+arm = Path(sys.argv[1]).resolve()
+info = json.loads((arm / "run.partial/run.json").read_text())
+info["dataset"].update(path="../h2o.zarr", absolute=str(arm / "h2o.zarr"))
+info["config"]["dataset"] = "../h2o.zarr"
+(arm / "run.partial/run.json").write_text(json.dumps(info, indent=2))
+EOF
+        mv "$A/run.partial" "$A/run"
+    fi
+    once "$A/summary.json" $QFF active-learn --no-prefect --run "$A/run" --rounds 3 --per-round 20 --committee 3 \
+        --committee-steps 6000 --retrain-steps 3000 --selection "$arm" --temperature-k 1000 --md-steps 4000 \
+        --sample-every 20 --test-set "$DATA/h2o_md1000k_test.zarr" --chunk-size 5 --json
+done
+$PY scripts/results_use_table.py "$OUT"
