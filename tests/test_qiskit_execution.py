@@ -356,3 +356,51 @@ def test_a_job_that_failed_on_the_backend_is_forgotten_and_resubmitted(tmp_path,
     rerun = ScriptedJobs(server=server)
     run_plan(plan, rerun, program=None, retry=retry, journal=journal)
     assert rerun.calls == 1 and len(rerun.attached) == 2
+
+
+@pytest.mark.parametrize("form", ["cx3", "rotations"])
+def test_exchange_unit_is_the_heisenberg_exponential(form):
+    """Both compiled forms equal exp(-i J sigma.sigma) up to a global phase, for any J."""
+    from qiskit import QuantumCircuit
+    from qiskit.quantum_info import Operator
+    from scipy.linalg import expm
+
+    from qff_core.execution.qiskit.compiler import _exchange
+
+    paulis = [np.array(m, dtype=complex) for m in ([[0, 1], [1, 0]], [[0, -1j], [1j, 0]], [[1, 0], [0, -1]])]
+    heisenberg = sum(np.kron(p, p) for p in paulis)
+    for j in (0.3, -1.1, 2.0, 7.7):
+        qc = QuantumCircuit(2)
+        _exchange(qc, j, 0, 1, form)
+        u, target = Operator(qc).data, expm(-1j * j * heisenberg)
+        phase = np.vdot(u.ravel(), target.ravel())
+        assert np.abs(u * phase / abs(phase) - target).max() < 1e-12
+        assert sum(1 for inst in qc.data if inst.operation.num_qubits == 2) == 3  # rxx, ryy, rzz lower to 2 CX each
+
+
+def test_rotations_form_still_equals_the_exact_simulator(rng):
+    sim = simulator_for("h2o", model="invariant", depth=1)
+    q = compile_qiskit(sim.model, exchange="rotations")
+    theta = init_parameters(sim.model, seed=3, strategy="random")
+    X = random_geometries(sim.model, 3, rng)
+    ev = _aer_expectations(transpile_for(q), q.bind(theta, X))
+    assert np.abs(theta[sim.model.scale] * ev + theta[sim.model.offset] - sim.evaluate(theta, X)[0]).max() < SHIFT_TOL
+
+
+# Two-qubit gates on FakeTorino (heavy hex), optimization level 3, measured with the fixed transpiler seed.
+# LiH D=6: 19 (37 with RXX RYY RZZ). H2O D=6: 110 (182): 74 for the 24 exchange units and 2 singlets, the
+# rest SWAPs, since the H2O exchange ring 0-1-2-3-0 has no 4-cycle to sit on in a heavy-hex lattice.
+TWO_QUBIT_GATES = {"lih": 20, "h2o": 110}
+
+
+@pytest.mark.parametrize("molecule", ["lih", "h2o"])
+def test_two_qubit_gate_counts_on_fake_torino(molecule, capsys):
+    from qff_core.cli import main
+
+    assert main(["model", "show", "--molecule", molecule, "--depth", "6", "--backend", "fake_torino",
+                 "--optimization-level", "3", "--json"]) == 0
+    import json
+
+    t = json.loads(capsys.readouterr().out)["transpiled"]
+    assert t["two_qubit_gates"] <= TWO_QUBIT_GATES[molecule]
+    assert 0 < t["estimated_fidelity"] < 1 and len(t["layout"]) == {"lih": 2, "h2o": 4}[molecule]

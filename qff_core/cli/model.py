@@ -44,11 +44,36 @@ def _circuit_lines(s: dict) -> list[str]:
     return lines
 
 
+def _transpiled(model: AnyModel, backend_name: str, level: int, exchange: str) -> tuple[dict, str]:
+    """The ``transpiled:`` summary of ``model`` on a (fake) backend, and its line for people."""
+    from qff_core.errors import InputError
+    from qff_core.execution.qiskit.aer import fake_backend
+    from qff_core.execution.qiskit.compiler import compile_qiskit
+    from qff_core.execution.qiskit.report import transpile_report
+    from qff_core.models.fragment import FragmentModel
+
+    if isinstance(model, FragmentModel):
+        raise InputError("a fragment model has no single circuit to transpile (it runs on the exact executor)")
+    backend = fake_backend(backend_name)
+    if model.n_qubits > backend.num_qubits:
+        raise InputError(f"the model needs {model.n_qubits} qubits; {backend_name} has {backend.num_qubits}")
+    t = transpile_report(compile_qiskit(model, exchange=exchange), backend, optimization_level=level)
+    return t, (f"on {t['backend']} (optimization level {level}): {t['two_qubit_gates']} two-qubit gates, depth "
+               f"{t['depth']} (two-qubit depth {t['two_qubit_depth']}), physical qubits {t['layout']}, estimated "
+               f"fidelity {t['estimated_fidelity']:.3f}")
+
+
 def cmd_show(args: argparse.Namespace) -> int:
-    """Print qubits, parameter counts and gates per layer of a model (of each sub-model of a fragment model)."""
-    s = _model_from_args(args).summary()
+    """Print qubits, parameter counts and gates per layer of a model (of each sub-model of a fragment model);
+    with ``--backend``, what its circuit becomes on that device."""
+    model = _model_from_args(args)
+    s = model.summary()
     if s["model"] != "fragment":
-        emit(args, s, "\n".join(_circuit_lines(s)))
+        lines = _circuit_lines(s)
+        if args.backend:
+            s["transpiled"], line = _transpiled(model, args.backend, args.optimization_level, args.exchange)
+            lines.append(line)
+        emit(args, s, "\n".join(lines))
         return 0
     blocks = s["parameter_blocks"]
     lines = [
@@ -101,6 +126,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     model = sub.add_parser("model", help="inspect and audit models").add_subparsers(dest="action", required=True)
     show = model.add_parser("show", help="qubits, parameters and gates of a model")
     _common(show)
+    show.add_argument("--backend", default=None, help="also transpile for this fake backend (fake_torino, fake_fez, "
+                                                      "fake_sherbrooke, FakeManilaV2...): gate counts, depth, layout, "
+                                                      "estimated fidelity")
+    show.add_argument("--optimization-level", type=int, choices=(0, 1, 2, 3), default=1,
+                      help="transpiler optimization level (default 1)")
+    show.add_argument("--exchange", choices=("cx3", "rotations"), default="cx3",
+                      help="exchange units as three CNOTs (default) or RXX RYY RZZ")
     show.set_defaults(func=cmd_show)
     audit = model.add_parser("audit", help="symmetry audit at random parameters")
     _common(audit)

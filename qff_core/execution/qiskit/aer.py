@@ -22,13 +22,30 @@ from qff_core.errors import InputError
 from qff_core.execution.qiskit.compiler import IsaProgram, QiskitModel, transpile_for
 
 
-def fake_backend(name: str):
-    """A fake backend of qiskit-ibm-runtime by class name (``FakeManilaV2``, ``FakeFez``...)."""
+def fake_backend_names() -> dict[str, str]:
+    """Short names (``fake_torino``) of qiskit-ibm-runtime's V2 fake backends, to their class names."""
     from qiskit_ibm_runtime import fake_provider
 
-    cls = getattr(fake_provider, name, None)
+    out = {}
+    for cls_name in dir(fake_provider):
+        if not cls_name.startswith("Fake") or cls_name.endswith(("Provider", "V1")) or "Provider" in cls_name:
+            continue
+        short = "fake_" + cls_name[4:].removesuffix("V2").lower()
+        if short not in out or cls_name.endswith("V2"):
+            out[short] = cls_name
+    return out
+
+
+def fake_backend(name: str):
+    """A fake backend of qiskit-ibm-runtime by class name (``FakeManilaV2``, ``FakeFez``) or short name
+    (``fake_torino``, ``fake_manila``)."""
+    from qiskit_ibm_runtime import fake_provider
+
+    cls_name = fake_backend_names().get(name.lower(), name) if name.lower().startswith("fake_") else name
+    cls = getattr(fake_provider, cls_name, None)
     if cls is None:
-        raise InputError(f"qiskit-ibm-runtime has no fake backend {name!r} (try FakeManilaV2)")
+        raise InputError(f"qiskit-ibm-runtime has no fake backend {name!r}; it has "
+                         f"{', '.join(sorted(fake_backend_names()))} (or their class names, e.g. FakeManilaV2)")
     return cls()
 
 

@@ -9,7 +9,9 @@ differences). Gate forms (all exact):
 * encoding exp(-i alpha x.sigma / 2) = RZ(b) RY(g) RZ(phi) RY(-g) RZ(-b), a rotation by
   phi = alpha |x| about n = x / |x| with (g, b) the polar and azimuthal angles of n: five
   units, in time order (-b, -g, phi, g, b);
-* Heisenberg exchange exp(-i J sigma_i.sigma_j) = RXX(2J) RYY(2J) RZZ(2J): one unit per pair;
+* Heisenberg exchange exp(-i J sigma_i.sigma_j): one unit per pair, compiled with three CNOTs
+  (``_exchange``: exact up to a global phase, which no expectation value sees) instead of
+  RXX(2J) RYY(2J) RZZ(2J), six two-qubit gates once lowered (``exchange="rotations"``);
 * orbit-summed exchange exp(-i J H), H = sum sigma_i.sigma_j: W diag(exp(-i J lambda)) W^T
   with W the eigenvectors of H (two fixed unitaries) and the diagonal as commuting
   Z-string rotations exp(-i c_S J Z_S) (Walsh expansion of lambda): one unit per string,
@@ -165,7 +167,33 @@ def _walsh_z_terms(lam: np.ndarray) -> list[tuple[tuple[int, ...], float]]:
     return terms
 
 
-def _build_template(model: Model, n_units: int):
+EXCHANGE_FORMS = ("cx3", "rotations")
+"""How an exchange unit is compiled: three CNOTs and four rotations (default), or RXX RYY RZZ."""
+
+
+def _exchange(qc, j, a: int, b: int, form: str = "cx3") -> None:
+    """exp(-i j sigma_a.sigma_b) on qubits a, b (``j`` a circuit parameter or expression).
+
+    ``cx3``: exp(-i j (XX + YY + ZZ)) is a canonical two-qubit gate with equal coefficients; the
+    three-CNOT circuit below equals it up to the global phase exp(-i j) (checked against the matrix
+    exponential in the tests)."""
+    if form == "rotations":
+        qc.rxx(2 * j, a, b)
+        qc.ryy(2 * j, a, b)
+        qc.rzz(2 * j, a, b)
+        return
+    half_pi = np.pi / 2
+    qc.rz(half_pi, b)
+    qc.cx(b, a)
+    qc.rz(2 * j + half_pi, a)
+    qc.ry(2 * j + half_pi, b)
+    qc.cx(a, b)
+    qc.ry(-2 * j - half_pi, b)
+    qc.cx(b, a)
+    qc.rz(-half_pi, a)
+
+
+def _build_template(model: Model, n_units: int, exchange: str = "cx3"):
     from qiskit import QuantumCircuit
     from qiskit.circuit import ParameterVector
     from qiskit.circuit.library import PauliEvolutionGate
@@ -187,9 +215,7 @@ def _build_template(model: Model, n_units: int):
             u += ENCODE_UNITS
         elif isinstance(g, Exchange):
             for a, b in g.pairs:
-                qc.rxx(2 * p[u], a, b)
-                qc.ryy(2 * p[u], a, b)
-                qc.rzz(2 * p[u], a, b)
+                _exchange(qc, p[u], a, b, exchange)
                 u += 1
         elif isinstance(g, ExchangeSum):
             support, lam, vec = heisenberg_sum_eig(g.pairs)
@@ -266,11 +292,14 @@ def _unit_groups(model: Model, units: list[CircuitUnit]):
     return enc_units_a, enc_alpha_a, enc_atom_a, axis, lin
 
 
-def compile_qiskit(model: AnyModel) -> QiskitModel:
+def compile_qiskit(model: AnyModel, *, exchange: str = "cx3") -> QiskitModel:
     """Compile ``model`` into a parametrised circuit template and its classical angle maps.
 
-    A fragment model has no single circuit: ModelBuildError (it runs on the exact executor).
+    ``exchange``: how exchange units are compiled (``EXCHANGE_FORMS``). A fragment model has no
+    single circuit: ModelBuildError (it runs on the exact executor).
     """
+    if exchange not in EXCHANGE_FORMS:
+        raise InputError(f"exchange must be one of {', '.join(EXCHANGE_FORMS)}; got {exchange!r}")
     if isinstance(model, FragmentModel):
         raise ModelBuildError(EXACT_ONLY)
     try:
@@ -279,7 +308,7 @@ def compile_qiskit(model: AnyModel) -> QiskitModel:
         raise ResourceError("qiskit is not installed: pip install qiskit") from exc
     enable_x64()
     units = _units_for(model)
-    template = _build_template(model, len(units))
+    template = _build_template(model, len(units), exchange)
     observable = build_observable(model)
     center = model.molecule.center
     n_atoms = model.molecule.n_atoms
@@ -347,6 +376,10 @@ class IsaProgram:
     target: str
 
 
+TRANSPILER_SEED = 11
+"""Layout and routing are randomised: a fixed seed gives the same circuit (and gate counts) every time."""
+
+
 def transpile_for(qmodel: QiskitModel, backend=None, *, optimization_level: int = 1,
                   basis_gates: tuple[str, ...] | None = None) -> IsaProgram:
     """Transpile the template once for ``backend`` (a BackendV2, e.g. AerSimulator or a fake backend).
@@ -357,11 +390,13 @@ def transpile_for(qmodel: QiskitModel, backend=None, *, optimization_level: int 
     from qiskit.transpiler import generate_preset_pass_manager
 
     if backend is not None:
-        pm = generate_preset_pass_manager(optimization_level=optimization_level, backend=backend)
+        pm = generate_preset_pass_manager(optimization_level=optimization_level, backend=backend,
+                                          seed_transpiler=TRANSPILER_SEED)
         target = getattr(backend, "name", type(backend).__name__)
     else:
         gates = list(basis_gates or ("rz", "sx", "x", "cx"))
-        pm = generate_preset_pass_manager(optimization_level=optimization_level, basis_gates=gates)
+        pm = generate_preset_pass_manager(optimization_level=optimization_level, basis_gates=gates,
+                                          seed_transpiler=TRANSPILER_SEED)
         target = "+".join(gates)
     isa = pm.run(qmodel.template)
     if list(isa.parameters) != list(qmodel.template.parameters):
