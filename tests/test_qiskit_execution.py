@@ -8,6 +8,7 @@ from conftest import FLOAT64_TOL, simulator_for
 from scripted import ScriptedEvaluator, ScriptedJobs
 
 from qff_core.audit import random_geometries
+from qff_core.errors import InputError
 from qff_core.execution.gates import HEISENBERG_PAIR, PAULI_ROTATION, ShiftRule, frequency_rule
 from qff_core.execution.qiskit.angles import encode_coefficients
 from qff_core.execution.qiskit.compiler import compile_qiskit, transpile_for
@@ -404,3 +405,40 @@ def test_two_qubit_gate_counts_on_fake_torino(molecule, capsys):
     t = json.loads(capsys.readouterr().out)["transpiled"]
     assert t["two_qubit_gates"] <= TWO_QUBIT_GATES[molecule]
     assert 0 < t["estimated_fidelity"] < 1 and len(t["layout"]) == {"lih": 2, "h2o": 4}[molecule]
+
+
+def test_device_noise_on_the_used_qubits_equals_the_full_device(rng):
+    """Simulating the qubits a circuit uses with the device noise restricted to them is the same computation as
+    simulating the whole (5-qubit) device."""
+    from qff_core.execution.qiskit.aer import AerEvaluator, AerProgram, fake_backend
+    from qff_core.execution.qiskit.noise import device_noise_dict
+
+    sim = simulator_for("lih", model="invariant", depth=1)
+    q = compile_qiskit(sim.model)
+    theta = init_parameters(sim.model, seed=3, strategy="random")
+    values = q.bind(theta, random_geometries(sim.model, 3, rng))
+    evaluator = AerEvaluator(noise_backend="FakeManilaV2")
+    reduced = evaluator.prepare(q)
+    assert len(reduced.program.circuit.qubits) == len(reduced.device["physical_qubits"]) < 5
+    backend = fake_backend("FakeManilaV2")
+    full = AerProgram(transpile_for(q, backend), device_noise_dict(backend))
+    (ev_full, _), = evaluator.run(full, [values], seed=1)
+    (ev_reduced, _), = evaluator.run(reduced, [values], seed=1)
+    assert np.abs(ev_full - ev_reduced).max() < 1e-10
+
+
+def test_noisy_aer_on_a_133_qubit_device_is_reproducible(rng):
+    from qff_core.execution import get_executor
+
+    sim = simulator_for("lih", model="invariant", depth=1)
+    theta = init_parameters(sim.model, seed=3, strategy="random")
+    X = random_geometries(sim.model, 2, rng)
+    noisy = get_executor("aer", sim.model, noise_backend="fake_torino", shots=500, seed=7)
+    assert noisy.program.device["backend"] == "fake_torino"
+    assert all(0 <= p < 133 for p in noisy.program.device["physical_qubits"])
+    (e1, f1), (e2, f2) = noisy.energies_forces(theta, X), noisy.energies_forces(theta, X)
+    assert np.array_equal(e1, e2) and np.array_equal(f1, f2)
+    assert np.abs(e1 - sim.evaluate(theta, X)[0]).max() > 1e-6  # noise and shots moved them
+    with pytest.raises(InputError, match=r"no fake backend 'fake_nowhere'; it has .*fake_torino"):
+        get_executor("aer", sim.model, noise_backend="fake_nowhere")
+

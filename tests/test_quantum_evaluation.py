@@ -99,3 +99,22 @@ def test_evaluation_beyond_its_qpu_budget_submits_nothing(trained, tmp_path, cap
         main(["evaluate", str(trained), "--sets", "mirrored"])
     assert main(["evaluate", str(trained), "--sets", "rotated", "--no-prefect"]) == 2
     assert "include 'test'" in capsys.readouterr().err
+
+
+def test_a_noise_model_file_runs_from_the_command_line(trained, tmp_path, capsys):
+    """--noise FILE.json: a depolarizing two-qubit noise model written by NoiseModel.to_dict, read back."""
+    import json
+
+    from qiskit_aer.noise import NoiseModel, depolarizing_error
+
+    from qff_core.cli import main
+
+    noise = NoiseModel(basis_gates=["cx", "rz", "sx", "x"])
+    noise.add_all_qubit_quantum_error(depolarizing_error(0.02, 2), ["cx"])
+    path = tmp_path / "depolarizing.json"
+    path.write_text(json.dumps(noise.to_dict(serializable=True)))
+    assert main(["evaluate", str(trained), "--executor", "aer", "--noise", str(path), "--max-test", "2",
+                 "--sets", "test", "--no-plots", "--no-prefect", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["executor"]["noise_backend"] == str(path)
+    assert summary["deviation_from_exact"]["energy_mae_kcal_mol"] > 1e-6  # the noise moved the energies

@@ -169,7 +169,7 @@ def cluster_config_from_args(args: argparse.Namespace):
 # ----------------------------------------------------------------------------- executors
 
 EXECUTOR_FLAGS = {"name": "executor", "seed": "shot_seed", "backend": "ibm_backend", "instance": "ibm_instance",
-                  "channel": "ibm_channel", "token_secret": "ibm_token_secret"}
+                  "channel": "ibm_channel", "token_secret": "ibm_token_secret", "noise_backend": "noise"}
 """ExecutorConfig field -> flag name, where they differ."""
 
 
@@ -181,8 +181,11 @@ def add_executor_args(parser: argparse.ArgumentParser, title: str) -> Any:
     add_config_flags(group, ExecutorConfig, rename=EXECUTOR_FLAGS,
                      only=("name", "shots", "precision", "seed", "noise_backend", "backend", "instance", "channel",
                            "token_secret", "resilience_level"),
-                     help={"name": "where circuits run", "seed": "seed of the shot noise (default: --seed)"},
+                     help={"name": "where circuits run", "seed": "seed of the shot noise (default: --seed)",
+                           "noise_backend": "aer: simulate this device's noise: a fake backend (fake_torino, fake_fez, "
+                                            "fake_sherbrooke, FakeManilaV2...) or a NoiseModel JSON file"},
                      choices={"name": executor_names()})
+    group.add_argument("--noise-backend", dest="noise", default=None, help=argparse.SUPPRESS)  # the older name
     add_cluster_args(group)
     return group
 

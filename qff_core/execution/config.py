@@ -79,7 +79,8 @@ class ExecutorConfig(BaseModel):
                                                                  "value (shots = 1/precision^2); default 1/64")
     seed: int | None = Field(None, description="seed of the shot noise (aer, ibm local testing mode); "
                                               "default: the run's seed")
-    noise_backend: str | None = Field(None, description="aer: simulate this fake backend's noise (FakeManilaV2...)")
+    noise_backend: str | None = Field(None, description="aer: simulate this device's noise: a fake backend "
+                                                        "(fake_torino, FakeManilaV2...) or a NoiseModel JSON file")
     backend: str | None = Field(None, description="ibm: a device of the account, or aer / Fake... (local testing)")
     instance: str | None = Field(None, description="ibm: instance CRN; default $QISKIT_IBM_INSTANCE or the saved "
                                                    "account's")

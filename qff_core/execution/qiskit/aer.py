@@ -8,8 +8,10 @@
   basis and measures every qubit, and Aer's SamplerV2 draws ``shots`` bitstrings per row.
   Each shot gives one value of the group's terms; their mean is the estimate and their
   sample variance / shots its variance. Groups are independent, so variances add.
-* noise: ``noise_backend`` names a fake backend of qiskit-ibm-runtime (``FakeManilaV2``...);
-  circuits are transpiled for it and simulated with its noise model (density matrix when exact).
+* noise: ``noise_backend`` names a fake backend of qiskit-ibm-runtime (``fake_torino``,
+  ``FakeManilaV2``...) or a NoiseModel JSON file; circuits are transpiled for the whole device,
+  then simulated on the qubits they use with the device's noise restricted to them
+  (``noise.py``; density matrix when exact). ``AerProgram.device`` keeps what the device sees.
 """
 
 from __future__ import annotations
@@ -66,6 +68,43 @@ class SampledProgram:
 
 
 @dataclass(frozen=True)
+class AerProgram:
+    """A prepared program with the noise (a NoiseModel dict, None when noiseless) of the qubits it uses, and what
+    the device sees: its name, the physical qubits and the two-qubit gates of the (first) circuit."""
+
+    program: IsaProgram | SampledProgram
+    noise: dict | None = None
+    device: dict | None = None
+
+
+def _reduce(program: IsaProgram | SampledProgram, source) -> AerProgram:
+    """``program`` (transpiled for the full device) on its active qubits, with the device noise of those."""
+    from dataclasses import replace
+
+    from qff_core.execution.qiskit.noise import (
+        active_qubits,
+        device_noise_dict,
+        reduce_circuit,
+        reduce_noise,
+        reduce_observable,
+    )
+
+    circuits = [program.circuit] if isinstance(program, IsaProgram) else [g.circuit for g in program.groups]
+    first = circuits[0]
+    device = {"backend": source.name, "physical_qubits": active_qubits(circuits),
+              "two_qubit_gates": sum(1 for inst in first.data if inst.operation.num_qubits == 2)}
+    if source.backend is None:  # a noise-model file: circuits are already on the model's own qubits
+        return AerProgram(program, source.noise, device)
+    active = device["physical_qubits"]
+    if isinstance(program, IsaProgram):
+        reduced = replace(program, circuit=reduce_circuit(program.circuit, active),
+                          observable=reduce_observable(program.observable, active))
+    else:
+        reduced = SampledProgram(tuple(replace(g, circuit=reduce_circuit(g.circuit, active)) for g in program.groups))
+    return AerProgram(reduced, reduce_noise(device_noise_dict(source.backend), active), device)
+
+
+@dataclass(frozen=True)
 class AerEvaluator:
     """Runs PUBs on Aer. ``shots=None``: exact; else sampled. ``threads`` per primitive job."""
 
@@ -73,34 +112,48 @@ class AerEvaluator:
     noise_backend: str | None = None
     threads: int = 1
 
-    def prepare(self, qmodel: QiskitModel) -> IsaProgram | SampledProgram:
-        """Transpile once for the simulated backend; with shots, one measured circuit per group."""
+    def prepare(self, qmodel: QiskitModel) -> AerProgram:
+        """Transpile once for the simulated device (with shots, one measured circuit per group), then keep the
+        qubits the circuits use and the device noise on them."""
         from qiskit_aer import AerSimulator
 
-        backend = AerSimulator.from_backend(fake_backend(self.noise_backend)) if self.noise_backend else AerSimulator()
-        if self.shots is None:
-            return transpile_for(qmodel, backend)
-        if self.shots < 1:
+        if self.shots is not None and self.shots < 1:
             raise InputError("shots must be a positive integer (or None for exact expectation values)")
-        return SampledProgram(tuple(_measured_group(qmodel, group, backend)
-                                    for group in qmodel.observable.group_commuting(qubit_wise=True)))
-
-    def _backend_options(self) -> dict:
-        opts: dict = {"runtime_parameter_bind_enable": True, "max_parallel_threads": self.threads}
+        source = None
         if self.noise_backend:
-            from qiskit_aer.noise import NoiseModel
+            from qff_core.execution.qiskit.noise import load_noise
 
-            opts["noise_model"] = NoiseModel.from_backend(fake_backend(self.noise_backend))
+            source = load_noise(self.noise_backend)
+            if source.backend is not None and qmodel.model.n_qubits > source.backend.num_qubits:
+                raise InputError(f"the model needs {qmodel.model.n_qubits} qubits; {source.name} has "
+                                 f"{source.backend.num_qubits}")
+        backend = AerSimulator() if source is None or source.backend is None else source.backend
+        basis = source.basis_gates if source is not None and source.backend is None else None
+        if self.shots is None:
+            program = transpile_for(qmodel, None if basis else backend, basis_gates=basis)
+        else:
+            program = SampledProgram(tuple(_measured_group(qmodel, group, backend, basis)
+                                           for group in qmodel.observable.group_commuting(qubit_wise=True)))
+        return AerProgram(program) if source is None else _reduce(program, source)
+
+    def _backend_options(self, noise: dict | None) -> dict:
+        opts: dict = {"runtime_parameter_bind_enable": True, "max_parallel_threads": self.threads}
+        if noise is not None:
+            from qff_core.execution.qiskit.noise import noise_model
+
+            opts["noise_model"] = noise_model(noise)
             if self.shots is None:
                 opts["method"] = "density_matrix"
         return opts
 
-    def run(self, program, values: list[np.ndarray], seed: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
+    def run(self, program: AerProgram, values: list[np.ndarray],
+            seed: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
         """One primitive job for all PUBs of a chunk: (evs, variances) per PUB."""
+        noise, program = program.noise, program.program
         if self.shots is None:
             from qiskit_aer.primitives import EstimatorV2
 
-            options = {"backend_options": self._backend_options(), "default_precision": 0.0}
+            options = {"backend_options": self._backend_options(noise), "default_precision": 0.0}
             if seed is not None:
                 options["run_options"] = {"seed_simulator": seed}
             est = EstimatorV2(options=options)
@@ -108,7 +161,8 @@ class AerEvaluator:
             return [(np.asarray(r.data.evs), np.asarray(r.data.stds) ** 2) for r in result]
         from qiskit_aer.primitives import SamplerV2
 
-        sampler = SamplerV2(default_shots=self.shots, seed=seed, options={"backend_options": self._backend_options()})
+        sampler = SamplerV2(default_shots=self.shots, seed=seed,
+                            options={"backend_options": self._backend_options(noise)})
         pubs = [(g.circuit, v) for v in values for g in program.groups]
         result = sampler.run(pubs).result()
         out = []
@@ -126,7 +180,7 @@ class AerEvaluator:
         return out
 
 
-def _measured_group(qmodel: QiskitModel, group, backend) -> MeasuredGroup:
+def _measured_group(qmodel: QiskitModel, group, backend, basis_gates: tuple[str, ...] | None = None) -> MeasuredGroup:
     """Template + basis change + measurement of every qubit, transpiled for ``backend``."""
     from qiskit.transpiler import generate_preset_pass_manager
 
@@ -145,7 +199,14 @@ def _measured_group(qmodel: QiskitModel, group, backend) -> MeasuredGroup:
             qc.sdg(q)
             qc.h(q)
     qc.measure_all()
-    isa = generate_preset_pass_manager(optimization_level=1, backend=backend).run(qc)
+    from qff_core.execution.qiskit.compiler import TRANSPILER_SEED
+
+    if basis_gates:
+        pm = generate_preset_pass_manager(optimization_level=1, basis_gates=list(basis_gates),
+                                          seed_transpiler=TRANSPILER_SEED)
+    else:
+        pm = generate_preset_pass_manager(optimization_level=1, backend=backend, seed_transpiler=TRANSPILER_SEED)
+    isa = pm.run(qc)
     if list(isa.parameters) != list(qmodel.template.parameters):
         raise InputError("transpiling the measured circuit changed its parameters")
     masks = np.array([[ch != "I" for ch in reversed(label)] for label in labels])
