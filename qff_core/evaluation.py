@@ -70,6 +70,8 @@ class EvaluateConfig(BaseModel):
                                      "executor sets one)")
     max_qpu_seconds: float | None = Field(None, ge=0, description="refuse to submit when the estimated QPU time "
                                                                   "exceeds this")
+    recalibrate: int | None = Field(None, ge=2, description="refit the output scale and offset on this many "
+                                                            "training/validation geometries run on the executor")
 
     @model_validator(mode="after")
     def _sets_hold_the_test_set(self) -> EvaluateConfig:
@@ -78,16 +80,22 @@ class EvaluateConfig(BaseModel):
                              f"invariance check); got {list(self.sets)}")
         return self
 
+    @model_validator(mode="after")
+    def _recalibration_needs_a_device(self) -> EvaluateConfig:
+        if self.recalibrate is not None and self.executor.spec.exact:
+            raise ValueError("recalibrate refits the readout of a noisy executor; the exact simulator needs none")
+        return self
+
     def n_geometries(self, n_test: int) -> int:
-        """Geometries scored: the (capped) test set once per set."""
-        return min(n_test, self.max_test or n_test) * len(self.sets)
+        """Geometries run: the (capped) test set once per set, and the calibration geometries."""
+        return min(n_test, self.max_test or n_test) * len(self.sets) + (self.recalibrate or 0)
 
 
 def evaluate_run(run_dir: str | Path, *, seed: int = 0, plots: bool = True, audit: bool = True,
                  krr: bool = False, executor: ExecutorConfig | None = None,
                  sets: tuple[str, ...] | None = None, max_test: int | None = None,
                  cluster: ClusterConfig | None = None, token: str | None = None,
-                 max_qpu_seconds: float | None = None) -> dict:
+                 max_qpu_seconds: float | None = None, recalibrate: int | None = None) -> dict:
     """Metrics of the run's best parameters on its test set (and transformed copies).
 
     ``executor``: where the predictions are computed (default exact; aer and ibm by parameter
@@ -95,13 +103,14 @@ def evaluate_run(run_dir: str | Path, *, seed: int = 0, plots: bool = True, audi
     ``evaluation.json`` (``evaluation_<executor>.json`` for other executors, which also report
     their deviation from the exact simulator) and, with ``plots``, PNG files. With
     ``max_qpu_seconds``, an evaluation estimated to take longer on a QPU is refused before
-    anything is submitted (``BudgetError``).
+    anything is submitted (``BudgetError``). ``recalibrate``: refit the output scale and offset on that many
+    training/validation geometries run on the executor (``qff_core.recalibration``), and score with them.
     """
     from qff_core.execution.exact import compile_exact
 
     config = EvaluateConfig(run_dir=str(run_dir), executor=executor or ExecutorConfig(),
                             sets=tuple(sets) if sets else ("test", *TRANSFORMS), max_test=max_test, seed=seed,
-                            max_qpu_seconds=max_qpu_seconds)
+                            max_qpu_seconds=max_qpu_seconds, recalibrate=recalibrate)
     config.executor.spec.preflight(config.executor, token)  # credentials, before anything is written
     run = open_run(run_dir)
     if config.max_qpu_seconds is not None:
@@ -114,7 +123,7 @@ def evaluate_run(run_dir: str | Path, *, seed: int = 0, plots: bool = True, audi
     every = {"test": test, **transformed_sets(run, test, seed)}
     sets_ = {name: every[name] for name in config.sets}
     sim = compile_exact(run.model)
-    predictions, exact, executor_info = _predict(config, run, sim, theta, sets_, cluster=cluster, token=token)
+    predictions, exact, executor_info, recal = _predict(config, run, sim, theta, sets_, cluster=cluster, token=token)
     summary: dict = {name: error_metrics(e, sets_[name].energies_ev, f, sets_[name].forces_ev_per_a)
                      for name, (e, f) in predictions.items()}
     summary["baselines"] = _baselines(run, sets_, krr)
@@ -130,6 +139,8 @@ def evaluate_run(run_dir: str | Path, *, seed: int = 0, plots: bool = True, audi
                                                           **executor_info}
     if not on_exact:  # what the executor costs in accuracy: its predictions against the exact ones
         summary["deviation_from_exact"] = error_metrics(*exact)
+    if recal is not None:
+        summary["recalibration"] = recal
     if audit:
         from qff_core.audit import audit_model
 
@@ -163,16 +174,43 @@ def _predict(config: EvaluateConfig, run: Run, sim: ExactSimulator, theta: np.nd
 
     X = np.concatenate([s.positions_a for s in sets.values()])
     e_exact, f_exact = sim.evaluate(theta, X)
+    recal = None
     if config.executor.spec.exact:
         e_all, f_all, info = e_exact, f_exact, {"name": config.executor.name}
     else:
+        cal = None
+        if config.recalibrate:
+            from qff_core.recalibration import calibration_indices
+
+            idx = calibration_indices(run.split.train, run.split.val, config.recalibrate, config.seed)
+            cal = TrainingData.take(run.dataset(), idx)
+            X = np.concatenate([X, cal.positions_a])
         with open_executor(config.executor, run.model, cluster=cluster, seed=config.seed, token=token,
                            runtime_mode="batch") as executor:
             e_all, f_all = (np.asarray(a) for a in executor.energies_forces(theta, X))
             info = executor.describe()
+        if cal is not None:
+            e_all, f_all, recal = _recalibrated(run, theta, e_all, f_all, cal, idx)
     n = len(next(iter(sets.values())).energies_ev)
     predictions = {name: (e_all[k * n:(k + 1) * n], f_all[k * n:(k + 1) * n]) for k, name in enumerate(sets)}
-    return predictions, (e_all, e_exact, f_all, f_exact), info
+    return predictions, (e_all, e_exact, f_all, f_exact), info, recal
+
+
+def _recalibrated(run: Run, theta: np.ndarray, e_all: np.ndarray, f_all: np.ndarray, cal: TrainingData,
+                  idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The scored predictions (calibration rows removed) with the output scale and offset refitted on ``cal``."""
+    from qff_core.recalibration import Readout, apply_readout, fit_readout
+
+    k = len(idx)
+    trained = Readout(float(theta[run.model.scale]), float(theta[run.model.offset]))
+    fitted = fit_readout(trained, e_all[-k:], f_all[-k:], cal.energies_ev, cal.forces_ev_per_a,
+                         force_weight=run.config.force_weight ** 0.5)
+    e, f = apply_readout(trained, fitted, e_all[:-k], f_all[:-k])
+    info = {"n_geometries": k, "dataset_indices": idx.tolist(),
+            "trained": {"scale": trained.scale, "offset_ev": trained.offset_ev},
+            "fitted": {"scale": fitted.scale, "offset_ev": fitted.offset_ev},
+            "calibration_before": error_metrics(e_all[-k:], cal.energies_ev, f_all[-k:], cal.forces_ev_per_a)}
+    return e, f, info
 
 
 def _baselines(run: Run, sets: dict[str, TrainingData], krr: bool) -> dict:

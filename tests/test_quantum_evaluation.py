@@ -118,3 +118,43 @@ def test_a_noise_model_file_runs_from_the_command_line(trained, tmp_path, capsys
     summary = json.loads(capsys.readouterr().out)
     assert summary["executor"]["noise_backend"] == str(path)
     assert summary["deviation_from_exact"]["energy_mae_kcal_mol"] > 1e-6  # the noise moved the energies
+
+
+def test_recalibration_undoes_a_known_affine_distortion(rng):
+    """A 'device' that is the exact simulator with <O> -> a <O> + b: the refit s and e0 are s / a and
+    e0 - s b / a, and the corrected predictions are the exact ones."""
+    from conftest import simulator_for
+
+    from qff_core.audit import random_geometries
+    from qff_core.models import init_parameters
+    from qff_core.recalibration import Readout, apply_readout, fit_readout
+
+    sim = simulator_for("h2o", model="invariant", depth=1)
+    theta = init_parameters(sim.model, seed=5, strategy="random")
+    s, e0 = float(theta[sim.model.scale]), float(theta[sim.model.offset])
+    X = random_geometries(sim.model, 6, rng)
+    E, F = sim.evaluate(theta, X)
+    a, b = 0.62, -0.03  # shrink and shift of <O>
+    o = (E - e0) / s
+    E_dev, F_dev = s * (a * o + b) + e0, a * F
+    fitted = fit_readout(Readout(s, e0), E_dev[:4], F_dev[:4], E[:4], F[:4])
+    assert fitted.scale == pytest.approx(s / a, rel=1e-12)
+    assert fitted.offset_ev == pytest.approx(e0 - s * b / a, rel=1e-12, abs=1e-12)
+    E2, F2 = apply_readout(Readout(s, e0), fitted, E_dev[4:], F_dev[4:])
+    assert np.abs(E2 - E[4:]).max() < 1e-10 and np.abs(F2 - F[4:]).max() < 1e-10
+
+
+def test_recalibrate_on_a_noisy_executor(trained, capsys):
+    from qff_core.cli import main
+
+    assert main(["evaluate", str(trained), "--executor", "aer", "--noise", "fake_manila", "--recalibrate", "3",
+                 "--max-test", "2", "--sets", "test", "--no-plots", "--no-prefect", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    r = summary["recalibration"]
+    run = open_run(trained)
+    assert r["n_geometries"] == 3 and not set(r["dataset_indices"]) & set(run.split.test.tolist())
+    assert r["fitted"]["scale"] != r["trained"]["scale"]
+    assert main(["evaluate", str(trained), "--executor", "aer", "--recalibrate", "99", "--no-prefect"]) == 2
+    assert "more calibration geometries than the run has outside its test split" in capsys.readouterr().err
+    assert main(["evaluate", str(trained), "--recalibrate", "3", "--no-prefect"]) == 2
+    assert "exact simulator needs none" in capsys.readouterr().err

@@ -54,6 +54,11 @@ def _print_summary(summary: dict) -> None:
         rotated = k.get("rotated", k["test"])
         print(f"KRR on inverse distances (classical baseline): test energy MAE {k['test']['energy_mae_kcal_mol']:.4f} "
               f"kcal/mol, force MAE {rotated['forces_mae_kcal_mol_a']:.4f} kcal/mol/A")
+    if "recalibration" in summary:
+        r = summary["recalibration"]
+        print(f"recalibrated on {r['n_geometries']} training/validation geometries: scale {r['trained']['scale']:.5g}"
+              f" -> {r['fitted']['scale']:.5g}, offset {r['trained']['offset_ev']:.6f} -> "
+              f"{r['fitted']['offset_ev']:.6f} eV")
     if "audit" in summary:
         print("symmetry audit (relative change): " + ", ".join(f"{k} {v:.1e}" for k, v in summary["audit"].items()))
     for name, path in summary.get("plots", {}).items():
@@ -67,7 +72,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     config = evaluate_config_from_args(args)
     cluster = executor_cluster(args, config.executor)
     options = dict(seed=config.seed, plots=not args.no_plots, krr=args.krr, sets=config.sets,
-                   max_test=config.max_test, max_qpu_seconds=config.max_qpu_seconds)
+                   max_test=config.max_test, max_qpu_seconds=config.max_qpu_seconds, recalibrate=config.recalibrate)
     if args.no_prefect:
         summary = evaluate_run(config.run_dir, executor=config.executor, cluster=cluster, token=token(config.executor),
                                **options)
@@ -97,7 +102,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--sets", nargs="+", choices=["test", *TRANSFORMS], default=None,
                     help="sets to score (default: test and all four transformed copies)")
     group = add_executor_args(ev, "quantum executors (also under executor: in --config); remote ones run in a Batch")
-    add_config_flags(group, EvaluateConfig, only=("max_qpu_seconds",))
+    add_config_flags(group, EvaluateConfig, only=("max_qpu_seconds", "recalibrate"))
     ev.add_argument("--no-plots", action="store_true")
     ev.add_argument("--krr", action="store_true", help="also fit and score a kernel ridge regression baseline")
     ev.add_argument("--no-prefect", action="store_true", help="run the plain function instead of the Prefect flow")
