@@ -442,3 +442,70 @@ def test_noisy_aer_on_a_133_qubit_device_is_reproducible(rng):
     with pytest.raises(InputError, match=r"no fake backend 'fake_nowhere'; it has .*fake_torino"):
         get_executor("aer", sim.model, noise_backend="fake_nowhere")
 
+
+
+@pytest.mark.parametrize(("mitigation", "name", "message"), [
+    ({"resilence": {"zne_mitigation": True}}, "ibm", "rejected by qiskit-ibm-runtime's EstimatorOptions"),
+    ({"twirling": {"num_randomizations": "many"}}, "ibm", "num_randomizations"),
+    ({"default_shots": 10}, "ibm", "with the executor's own settings"),
+    ({"resilience": {"zne_mitigation": True}}, "aer", "does not mitigate errors"),
+])
+def test_mitigation_options_are_validated_before_anything_runs(mitigation, name, message):
+    from qff_core.execution import ExecutorConfig
+
+    with pytest.raises(ValueError, match=message):
+        ExecutorConfig(name=name, backend="fake_torino" if name == "ibm" else None, mitigation=mitigation)
+
+
+def test_mitigation_overheads_are_priced():
+    from qff_core.execution import ExecutorConfig
+
+    plain = ExecutorConfig(name="ibm", backend="fake_torino", shots=1000)
+    zne = ExecutorConfig(name="ibm", backend="fake_torino", shots=1000, mitigation={
+        "resilience": {"zne_mitigation": True, "zne": {"noise_factors": [1, 2, 3, 4]}},
+        "twirling": {"enable_gates": True, "num_randomizations": 10}})
+    assert plain.executed_shots_per_binding() == 1000
+    assert zne.executed_shots_per_binding() == 4 * 1000  # 10 randomizations of 100 shots, at 4 noise factors
+    assert zne.ibm_options()["resilience"]["zne"]["noise_factors"] == [1, 2, 3, 4]
+
+
+def test_ibm_local_testing_mode_on_a_133_qubit_device(rng):
+    from qff_core.execution import get_executor
+
+    sim = simulator_for("lih", model="invariant", depth=1)
+    theta = init_parameters(sim.model, seed=3, strategy="random")
+    X = random_geometries(sim.model, 2, rng)
+    ex = get_executor("ibm", sim.model, backend="fake_torino", options={"resilience_level": 0, "default_shots": 500},
+                      seed=2)
+    assert ex.program.device["backend"] == "fake_torino" and len(ex.program.device["physical_qubits"]) == 2
+    res = ex.run(ex.plan(theta, X, Request()))
+    assert res.energies.shape == (2,) and np.all(np.isfinite(res.energies)) and np.all(res.energies_var > 0)
+
+
+@pytest.mark.slow
+def test_zne_moves_the_estimate_toward_the_exact_value():
+    """Only depolarizing two-qubit errors: ZNE (gate folding at 1, 3, 5, exponential extrapolation, run for real by
+    qiskit-ibm-runtime's client-side Estimator) recovers most of what the noise took from <O>."""
+    from qiskit_aer import AerSimulator
+    from qiskit_aer.noise import NoiseModel, depolarizing_error
+
+    from qff_core.execution.registry import _build_ibm
+
+    sim = simulator_for("lih", model="invariant", depth=2)
+    theta = init_parameters(sim.model, seed=3, strategy="random")
+    X = random_geometries(sim.model, 1, np.random.default_rng(0))
+    noise = NoiseModel(basis_gates=["cx", "rz", "sx", "x"])
+    noise.add_all_qubit_quantum_error(depolarizing_error(0.05, 2), ["cx"])
+    device = AerSimulator(noise_model=noise)
+    exact = sim.evaluate(theta, X)[0][0]
+    errors = {}
+    for label, extra in (("raw", {}), ("zne", {"resilience": {"zne_mitigation": True, "zne": {
+            "noise_factors": [1, 3, 5], "extrapolator": "exponential"}}})):
+        ex = _build_ibm(sim.model, backend=device, options={"resilience_level": 0, "default_shots": 8000, **extra},
+                        seed=5)
+        res = ex.run(ex.plan(theta, X, Request()))
+        errors[label] = (abs(res.energies[0] - exact), float(np.sqrt(res.energies_var[0])))
+    print(errors)
+    (raw, raw_se), (zne, _) = errors["raw"], errors["zne"]
+    assert raw > 10 * raw_se  # the noise moved it far beyond shot noise
+    assert zne < raw / 3  # ZNE took most of that back

@@ -35,6 +35,10 @@ _OPERATIONAL = ("instance", "channel", "token_secret", "session_max_time", "retr
                 "qpu_time")
 
 
+def _deep_copy(d: dict) -> dict:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in d.items()}
+
+
 class QpuTimeModel(BaseModel):
     """Estimated QPU seconds of a primitive job: ``job_overhead_s + shots x (rep_delay_s + circuit_duration_s)``.
 
@@ -89,6 +93,11 @@ class ExecutorConfig(BaseModel):
     token_secret: str | None = Field(None, description="ibm: name of a Prefect Secret block holding the API key "
                                                        "(else $QISKIT_IBM_TOKEN or the saved account)")
     resilience_level: Literal[0, 1, 2] = Field(0, description="ibm: 0 none, 1 TREX measurement mitigation, 2 ZNE")
+    mitigation: dict = Field(default_factory=dict, description=(
+        "ibm: EstimatorOptions groups on top of resilience_level, e.g. {resilience: {zne_mitigation: true, zne: "
+        "{noise_factors: [1, 3, 5], extrapolator: exponential}, measure_mitigation: true}, twirling: {enable_gates: "
+        "true, num_randomizations: 32}, dynamical_decoupling: {enable: true, sequence_type: XY4}}; validated "
+        "against qiskit-ibm-runtime's EstimatorOptions, run for real in local testing mode"))
     session_max_time: str | None = Field(None, description="ibm: Session max_time, e.g. '2h'")
     rows_per_pub: int = Field(4096, ge=1, description="parameter bindings per PUB")
     pubs_per_chunk: int = Field(1, ge=1, description="PUBs per primitive job (one Dask task or IBM job)")
@@ -120,9 +129,27 @@ class ExecutorConfig(BaseModel):
                              + "".join(f": {hints[k]}" for k in missing if k in hints))
         if self.shots is not None and self.precision is not None:
             raise ValueError("give shots or precision, not both")
+        if self.mitigation:
+            self._check_mitigation()
         if not self.retry_delays_s or min(self.retry_delays_s) < 0:
             raise ValueError("retry_delays_s needs at least one non-negative delay")
         return self
+
+    def _check_mitigation(self) -> None:
+        """Mitigation options only where they run, and only what qiskit-ibm-runtime's EstimatorOptions accepts."""
+        if self.name != "ibm":
+            raise ValueError(f"the {self.name} executor does not mitigate errors (aer --noise is the fast unmitigated "
+                             "path); mitigation runs on --executor ibm, locally with --ibm-backend fake_torino")
+        ours = {"default_shots", "default_precision", "resilience_level", "simulator"} & set(self.mitigation)
+        if ours:
+            raise ValueError(f"set {', '.join(sorted(ours))} with the executor's own settings (shots, precision, "
+                             "resilience_level, seed), not under mitigation")
+        from qiskit_ibm_runtime.options_models.estimator import EstimatorOptions
+
+        try:
+            EstimatorOptions(**self.ibm_options())
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"mitigation options rejected by qiskit-ibm-runtime's EstimatorOptions: {exc}") from None
 
     @property
     def spec(self):
@@ -154,12 +181,18 @@ class ExecutorConfig(BaseModel):
         shots = self.shots_per_binding()
         if shots is None:
             return 0
-        if self.spec.qpu and self.resilience_level >= 1:
-            per_randomization = max(64, math.ceil(shots / 32))
-            shots = math.ceil(shots / per_randomization) * per_randomization
-        if self.spec.qpu and self.resilience_level == 2:
-            shots *= ZNE_NOISE_FACTORS
-        return shots
+        if not self.spec.qpu:
+            return shots
+        twirl, n_rand, per_rand = self._twirling()
+        if twirl:
+            if isinstance(n_rand, int) and isinstance(per_rand, int):
+                shots = n_rand * per_rand
+            elif isinstance(n_rand, int):
+                shots = n_rand * math.ceil(shots / n_rand)
+            else:
+                per = per_rand if isinstance(per_rand, int) else max(64, math.ceil(shots / 32))
+                shots = math.ceil(shots / per) * per
+        return shots * self.zne_factors()
 
     def batching(self, workers: int = 1) -> Batching:
         """PUB and job sizes; ``min_chunks`` defaults to ``workers`` (every Dask worker gets a job)."""
@@ -176,12 +209,25 @@ class ExecutorConfig(BaseModel):
 
     def ibm_options(self) -> dict:
         """EstimatorOptions fields (dict form) for the ibm executor."""
-        options: dict = {"resilience_level": self.resilience_level}
+        options: dict = {"resilience_level": self.resilience_level, **_deep_copy(self.mitigation)}
         if self.shots is not None:
             options["default_shots"] = self.shots
         elif self.precision is not None:
             options["default_precision"] = self.precision
         return options
+
+    def _twirling(self) -> tuple[bool, object, object]:
+        """(on, num_randomizations, shots_per_randomization) as the Estimator will use them."""
+        tw = self.mitigation.get("twirling", {})
+        on = tw.get("enable_gates", self.resilience_level >= 1) or tw.get("enable_measure", self.resilience_level >= 1)
+        return bool(on), tw.get("num_randomizations", "auto"), tw.get("shots_per_randomization", "auto")
+
+    def zne_factors(self) -> int:
+        """Noise factors every circuit runs at (1 without ZNE)."""
+        res = self.mitigation.get("resilience", {})
+        if not res.get("zne_mitigation", self.resilience_level == 2):
+            return 1
+        return len(res.get("zne", {}).get("noise_factors", [None] * ZNE_NOISE_FACTORS))
 
 
 __all__ = ["CHECKED_OPTIONS", "ExecutorConfig", "QpuTimeModel"]

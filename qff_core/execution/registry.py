@@ -34,7 +34,8 @@ LOCAL_IBM_BACKENDS = ("aer",)
 
 def is_local_backend(name: str | None) -> bool:
     """True for the ideal local simulator (``aer``) and fake backends: no account, no QPU time, no job ids to keep."""
-    return name is not None and (name in LOCAL_IBM_BACKENDS or name.startswith("Fake"))
+    return name is not None and (name in LOCAL_IBM_BACKENDS or name.startswith("Fake")
+                                 or name.lower().startswith("fake_"))
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ def ibm_backend(name: str, *, service=None):
         from qiskit_aer import AerSimulator
 
         return AerSimulator()
-    if name.startswith("Fake"):
+    if name.startswith("Fake") or name.lower().startswith("fake_"):
         from qff_core.execution.qiskit.aer import fake_backend
 
         return fake_backend(name)
@@ -70,6 +70,51 @@ def runtime_mode(backend, kind: str = "session", max_time: str | None = None) ->
 
 
 @dataclass(frozen=True)
+class LocalDeviceProgram:
+    """A fake device in local testing mode: the circuit on the qubits it uses (``program``), the AerSimulator
+    with the device's noise on those qubits that runs it, and what the device sees (``device``)."""
+
+    program: IsaProgram
+    simulator: object
+    device: dict
+
+
+def _is_fake_device(backend) -> bool:
+    from qiskit_ibm_runtime.fake_provider.fake_backend import FakeBackendV2
+
+    return isinstance(backend, FakeBackendV2)
+
+
+def local_device_program(qmodel: QiskitModel, backend) -> LocalDeviceProgram:
+    """Transpile for the whole fake device (layout and counts as on it), then reduce to the used qubits with the
+    device noise restricted to them: local testing mode on a 133-qubit device otherwise exhausts Aer's memory."""
+    from dataclasses import replace
+
+    from qiskit_aer import AerSimulator
+
+    from qff_core.execution.qiskit.noise import (
+        active_qubits,
+        device_noise_dict,
+        noise_model,
+        reduce_circuit,
+        reduce_noise,
+        reduce_observable,
+    )
+
+    full = transpile_for(qmodel, backend)
+    active = active_qubits([full.circuit])
+    index = {q: i for i, q in enumerate(active)}
+    edges = [[index[a], index[b]] for a, b in backend.coupling_map.get_edges() if a in index and b in index]
+    noise = noise_model(reduce_noise(device_noise_dict(backend), active))
+    simulator = AerSimulator(noise_model=noise, basis_gates=noise.basis_gates, coupling_map=edges or None)
+    program = replace(full, circuit=reduce_circuit(full.circuit, active),
+                      observable=reduce_observable(full.observable, active))
+    device = {"backend": backend.name, "physical_qubits": active,
+              "two_qubit_gates": sum(1 for inst in full.circuit.data if inst.operation.num_qubits == 2)}
+    return LocalDeviceProgram(program, simulator, device)
+
+
+@dataclass(frozen=True)
 class IbmEvaluator:
     """Runs PUBs through the client-side Estimator on ``backend`` in ``mode`` (defaults to the backend).
 
@@ -83,22 +128,28 @@ class IbmEvaluator:
     service: object | None = field(default=None, repr=False)
     job_ids: list = field(default_factory=list, compare=False)
 
-    def prepare(self, qmodel: QiskitModel) -> IsaProgram:
-        """ISA circuits are required: transpile for the backend (an ideal AerSimulator: rz/sx/x/cx)."""
+    def prepare(self, qmodel: QiskitModel) -> IsaProgram | LocalDeviceProgram:
+        """ISA circuits are required: transpile for the backend (an ideal AerSimulator: rz/sx/x/cx; a fake device:
+        ``local_device_program``)."""
         from qiskit_aer import AerSimulator
 
         if isinstance(self.backend, AerSimulator):
             return transpile_for(qmodel, basis_gates=("rz", "sx", "x", "cx"))
+        if _is_fake_device(self.backend):
+            return local_device_program(qmodel, self.backend)
         return transpile_for(qmodel, self.backend)
 
-    def submit(self, program: IsaProgram, values: list[np.ndarray], seed: int | None):
+    def submit(self, program: IsaProgram | LocalDeviceProgram, values: list[np.ndarray], seed: int | None):
         """Submit one job for a chunk's PUBs; returns the job."""
         from qiskit_ibm_runtime.executor_estimator import Estimator
 
         options = dict(self.options)
         if seed is not None:
             options["simulator"] = {**options.get("simulator", {}), "seed_simulator": seed}
-        est = Estimator(mode=self.mode if self.mode is not None else self.backend, options=options)
+        mode = self.mode if self.mode is not None else self.backend
+        if isinstance(program, LocalDeviceProgram):  # local testing mode on the used qubits of a fake device
+            mode, program = program.simulator, program.program
+        est = Estimator(mode=mode, options=options)
         job = est.run([(program.circuit, program.observable, v) for v in values])
         self.job_ids.append(job.job_id())
         return job
