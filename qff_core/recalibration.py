@@ -42,10 +42,12 @@ def fit_readout(trained: Readout, energies_ev: np.ndarray, forces_ev_per_a: np.n
         rows.append(force_weight * np.column_stack([g, np.zeros_like(g)]))
         rhs.append(force_weight * np.asarray(ref_forces_ev_per_a, dtype=float).ravel())
     a, b = np.concatenate(rows), np.concatenate(rhs)
-    if np.linalg.matrix_rank(a) < 2:
+    if not np.any(a[:, 0] != a[0, 0]) and not np.any(a[len(o):, 0]):  # s undetermined: no spread, no forces
         raise InputError("the calibration geometries do not determine both s and e0 (all <O> equal); use more or "
                          "more varied ones")
-    (scale, offset), *_ = np.linalg.lstsq(a, b, rcond=None)
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise InputError("the calibration predictions or references hold NaN or infinite values")
+    scale, offset = np.linalg.solve(a.T @ a, a.T @ b)  # the 2x2 normal equations of the least-squares fit
     return Readout(float(scale), float(offset))
 
 

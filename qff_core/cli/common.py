@@ -186,6 +186,9 @@ def add_executor_args(parser: argparse.ArgumentParser, title: str) -> Any:
                                             "fake_sherbrooke, FakeManilaV2...) or a NoiseModel JSON file"},
                      choices={"name": executor_names()})
     group.add_argument("--noise-backend", dest="noise", default=None, help=argparse.SUPPRESS)  # the older name
+    group.add_argument("--mitigation", default=None, metavar="YAML",
+                       help="ibm: EstimatorOptions groups, inline YAML/JSON, e.g. '{resilience: {zne_mitigation: "
+                            "true}, twirling: {num_randomizations: 16}}' (validated before anything runs)")
     add_cluster_args(group)
     return group
 
@@ -201,6 +204,16 @@ def executor_values(args: argparse.Namespace, section_values: dict, loaded: dict
     if loaded.get("qpu_time") is not None:
         merged["qpu_time"] = loaded["qpu_time"]
     merged.update(given_values(args, ExecutorConfig, rename=EXECUTOR_FLAGS))
+    if getattr(args, "mitigation", None):
+        import yaml
+
+        try:
+            mitigation = yaml.safe_load(args.mitigation)
+        except yaml.YAMLError as exc:
+            raise InputError(f"--mitigation is not YAML/JSON: {exc}") from None
+        if not isinstance(mitigation, dict):
+            raise InputError(f"--mitigation must be a mapping of EstimatorOptions groups, not {mitigation!r}")
+        merged["mitigation"] = mitigation
     return merged
 
 

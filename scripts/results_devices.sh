@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The "On (simulated) devices" numbers of docs/results.md: the H2O 500 K invariant model (scripts/results_h2o.sh)
+# evaluated exactly, with shots, with FakeTorino's noise (aer, the used qubits with the device noise), with readout
+# recalibration, and with qiskit-ibm-runtime's client-side mitigation (TREX, ZNE) in local testing mode on
+# fake_torino; the ibm_torino QPU seconds of each from qff cost. Rerun after an interruption: finished rows are kept.
+# Usage: [N=25] [N_MITIGATED=5] scripts/results_devices.sh [RUN] [OUT]
+set -euo pipefail
+RUN=${1:-runs/results/h2o_500k_invariant_d6}
+OUT=${2:-runs/results/devices}
+N=${N:-25}
+NM=${N_MITIGATED:-5}
+QFF=${QFF:-.venv/bin/qff}
+export XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+mkdir -p "$OUT"
+once() {  # once NAME args...: qff evaluate into NAME.json unless it exists
+    local f=$OUT/$1.json; shift
+    [ -s "$f" ] && return 0
+    $QFF evaluate "$RUN" --no-prefect --no-plots --json --shot-seed 1 "$@" > "$f.tmp" && mv "$f.tmp" "$f"
+}
+ZNE='{resilience: {zne_mitigation: true, zne: {noise_factors: [1, 3, 5]}}}'  # default extrapolators: exponential, then linear
+once exact --max-test "$N" --sets test rotated
+once shots --max-test "$N" --sets test rotated --executor aer --shots 10000
+once torino --max-test "$N" --sets test rotated --executor aer --noise fake_torino --shots 10000
+once torino_recal --max-test "$N" --sets test rotated --executor aer --noise fake_torino --shots 10000 --recalibrate 20
+once torino_trex --max-test "$NM" --sets test --executor ibm --ibm-backend fake_torino --shots 10000 --resilience-level 1
+once torino_zne --max-test "$NM" --sets test --executor ibm --ibm-backend fake_torino --shots 10000 --mitigation "$ZNE"
+once torino_zne_recal --max-test "$NM" --sets test --executor ibm --ibm-backend fake_torino --shots 10000 \
+    --mitigation "$ZNE" --recalibrate 10
+# What each would cost on ibm_torino (the same settings with a device name).
+for mode in shots:0 trex:1 zne:0; do
+    name=${mode%%:*}; level=${mode##*:}
+    extra=""; [ "$name" = zne ] && extra=", mitigation: $ZNE"
+    printf 'evaluate: {run_dir: %s, sets: [test, rotated], max_test: %s}\nexecutor: {name: ibm, backend: ibm_torino, shots: 10000, resilience_level: %s%s}\n' \
+        "$RUN" "$N" "$level" "$extra" > "$OUT/cost_$name.yaml"
+    [ -s "$OUT/cost_$name.json" ] || $QFF cost --config "$OUT/cost_$name.yaml" --json > "$OUT/cost_$name.json"
+done
+$QFF model show --molecule h2o --depth 6 --backend fake_torino --optimization-level 1 --json > "$OUT/transpiled.json"
+.venv/bin/python scripts/results_devices_table.py "$OUT"

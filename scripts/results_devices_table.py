@@ -1,0 +1,47 @@
+"""The device table of docs/results.md from scripts/results_devices.sh's outputs. Usage: results_devices_table.py DIR"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROWS = [("exact", "exact simulator"), ("shots", "shots only (1e4, aer)"),
+        ("torino", "FakeTorino noise, 1e4 shots (aer)"), ("torino_recal", "... + recalibration (20 geometries)"),
+        ("torino_trex", "FakeTorino, TREX + twirling (ibm local, level 1)"), ("torino_zne", "FakeTorino, ZNE (ibm local)"),
+        ("torino_zne_recal", "FakeTorino, ZNE + recalibration (10)")]
+
+
+def main(out: Path) -> None:
+    cost = {}
+    for name in ("shots", "trex", "zne"):
+        p = out / f"cost_{name}.json"
+        if p.exists():
+            d = json.loads(p.read_text())
+            cost[name] = d.get("qpu_seconds_total")
+    t = json.loads((out / "transpiled.json").read_text())["transpiled"] if (out / "transpiled.json").exists() else {}
+    base = None
+    print("| mode | geometries | energy MAE (kcal/mol) | force MAE rotated (kcal/mol/A) | deviation from exact E "
+          "(kcal/mol) | ibm_torino QPU s (50 geometries) |\n|---|---|---|---|---|---|")
+    for key, label in ROWS:
+        p = out / f"{key}.json"
+        if not p.exists():
+            continue
+        d = json.loads(p.read_text())
+        base = base or d["baselines"]["constant_energy_zero_forces"]
+        rot = d.get("rotated", {}).get("forces_mae_kcal_mol_a")
+        dev = d.get("deviation_from_exact", {}).get("energy_mae_kcal_mol", 0.0)
+        c = {"shots": cost.get("shots"), "torino": cost.get("shots"), "torino_recal": cost.get("shots"),
+             "torino_trex": cost.get("trex"), "torino_zne": cost.get("zne"), "torino_zne_recal": cost.get("zne")}.get(key)
+        print(f"| {label} | {d['run']['n_test_scored']} | {d['test']['energy_mae_kcal_mol']:.3f} | "
+              f"{'-' if rot is None else f'{rot:.3f}'} | {dev:.3f} | {'-' if c is None else f'{c:,.0f}'} |")
+    if base:
+        print(f"\nconstant predictor: energy MAE {base['energy_mae_kcal_mol']:.3f} kcal/mol, force MAE "
+              f"{base['forces_mae_kcal_mol_a']:.2f} kcal/mol/A")
+    if t:
+        print(f"circuit on FakeTorino: {t['two_qubit_gates']} two-qubit gates, depth {t['depth']}, estimated fidelity "
+              f"{t['estimated_fidelity']:.3f}")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
