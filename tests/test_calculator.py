@@ -137,6 +137,7 @@ def test_qff_md_and_vibrations_commands(trained_h2o, tmp_path, capsys):
     assert len(vib["wavenumbers_cm1"]) == 3 and vib["minimum"]["max_force_ev_per_a"] < 1e-5
 
 
+@pytest.mark.slow
 def test_vibrations_agree_with_the_autodiff_hessian(trained_h2o):
     """ASE's finite-difference Vibrations on the calculator against normal modes of the exact JAX Hessian."""
     import jax

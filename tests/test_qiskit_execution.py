@@ -427,6 +427,7 @@ def test_device_noise_on_the_used_qubits_equals_the_full_device(rng):
     assert np.abs(ev_full - ev_reduced).max() < 1e-10
 
 
+@pytest.mark.slow
 def test_noisy_aer_on_a_133_qubit_device_is_reproducible(rng):
     from qff_core.execution import get_executor
 
@@ -469,6 +470,7 @@ def test_mitigation_overheads_are_priced():
     assert zne.ibm_options()["resilience"]["zne"]["noise_factors"] == [1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_ibm_local_testing_mode_on_a_133_qubit_device(rng):
     from qff_core.execution import get_executor
 

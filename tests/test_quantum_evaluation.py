@@ -101,6 +101,7 @@ def test_evaluation_beyond_its_qpu_budget_submits_nothing(trained, tmp_path, cap
     assert "include 'test'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_noise_model_file_runs_from_the_command_line(trained, tmp_path, capsys):
     """--noise FILE.json: a depolarizing two-qubit noise model written by NoiseModel.to_dict, read back."""
     import json
@@ -144,6 +145,7 @@ def test_recalibration_undoes_a_known_affine_distortion(rng):
     assert np.abs(E2 - E[4:]).max() < 1e-10 and np.abs(F2 - F[4:]).max() < 1e-10
 
 
+@pytest.mark.slow
 def test_recalibrate_on_a_noisy_executor(trained, capsys):
     from qff_core.cli import main
 
