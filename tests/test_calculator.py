@@ -168,6 +168,15 @@ def test_md_bad_settings_are_one_line(trained_h2o, flags, message, capsys):
     assert message in capsys.readouterr().err
 
 
+def test_a_large_time_step_for_hydrogen_is_warned_about(trained_h2o, tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="qff_core"):
+        summary = run_md(MDConfig(run_dir=trained_h2o, steps=4, timestep_fs=3.0, out=str(tmp_path / "t.extxyz")),
+                         plot=False)
+    assert summary["n_frames"] == 5 and "large for hydrogen" in caplog.text
+
+
 def test_md_without_a_checkpoint_and_a_blow_up(trained_h2o, tmp_path, capsys):
     import shutil
 
