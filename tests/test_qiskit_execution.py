@@ -511,3 +511,15 @@ def test_zne_moves_the_estimate_toward_the_exact_value():
     (raw, raw_se), (zne, _) = errors["raw"], errors["zne"]
     assert raw > 10 * raw_se  # the noise moved it far beyond shot noise
     assert zne < raw / 3  # ZNE took most of that back
+
+
+@pytest.mark.parametrize(("executor", "options"), [("ibm", {"backend": "fake_manila"}),
+                                                   ("aer", {"noise_backend": "fake_manila"})])
+def test_a_model_wider_than_the_device_is_refused_before_transpiling(executor, options):
+    from qff_core.execution import get_executor
+    from qff_core.models import ModelConfig, build_model
+    from qff_core.molecules import builtin_molecule
+
+    model = build_model(builtin_molecule("h2o_dimer"), ModelConfig(depth=1, rep=2))
+    with pytest.raises(InputError, match="the model needs 12 qubits; fake_manila has 5"):
+        get_executor(executor, model, **options)

@@ -135,6 +135,9 @@ class IbmEvaluator:
 
         if isinstance(self.backend, AerSimulator):
             return transpile_for(qmodel, basis_gates=("rz", "sx", "x", "cx"))
+        width = getattr(self.backend, "num_qubits", None)
+        if width is not None and qmodel.model.n_qubits > width:
+            raise InputError(f"the model needs {qmodel.model.n_qubits} qubits; {self.backend.name} has {width}")
         if _is_fake_device(self.backend):
             return local_device_program(qmodel, self.backend)
         return transpile_for(qmodel, self.backend)
