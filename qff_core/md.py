@@ -4,8 +4,9 @@
 draws Maxwell-Boltzmann velocities at ``temperature_k`` (seeded; no net momentum or rotation),
 integrates NVE (velocity Verlet) or NVT (Langevin, Berendsen, Bussi), and writes every
 ``write_every``-th frame to an extended XYZ file with its energy (eV) and forces (eV/Angstrom).
-A run that blows up (two atoms closer than ``MIN_DISTANCE_A`` or a non-finite energy) stops,
-keeps the frames written so far and raises ``MDBlowUpError``.
+A run that blows up (two atoms closer than ``MIN_DISTANCE_A``, an interatomic distance beyond
+``max_distance_factor`` times its starting value, or a non-finite energy) stops, keeps the frames
+written so far and raises ``MDBlowUpError``: a learned surface is only meaningful near its data.
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ class MDConfig(BaseModel):
                                                 "dataset's minimum")
     out: str | None = Field(None, description="trajectory file (extxyz; default <run>/md/<ensemble>.extxyz)")
     write_every: int = Field(1, ge=1, description="write every N-th step to the trajectory")
+    max_distance_factor: float | None = Field(
+        2.0, gt=1, description="stop when an interatomic distance exceeds this multiple of its starting value (the "
+                               "molecule came apart: outside any training set); None never stops for that")
     executor: str = Field("exact", description="executor of the model (exact for MD; others cost circuits per step)")
     checkpoint: int | None = Field(None, description="a checkpoint step of the run (default: best parameters)")
 
@@ -115,14 +119,23 @@ def _thermalize(atoms, temperature_k: float, rng: np.random.Generator) -> None:
     thermalize(atoms, temperature_K=temperature_k, rng=rng)
 
 
-def _check_frame(atoms, energy_ev: float, step: int) -> None:
+def _pair_distances(atoms) -> np.ndarray:
+    d = atoms.get_all_distances()
+    return d[np.triu_indices(len(atoms), 1)]
+
+
+def _check_frame(atoms, energy_ev: float, step: int, start_distances: np.ndarray, factor: float | None) -> None:
     if not math.isfinite(energy_ev) or not np.all(np.isfinite(atoms.positions)):
         raise MDBlowUpError(f"step {step}: the energy or positions are not finite")
-    d = atoms.get_all_distances()
-    d = d[np.triu_indices(len(atoms), 1)]
+    d = _pair_distances(atoms)
     if d.size and d.min() < MIN_DISTANCE_A:
         raise MDBlowUpError(f"step {step}: two atoms are {d.min():.3f} A apart (below {MIN_DISTANCE_A} A): the "
                             "dynamics left the model's training domain; use a smaller time step or temperature")
+    if factor is not None and d.size and np.any(d > factor * start_distances):
+        k = int(np.argmax(d / start_distances))
+        raise MDBlowUpError(f"step {step}: an interatomic distance grew from {start_distances[k]:.3f} to {d[k]:.3f} A "
+                            f"(over {factor}x): the molecule came apart, outside the model's training domain; use a "
+                            "lower temperature, or teach the model these geometries (qff active-learn)")
 
 
 def run_md(config: MDConfig, *, calc=None, progress: Callable[[int, int], None] | None = None,
@@ -149,6 +162,7 @@ def run_md(config: MDConfig, *, calc=None, progress: Callable[[int, int], None] 
         Stationary(atoms)
         ZeroRotation(atoms)
         dyn = _integrator(config, atoms)
+        start_distances = _pair_distances(atoms)
         out = config.trajectory_path()
         out.parent.mkdir(parents=True, exist_ok=True)
         trace: dict[str, list[float]] = {"time_fs": [], "potential_ev": [], "kinetic_ev": [], "temperature_k": []}
@@ -158,7 +172,7 @@ def run_md(config: MDConfig, *, calc=None, progress: Callable[[int, int], None] 
             def record() -> None:
                 step = dyn.nsteps
                 e_pot = atoms.get_potential_energy()
-                _check_frame(atoms, e_pot, step)
+                _check_frame(atoms, e_pot, step, start_distances, config.max_distance_factor)
                 trace["time_fs"].append(step * config.timestep_fs)
                 trace["potential_ev"].append(float(e_pot))
                 trace["kinetic_ev"].append(float(atoms.get_kinetic_energy()))
