@@ -168,6 +168,13 @@ def test_md_bad_settings_are_one_line(trained_h2o, flags, message, capsys):
     assert message in capsys.readouterr().err
 
 
+def test_md_stops_when_the_molecule_comes_apart(trained_h2o, tmp_path):
+    """A distance beyond max_distance_factor x its start stops the run (a tight factor makes it happen at once)."""
+    with pytest.raises(MDBlowUpError, match="came apart"):
+        run_md(MDConfig(run_dir=trained_h2o, steps=400, temperature_k=600, max_distance_factor=1.02,
+                        out=str(tmp_path / "apart.extxyz")), plot=False)
+
+
 def test_a_large_time_step_for_hydrogen_is_warned_about(trained_h2o, tmp_path, caplog):
     import logging
 
@@ -193,6 +200,7 @@ def test_md_without_a_checkpoint_and_a_blow_up(trained_h2o, tmp_path, capsys):
     for seed in range(5):  # seeded, so deterministic; several seeds keep the test from hanging on one model
         try:
             run_md(MDConfig(run_dir=trained_h2o, steps=400, timestep_fs=1.0, temperature_k=300, seed=seed,
+                            max_distance_factor=None,
                             start=str(start), out=str(out)), plot=False)
         except MDBlowUpError as exc:
             assert "below 0.5 A" in str(exc)
