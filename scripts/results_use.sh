@@ -40,8 +40,10 @@ $QFF dataset generate --molecule h2o --engine psi4 --method b3lyp --basis '6-31g
     --catalog "$OUT/catalog" --no-prefect --workers 2 || [ $? -eq 3 ]  # 3: some samples failed (SCF), the rest count
 
 # Two arms on copies of the model and its dataset (active learning appends to the dataset): committee and random.
+# RETRAIN_LR: initial learning rate of each round's warm-start retraining (the 500 K model ended at 1e-4).
+LR=${RETRAIN_LR:-1e-4}
 for arm in committee random; do
-    A=$OUT/al_$arm
+    A=$OUT/al_${arm}_lr$LR
     if [ ! -f "$A/run/run.json" ]; then
         rm -rf "$A" && mkdir -p "$A"
         cp -r "$(readlink -f "$DATA/h2o_b3lyp_631gs_500k.zarr")" "$A/h2o.zarr"
@@ -58,7 +60,7 @@ EOF
         mv "$A/run.partial" "$A/run"
     fi
     once "$A/summary.json" $QFF active-learn --no-prefect --run "$A/run" --rounds 3 --per-round 20 --committee 3 \
-        --committee-steps 6000 --retrain-steps 3000 --selection "$arm" --temperature-k 1000 --md-steps 4000 \
+        --committee-steps 6000 --retrain-steps 3000 --retrain-learning-rate "$LR" --selection "$arm" --temperature-k 1000 --md-steps 4000 \
         --sample-every 5 --test-set "$DATA/h2o_md1000k_test.zarr" --chunk-size 5 --json
 done
 $PY scripts/results_use_table.py "$OUT"

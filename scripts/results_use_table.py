@@ -26,7 +26,7 @@ def main(out: Path) -> None:
                   f"|E - E0| {md['max_energy_deviation_ev']:.2e} eV, mean T {md['mean_temperature_k']:.1f} K "
                   f"(target {md['target_temperature_k']}), {md['wall_time_s']:.0f} s, {md['ns_per_day']:.2f} ns/day")
     print()
-    arms = {arm: load(out / f"al_{arm}" / "summary.json") for arm in ("committee", "random")}
+    arms = {d.name[3:]: load(d / "summary.json") for d in sorted(out.glob("al_*"))}
     if any(arms.values()):
         print("| round | selection | psi4 calls (total) | force MAE on MD test (kcal/mol/A) | energy MAE (kcal/mol) |"
               "\n|---|---|---|---|---|")
