@@ -22,7 +22,7 @@ def main(out: Path) -> None:
     t = json.loads((out / "transpiled.json").read_text())["transpiled"] if (out / "transpiled.json").exists() else {}
     base = None
     print("| mode | geometries | energy MAE (kcal/mol) | force MAE rotated (kcal/mol/A) | deviation from exact E "
-          "(kcal/mol) | ibm_torino QPU s (50 geometries) |\n|---|---|---|---|---|---|")
+          "(kcal/mol) | QPU s on ibm_torino for the N test geometries and their rotated copies |\n|---|---|---|---|---|---|")
     for key, label in ROWS:
         p = out / f"{key}.json"
         if not p.exists():
