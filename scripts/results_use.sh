@@ -21,6 +21,10 @@ once() {  # once FILE command...: run the command into FILE unless FILE exists
 once "$OUT/vibrations.json" $QFF vibrations "$MODEL" --json
 once "$OUT/nve_1ps.json" $QFF md "$MODEL" --ensemble nve --timestep-fs 0.5 --steps 2000 --temperature-k 300 \
     --out "$OUT/nve_1ps.extxyz" --quiet --json
+once "$OUT/nve_1ps_dt0.25.json" $QFF md "$MODEL" --ensemble nve --timestep-fs 0.25 --steps 4000 --temperature-k 300 \
+    --out "$OUT/nve_1ps_dt0.25.extxyz" --quiet --json
+once "$OUT/nve_10ps.json" $QFF md "$MODEL" --ensemble nve --timestep-fs 0.5 --steps 20000 --temperature-k 300 \
+    --write-every 10 --out "$OUT/nve_10ps.extxyz" --quiet --json
 once "$OUT/langevin_10ps.json" $QFF md "$MODEL" --ensemble langevin --timestep-fs 0.5 --steps 20000 \
     --temperature-k 300 --friction-per-fs 0.01 --write-every 20 --out "$OUT/langevin_10ps.extxyz" --quiet --json
 
@@ -63,4 +67,25 @@ EOF
         --committee-steps 6000 --retrain-steps 3000 --retrain-learning-rate "$LR" --selection "$arm" --temperature-k 1000 --md-steps 4000 \
         --sample-every 5 --test-set "$DATA/h2o_md1000k_test.zarr" --chunk-size 5 --json
 done
+# The control for retraining itself: the same warm start, steps and learning rate on the 500 K data alone (no new
+# frames), scored on the same MD test set. Active learning must beat this, not only the round-0 model.
+C=$OUT/retrain_control_lr$LR
+if [ ! -s "$C.json" ]; then
+    RESUME=(); [ -f "$C/run.json" ] && RESUME=(--resume)
+    $QFF train --dataset "$DATA/h2o_b3lyp_631gs_500k.zarr" --init-from "$MODEL" --steps 3000 --learning-rate "$LR" \
+        --final-learning-rate "$LR" --run-dir "$C" --no-prefect "${RESUME[@]}" > "$C.log" 2>&1
+    $PY - "$C" "$DATA/h2o_md1000k_test.zarr" > "$C.json.tmp" <<'EOF2'
+import json, sys
+import numpy as np
+from qff_core.execution.exact import compile_exact
+from qff_core.metrics import error_metrics
+from qff_core.run import open_run
+from qff_core.store.dataset import DONE, Dataset
+run, ds = open_run(sys.argv[1]), Dataset.open(sys.argv[2])
+x, e, f = ds.samples(np.flatnonzero(ds.status() == DONE))
+pe, pf = compile_exact(run.model).evaluate(run.final_parameters()[0], x)
+print(json.dumps({"run": sys.argv[1], "test_set": sys.argv[2], "test": error_metrics(pe, e, pf, f)}, indent=2))
+EOF2
+    mv "$C.json.tmp" "$C.json"
+fi
 $PY scripts/results_use_table.py "$OUT"

@@ -1,4 +1,6 @@
-"""Markdown tables of scripts/results_use.sh's outputs (vibrations, MD, active learning). Usage: results_use_table.py DIR"""
+"""Markdown tables of scripts/results_use.sh's outputs (vibrations, MD, active learning).
+
+Usage: results_use_table.py DIR"""
 
 from __future__ import annotations
 
@@ -17,12 +19,15 @@ def main(out: Path) -> None:
         ref = vib["reference"]
         print("| mode | model (cm-1) | psi4 B3LYP/6-31G* (cm-1) | difference |\n|---|---|---|---|")
         for k, w in enumerate(vib["wavenumbers_cm1"]):
-            print(f"| {k + 1} | {w:.1f} | {ref['wavenumbers_cm1'][k]:.1f} | {100 * ref['relative_difference'][k]:+.2f} % |")
+            diff = 100 * ref["relative_difference"][k]
+            print(f"| {k + 1} | {w:.1f} | {ref['wavenumbers_cm1'][k]:.1f} | {diff:+.2f} % |")
         print()
-    for name in ("nve_1ps", "langevin_10ps", "md_1000k"):
+    for name in ("nve_1ps", "nve_1ps_dt0.25", "nve_10ps", "langevin_10ps"):
         md = load(out / f"{name}.json")
         if md:
-            print(f"- {name}: {md['steps']} steps of {md['timestep_fs']} fs, drift {md['energy_drift_ev']:+.2e} eV, max "
+            print(f"- {name}: {md['steps']} steps of {md['timestep_fs']} fs, drift {md['energy_drift_ev']:+.2e} eV "
+                  f"(fitted {md.get('energy_drift_fit_ev', float('nan')):+.2e}, fluctuation "
+                  f"{md.get('energy_fluctuation_ev', float('nan')):.2e}), max "
                   f"|E - E0| {md['max_energy_deviation_ev']:.2e} eV, mean T {md['mean_temperature_k']:.1f} K "
                   f"(target {md['target_temperature_k']}), {md['wall_time_s']:.0f} s, {md['ns_per_day']:.2f} ns/day")
     print()

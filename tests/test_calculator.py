@@ -112,9 +112,11 @@ def test_nve_conserves_energy_and_writes_the_trajectory(trained_h2o, tmp_path):
 
     out = tmp_path / "nve.extxyz"
     summary = run_md(MDConfig(run_dir=trained_h2o, steps=200, timestep_fs=0.5, temperature_k=300, out=str(out)))
-    print(f"NVE 0.1 ps: drift {summary['energy_drift_ev']:.2e} eV, max deviation "
-          f"{summary['max_energy_deviation_ev']:.2e} eV")
+    print(f"NVE 0.1 ps: drift {summary['energy_drift_ev']:.2e} eV (fit {summary['energy_drift_fit_ev']:.2e}), "
+          f"max deviation {summary['max_energy_deviation_ev']:.2e} eV")
     assert abs(summary["energy_drift_ev"]) < NVE_DRIFT_EV
+    assert abs(summary["energy_drift_fit_ev"]) < NVE_DRIFT_EV / 10  # no secular drift: forces are -dE/dx
+    assert 0 < summary["energy_fluctuation_ev"] <= summary["max_energy_deviation_ev"]
     frames = read(out, ":")
     assert len(frames) == summary["n_frames"] == 201
     check = QFFCalculator(trained_h2o)
@@ -227,3 +229,14 @@ def test_md_flow(prefect_server, trained_h2o, tmp_path):
 
     summary = md(MDConfig(run_dir=trained_h2o, steps=20, out=str(tmp_path / "flow.extxyz")))
     assert summary["n_frames"] == 21
+
+
+def test_fitted_drift_separates_a_ramp_from_the_verlet_oscillation():
+    from qff_core.md import _fitted_drift_ev
+
+    steps = np.arange(20011)
+    oscillation = 1e-3 * np.sin(2 * np.pi * steps / 40)  # 500.25 periods: final minus initial is the full 1e-3
+    ramp = 1e-4 * steps / steps[-1]
+    assert oscillation[-1] - oscillation[0] == pytest.approx(1e-3)
+    assert abs(_fitted_drift_ev(oscillation)) < 1e-5
+    assert _fitted_drift_ev(oscillation + ramp) == pytest.approx(1e-4, abs=1e-5)
