@@ -131,6 +131,8 @@ def _train(run_dir: Path, config: TrainConfig, split: Split | None) -> Run:
 def _member_config(base: Run, seed: int, steps: int, init_from: str | None,
                    learning_rate: float | None = None) -> TrainConfig:
     update = {"seed": seed, "steps": steps, "init_from": init_from, "n_train": None}
+    if base.config.has_label_noise:  # every member trains on the same noisy labels, as a user holds one noisy dataset
+        update["label_noise_seed"] = base.config.noise_seed
     if learning_rate is not None:
         update.update(learning_rate=learning_rate,
                       final_learning_rate=min(base.config.final_learning_rate, learning_rate))

@@ -153,6 +153,8 @@ def evaluate_run(run_dir: str | Path, *, seed: int = 0, plots: bool = True, audi
         "split": run.split.counts(), "n_test_scored": len(test_idx), "step": ckpt.step,
         "best_step": ckpt.attrs["best"]["step"], "stop_reason": ckpt.attrs.get("stop_reason"),
         "dataset": run.info["dataset"],
+        "label_noise": {"energy_ev": run.config.label_noise_energy_ev,  # training labels only; scored on clean ones
+                        "forces_ev_per_a": run.config.label_noise_forces_ev_per_a},
     }
     suffix = "" if on_exact else f"_{config.executor.name}"
     if plots:
@@ -255,12 +257,14 @@ def evaluation_cost(config: EvaluateConfig, run: Run | None = None, *, qpu_time=
 
 
 def krr_baseline(run: Run, sets: dict[str, TrainingData]) -> dict:
-    """Kernel ridge regression on inverse distances, fitted on the run's training split, scored like the model."""
+    """Kernel ridge regression on inverse distances, fitted on the run's training split with the labels the model
+    was trained on (noisy ones under label noise: the same data for both, an honest comparison), scored like the
+    model on the clean sets."""
     import time
 
     from qff_core.baselines import fit_kernel_ridge
 
-    train = TrainingData.take(run.dataset(), run.split.train)
+    train = run.training_data()
     t0 = time.perf_counter()
     krr = fit_kernel_ridge(run.model.molecule, train.positions_a, train.energies_ev)
     out: dict = {"gamma": krr.gamma, "alpha": krr.alpha, "fit_seconds": time.perf_counter() - t0,

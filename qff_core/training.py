@@ -191,7 +191,7 @@ def _train_locked(run_dir: Path, config: TrainConfig, *, resume: bool, progress:
 
     run = _open_or_create(run_dir, config, resume, split)
     dataset = run.dataset()
-    train_data = TrainingData.take(dataset, run.split.train)
+    train_data = run.training_data(dataset)  # with the run's label noise; validation stays clean
     val_data = TrainingData.take(dataset, run.split.val) if run.split.val.size else None
     sim = compile_exact(run.model)
     optimiser = optax.adam(learning_rate_schedule(run.config))

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from qff_core.execution.config import ExecutorConfig
 from qff_core.models import InitStrategy, ModelConfig
 from qff_core.models.fragment import EXACT_ONLY
+from qff_core.run.label_noise import NOISE_SEED_OFFSET
 
 # Settings a resumed run may change: the budget, how often it reports and saves, how it is guarded.
 # The dataset is compared by the checksum of the samples the run uses, not by how its path was typed.
@@ -47,6 +48,23 @@ class TrainConfig(BaseModel):
     keep_checkpoints: int = Field(3, ge=1, description="checkpoints kept on disk")
     max_qpu_seconds: float | None = Field(None, ge=0, description="refuse to start when the estimated QPU time of "
                                                                   "the steps still to run exceeds this")
+    label_noise_energy_ev: float = Field(0.0, ge=0, description="standard deviation (eV) of Gaussian noise added to "
+                                                                "every training energy label (validation and test "
+                                                                "stay clean)")
+    label_noise_forces_ev_per_a: float = Field(0.0, ge=0, description="standard deviation (eV/A) of Gaussian noise "
+                                                                      "added to every training force component")
+    label_noise_seed: int | None = Field(None, ge=0, description="seed of the label noise (default: seed + "
+                                                                 f"{NOISE_SEED_OFFSET})")
+
+    @property
+    def has_label_noise(self) -> bool:
+        """Whether the training labels get noise (``qff_core.run.label_noise``)."""
+        return self.label_noise_energy_ev > 0 or self.label_noise_forces_ev_per_a > 0
+
+    @property
+    def noise_seed(self) -> int:
+        """The seed of the label noise: ``label_noise_seed``, else ``seed + NOISE_SEED_OFFSET``."""
+        return self.seed + NOISE_SEED_OFFSET if self.label_noise_seed is None else self.label_noise_seed
 
     def fingerprint(self) -> dict:
         """The settings a resumed run must share with the original (all but budget, reporting and guards)."""
@@ -54,6 +72,8 @@ class TrainConfig(BaseModel):
         for k in _NOT_FINGERPRINTED:
             d.pop(k)
         d["executor"] = self.executor.fingerprint()
+        # The noise actually drawn: an explicit seed equal to the default one, or any seed without noise, is the same.
+        d["label_noise_seed"] = self.noise_seed if self.has_label_noise else None
         return d
 
     @model_validator(mode="after")

@@ -28,6 +28,7 @@ from qff_core.models import build_model
 from qff_core.models.fragment import AnyModel
 from qff_core.molecules import MoleculeSpec
 from qff_core.run.config import TrainConfig
+from qff_core.run.label_noise import noisy_labels
 from qff_core.store.checkpoint import Checkpoint, checkpoint_at, latest_checkpoint, read_checkpoint
 from qff_core.store.dataset import DONE, Dataset
 
@@ -119,8 +120,19 @@ class TrainingData(TrainingArrays):
 
     @classmethod
     def take(cls, dataset: Dataset, indices: np.ndarray) -> TrainingData:
-        """The samples ``indices`` of ``dataset``."""
+        """The samples ``indices`` of ``dataset``, with their clean labels (validation, test, anything scored)."""
         return cls(*dataset.samples(indices))
+
+    @classmethod
+    def training(cls, dataset: Dataset, indices: np.ndarray, config: TrainConfig) -> TrainingData:
+        """The training samples ``indices`` of ``dataset`` with the label noise of ``config`` added to the raw
+        eV and eV/Angstrom labels (``qff_core.run.label_noise``): what the optimiser, the normalisation statistics
+        and the KRR baseline see. Without noise, exactly ``take``."""
+        positions, energies, forces = dataset.samples(indices)
+        energies, forces = noisy_labels(energies, forces, indices, energy_std_ev=config.label_noise_energy_ev,
+                                        forces_std_ev_per_a=config.label_noise_forces_ev_per_a,
+                                        seed=config.noise_seed)
+        return cls(positions, energies, forces)
 
 
 @dataclass(frozen=True)
@@ -147,6 +159,11 @@ class Run:
     def dataset(self) -> Dataset:
         """The run's dataset."""
         return Dataset.open(self.config.dataset)
+
+    def training_data(self, dataset: Dataset | None = None) -> TrainingData:
+        """The training split as the run trains on it (with its label noise, if any); validation and test
+        samples are read clean with ``TrainingData.take``."""
+        return TrainingData.training(dataset or self.dataset(), self.split.train, self.config)
 
     def final_parameters(self) -> tuple[np.ndarray, Checkpoint]:
         """Model parameters to use: the best on validation (or the last, without validation)."""
@@ -247,7 +264,7 @@ def create_run(path: str | Path, config: TrainConfig, split: Split | None = None
         logger.warning(f"{dataset.path} has {not_done} of {status.size} samples not done (pending or failed); the "
                        f"run uses the {status.size - not_done} done. Finish them first with `qff dataset generate "
                        "--out ...` (the same command) to train on all")
-    train = TrainingData.take(dataset, split.train)
+    train = TrainingData.training(dataset, split.train, config)  # noisy labels are all a user with noisy data has
     norm = Normalisation.from_data(train.energies_ev, train.forces_ev_per_a)
     path.mkdir(parents=True, exist_ok=True)
     g = zarr.open_group(str(path / "split.zarr"), mode="w", zarr_format=3)
