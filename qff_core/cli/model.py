@@ -1,18 +1,20 @@
-"""``qff model show`` and ``qff model audit``: what a model is made of, and whether it keeps its symmetries."""
+"""``qff model show``, ``qff model audit`` and ``qff model gradient-variance``: what a model is made of, whether
+it keeps its symmetries, and whether its gradients vanish with depth (barren plateaus)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from qff_core.cli.common import add_config_flags, config_section, emit, given_values, validated
+from qff_core.cli.common import add_config_flags, config_section, emit, given_values, logger, validated
 from qff_core.models import AnyModel, ModelConfig, build_model
 from qff_core.molecules import BUILTIN_NAMES, load_molecule
 
 
-def add_model_flags(p: argparse.ArgumentParser) -> None:
-    """The ModelConfig flags (``--model``, ``--depth``...)."""
-    add_config_flags(p, ModelConfig)
+def add_model_flags(p: argparse.ArgumentParser, skip: tuple[str, ...] = (),
+                    choices: dict[str, tuple] | None = None) -> None:
+    """The ModelConfig flags (``--model``, ``--depth``...), but those in ``skip``; ``choices`` narrows some."""
+    add_config_flags(p, ModelConfig, skip=skip, choices=choices)
 
 
 def model_config_from_args(args: argparse.Namespace, base: dict | None = None) -> ModelConfig:
@@ -113,16 +115,55 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 1 if args.check and broken else 0
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def cmd_gradient_variance(args: argparse.Namespace) -> int:
+    """Variance over random initialisations of the cost gradient, per depth (the barren-plateau statistic)."""
+    from qff_core.errors import InputError
+    from qff_core.gradient_variance import (
+        GradientVarianceConfig,
+        gradient_variance,
+        parse_depth_list,
+        parse_depths,
+        plot_variance,
+    )
+
+    if args.depths and args.depth_step != 1:
+        raise InputError("--depth-step steps through --depth-range; with --depths, list every depth")
+    depths = parse_depth_list(args.depths) if args.depths else parse_depths(args.depth_range, args.depth_step)
+    config = GradientVarianceConfig(depths=depths, samples=args.samples, geometries=args.geometries, seed=args.seed,
+                                    cost=args.loss, rotate=args.rotate_geometries)
+    model_config = model_config_from_args(args, config_section(args.config, "model"))
+    molecule = load_molecule(args.molecule)
+    log = logger(args)
+    header = "depth qubits params  Var[dC/dθ]  first layer  last layer  mean |grad|  seconds"
+    frame = "randomly oriented" if config.rotate else "reference-frame"
+    log(f"gradient variance of the {model_config.model} model of {molecule.name}: {config.samples} random "
+        f"initialisations, {config.geometries} {frame} geometries, cost {config.cost}, seed {config.seed}\n{header}")
+
+    def line(d) -> str:
+        return (f"{d.depth:5d} {d.n_qubits:6d} {d.n_circuit_parameters:6d}  {d.variance:10.3e}  "
+                f"{d.variance_first_layer:11.3e}  {d.variance_last_layer:10.3e}  {d.mean_abs_gradient:11.3e}  "
+                f"{d.seconds:7.1f}")
+
+    report = gradient_variance(molecule, model_config, config, progress=lambda d: log(line(d), flush=True))
+    if args.plot:
+        label = f"{report.model} {report.molecule} ({report.depths[0].n_qubits} qubits)"
+        path = plot_variance([(label, depths, [d.variance for d in report.depths])], args.plot)
+        log(f"plot: {path}")
+    if args.json:
+        emit(args, report.to_dict(), "")
+    return 0
+
+
+def _common(p: argparse.ArgumentParser, skip: tuple[str, ...] = (), choices: dict[str, tuple] | None = None) -> None:
     p.add_argument("--molecule", default="h2o",
                    help=f"built-in ({', '.join(BUILTIN_NAMES)}) or an .xyz/.yaml file (default h2o)")
     p.add_argument("--config", type=Path, help="YAML file with model settings; flags override it")
-    add_model_flags(p)
+    add_model_flags(p, skip=skip, choices=choices)
     p.add_argument("--json", action="store_true", help="print one JSON document")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """``qff model show|audit``."""
+    """``qff model show|audit|gradient-variance``."""
     model = sub.add_parser("model", help="inspect and audit models").add_subparsers(dest="action", required=True)
     show = model.add_parser("show", help="qubits, parameters and gates of a model")
     _common(show)
@@ -142,3 +183,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="exit 1 when a symmetry the model promises is broken beyond --tolerance")
     audit.add_argument("--tolerance", type=float, default=1e-10, help="relative tolerance of --check")
     audit.set_defaults(func=cmd_audit)
+    gv = model.add_parser("gradient-variance", help="variance of the cost gradient over random initialisations, "
+                                                    "per depth (barren plateaus)")
+    _common(gv, skip=("depth", "pair_depth", "pair_rep"), choices={"model": ("invariant", "generic")})
+    depth = gv.add_mutually_exclusive_group()
+    depth.add_argument("--depth-range", default="1:8", help="depths A:B, both included (default 1:8)")
+    depth.add_argument("--depths", default=None, help="a list of depths instead, e.g. 1,2,4,8,16,32")
+    gv.add_argument("--depth-step", type=int, default=1, help="step through --depth-range (default 1)")
+    gv.add_argument("--samples", type=int, default=100, help="random initialisations per depth, >= 2 (default 100)")
+    gv.add_argument("--geometries", type=int, default=8,
+                    help="fixed random geometries the cost averages over (default 8)")
+    gv.add_argument("--seed", type=int, default=0, help="seed of the geometries and initialisations (default 0)")
+    gv.add_argument("--rotate-geometries", action="store_true",
+                    help="orient each geometry at random (the generic model then averages over orientations, "
+                         "which lowers its variance); default: all in the reference frame, like training data")
+    gv.add_argument("--loss", choices=("expectation", "energy"), default="expectation",
+                    help="cost: <O> averaged over the geometries (default), or the energy loss against a random "
+                         "teacher model's energies")
+    gv.add_argument("--plot", type=Path, default=None, help="also draw variance against depth (log scale) to this PNG")
+    gv.set_defaults(func=cmd_gradient_variance)
