@@ -13,8 +13,9 @@ from scipy.linalg import expm
 from qff_core.audit import random_geometries
 from qff_core.errors import GeometryError, InputError
 from qff_core.execution.exact.statevector import apply_exchange, initial_state
-from qff_core.execution.gates import axis_rotation, enable_x64, heisenberg_sum_eig, su2_encoding
+from qff_core.execution.gates import axis_rotation, enable_x64, heisenberg_sum_eig, pair_components, su2_encoding
 from qff_core.models import build_model, init_parameters
+from qff_core.models.ir import ExchangeSum
 from qff_core.molecules import BUILTIN_NAMES, builtin_molecule
 
 enable_x64()
@@ -180,3 +181,24 @@ def test_every_strategy_and_unrolling_gives_the_same_numbers(molecule, config, r
     for strategy, unroll in (("dense", True), ("dense", False), ("tensor", True), ("tensor", False)):
         E, F = compile_exact(model, strategy=strategy, unroll=unroll).evaluate(theta, X)
         assert np.abs(E - E0).max() < FLOAT64_TOL and np.abs(F - F0).max() < 10 * FLOAT64_TOL, (strategy, unroll)
+
+
+def test_pair_components_split_commuting_groups():
+    assert pair_components(((0, 1), (0, 2), (3, 4), (3, 5))) == [((0, 1), (0, 2)), ((3, 4), (3, 5))]
+    assert pair_components(((0, 1), (2, 3), (1, 2))) == [((0, 1), (2, 3), (1, 2))]  # joined through (1, 2)
+    assert pair_components(((5, 6), (4, 6), (2, 9), (1, 9))) == [((5, 6), (4, 6)), ((2, 9), (1, 9))]
+
+
+@pytest.mark.parametrize(("molecule", "config", "split"), [("h2o_dimer", {"rep": 1}, True),
+                                                           ("nh3", {"rep": 2, "depth": 2}, False)])
+def test_factored_generators_agree_with_the_whole_support_and_the_dense_reference(molecule, config, split, rng):
+    from qff_core.execution.exact.compiler import compile_circuit
+
+    model = simulator_for(molecule, **config).model
+    assert split == any(len(pair_components(g.pairs)) > 1 for g in model.gates() if isinstance(g, ExchangeSum))
+    theta = init_parameters(model, seed=4, strategy="random")
+    X = random_geometries(model, TEST_BATCH, rng)
+    E, F = compile_circuit(model, strategy="tensor").evaluate(theta, X)
+    E1, F1 = compile_circuit(model, strategy="tensor", factor_exchange=False).evaluate(theta, X)
+    assert np.abs(E - E1).max() < FLOAT64_TOL and np.abs(F - F1).max() < 10 * FLOAT64_TOL
+    assert np.abs(E[:2] - np.array([energy(model, theta, x) for x in X[:2]])).max() < FLOAT64_TOL

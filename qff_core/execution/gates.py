@@ -99,6 +99,23 @@ def heisenberg_sum_eig(pairs: tuple[Pair, ...]) -> tuple[list[int], np.ndarray, 
     return support, lam, vec
 
 
+def pair_components(pairs: tuple[Pair, ...]) -> list[tuple[Pair, ...]]:
+    """The pairs grouped into connected components (pairs that share no qubit, directly or through others, commute).
+
+    An orbit-summed generator often acts on disjoint groups of qubits (the water dimer's: two 3-qubit groups), so
+    exp(-i J H) is a product of small factors, one per component."""
+    groups: list[tuple[set[int], list[Pair]]] = []
+    for pair in pairs:
+        touching = [g for g in groups if g[0] & set(pair)]
+        merged: tuple[set[int], list[Pair]] = (set(pair), [pair])
+        for g in touching:
+            merged[0].update(g[0])
+            merged[1][:0] = g[1]
+            groups.remove(g)
+        groups.append(merged)
+    return [tuple(p for p in pairs if p in g[1]) for g in groups]
+
+
 # ----------------------------------------------------------------------------- shift rules
 
 SPECTRUM_DECIMALS = 9

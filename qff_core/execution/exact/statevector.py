@@ -64,3 +64,14 @@ def apply_exchange_sum(psi: jnp.ndarray, eig, j: jnp.ndarray) -> jnp.ndarray:
     flat = moved.reshape(2**s, -1)
     flat = vec @ (jnp.exp(-1j * j * lam)[:, None] * (vec.T @ flat))
     return jnp.moveaxis(flat.reshape((2,) * n + psi.shape[-1:]), list(range(s)), support)
+
+
+def apply_exchange_factors(psi: jnp.ndarray, factors, j: jnp.ndarray) -> jnp.ndarray:
+    """exp(-i J H) for H a sum over commuting components: one factor per component (``exchange_factors``),
+    a lone pair in the SWAP form of ``apply_exchange``, a larger component from its eigendecomposition."""
+    for support, lam, vec in factors:
+        if lam is None:
+            psi = apply_exchange(psi, (tuple(support),), j)
+        else:
+            psi = apply_exchange_sum(psi, (support, lam, vec), j)
+    return psi
