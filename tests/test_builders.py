@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from qff_core.cli import main
@@ -85,6 +86,22 @@ def test_symmetry_breaking_parameters():
     assert frozen.parameter_counts()["eps"] == 2 * 4
     assert not any(p.trainable for p in frozen.parameters if p.kind == "eps")
     assert all(p.trainable for p in trainable.parameters if p.kind == "eps")
+
+
+def test_symmetry_breaking_eps_sets_the_angles_and_zero_keeps_exact_invariance():
+    from qff_core.audit import audit_model
+
+    mol = builtin_molecule("h2o")
+    errors = {}
+    for eps in (0.0, 0.1):
+        model = build_model(mol, depth=2, symmetry_breaking="frozen", symmetry_breaking_eps=eps)
+        theta = init_parameters(model, seed=1)
+        angles = theta[[i for i, p in enumerate(model.parameters) if p.kind == "eps"]]
+        assert (np.all(angles == 0) if eps == 0 else 0.03 < np.std(angles) < 0.3)
+        errors[eps] = audit_model(model, theta=theta, n_geometries=4).max_rel_error["rotation"]
+    assert errors[0.0] < 1e-10 < 1e-4 < errors[0.1]
+    with pytest.raises(ValueError, match=r"symmetry-breaking trainable\|frozen"):
+        ModelConfig(symmetry_breaking_eps=0.1)
 
 
 def test_initial_parameters_distinguish_paired_copies():

@@ -58,13 +58,14 @@ def init_parameters(model: AnyModel, seed: int = 0, strategy: InitStrategy = "ne
         if isinstance(g, Encode):
             copy_of_alpha[g.alpha] = model.qubit_copies[g.qubit] or 0
     seen_layers: set[int | None] = set()
+    eps_scale = float(model.hyperparameters.get("symmetry_breaking_eps", 1e-3))
     for i, p in enumerate(model.parameters):
         if p.kind == "scale":
             theta[i] = 1.0
         elif p.kind == "offset":
             theta[i] = 0.0
         elif p.kind == "eps":
-            theta[i] = rng.normal(0.0, 1e-3)
+            theta[i] = rng.normal(0.0, eps_scale) if eps_scale > 0 else 0.0
         elif strategy == "random":
             theta[i] = rng.uniform(-np.pi, np.pi)
         elif p.kind == "alpha":

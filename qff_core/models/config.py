@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DEFAULT_EPS = 1e-3
+"""Standard deviation (radians) of the initial symmetry-breaking angles."""
 
 
 class ModelConfig(BaseModel):
@@ -27,7 +30,17 @@ class ModelConfig(BaseModel):
     symmetry_breaking: Literal["off", "trainable", "frozen"] = Field(
         "off", description="RZ(eps) on every qubit after each trainable block (invariant model only)"
     )
+    symmetry_breaking_eps: float = Field(
+        DEFAULT_EPS, ge=0, le=3.15, description="standard deviation (radians) of the initial RZ(eps) angles of "
+        "--symmetry-breaking; frozen keeps them, 0 gives the exactly invariant model with idle RZ gates")
     symmetrize_inversion: bool = Field(False, description="E = (E(X) + E(-X)) / 2")
     pair_depth: int | None = Field(None, ge=0, le=64, description="fragment model: depth of the pair model "
                                                                   "(default: depth)")
     pair_rep: int = Field(1, ge=1, le=8, description="fragment model: qubits per encoded atom of the pair model")
+
+    @model_validator(mode="after")
+    def _eps_needs_symmetry_breaking(self) -> ModelConfig:
+        if self.symmetry_breaking == "off" and self.symmetry_breaking_eps != DEFAULT_EPS:
+            raise ValueError("symmetry_breaking_eps sets the RZ(eps) angles of --symmetry-breaking trainable|frozen; "
+                             "give one of those too, or drop it")
+        return self
