@@ -13,6 +13,8 @@ QFF=${QFF:-.venv/bin/qff}
 STEPS=${STEPS:-10000}
 export XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 mkdir -p "$RUNS"
+$QFF dataset generate --molecule lih --engine psi4 --method b3lyp --basis '6-31g*' --samples 150 \
+    --sampler bond_scan --seed 7 --chunk-size 15 --out "$DATA/lih_b3lyp_631gs_scan.zarr" --no-prefect --workers 1
 H2O=(--dataset "$DATA/h2o_b3lyp_631gs_500k.zarr" --depth 6 --test-size 300 --val-size 100 --n-train 1000
      --batch-size 128 --learning-rate 1e-2 --final-learning-rate 1e-4 --eval-every 1000 --checkpoint-every 1000
      --steps "$STEPS")
