@@ -130,16 +130,20 @@ def bench_molecule(args: argparse.Namespace) -> int:
     for label, factored in (("ours", True), ("whole_support_generators", False)):
         sim = compile_circuit(model, strategy="tensor", factor_exchange=factored)
         opt, step = make_adam_step(make_loss(sim.energies_forces))
-        cpu0 = time.process_time()
-        first, median, out = timed(step, theta, opt.init(theta), positions, e_ref, f_ref, repeats=args.repeats)
-        cpu = time.process_time() - cpu0
+        state = opt.init(theta)
+        first, median, out = timed(step, theta, state, positions, e_ref, f_ref, repeats=args.repeats)
+        cpu = []
+        for _ in range(args.repeats):
+            c0 = time.process_time()
+            jax.block_until_ready(step(theta, state, positions, e_ref, f_ref))
+            cpu.append(time.process_time() - c0)
         values[label] = float(out[2])
         results[label] = {"adam_step_energy_force_loss": {"first_call_s": first, "steady_median_s": median,
-                                                          "cpu_s_all_calls": cpu, "calls": 1 + args.repeats}}
+                                                          "steady_median_cpu_s": statistics.median(cpu)}}
     a, b = results["ours"]["adam_step_energy_force_loss"], results["whole_support_generators"][
         "adam_step_energy_force_loss"]
     results["speedup_steady"] = b["steady_median_s"] / a["steady_median_s"]
-    results["speedup_cpu_all_calls"] = b["cpu_s_all_calls"] / a["cpu_s_all_calls"]
+    results["speedup_steady_cpu"] = b["steady_median_cpu_s"] / a["steady_median_cpu_s"]
     results["loss_relative_difference"] = abs(values["ours"] - values["whole_support_generators"]) / abs(
         values["ours"])
     json.dump(results, sys.stdout, indent=2)
