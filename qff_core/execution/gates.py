@@ -103,17 +103,13 @@ def pair_components(pairs: tuple[Pair, ...]) -> list[tuple[Pair, ...]]:
     """The pairs grouped into connected components (pairs that share no qubit, directly or through others, commute).
 
     An orbit-summed generator often acts on disjoint groups of qubits (the water dimer's: two 3-qubit groups), so
-    exp(-i J H) is a product of small factors, one per component."""
-    groups: list[tuple[set[int], list[Pair]]] = []
+    exp(-i J H) is a product of small factors, one per component. Components and their pairs keep the given order."""
+    groups: list[set[int]] = []
     for pair in pairs:
-        touching = [g for g in groups if g[0] & set(pair)]
-        merged: tuple[set[int], list[Pair]] = (set(pair), [pair])
-        for g in touching:
-            merged[0].update(g[0])
-            merged[1][:0] = g[1]
-            groups.remove(g)
-        groups.append(merged)
-    return [tuple(p for p in pairs if p in g[1]) for g in groups]
+        touching = [g for g in groups if g & set(pair)]
+        groups = [g for g in groups if g not in touching] + [set(pair).union(*touching)]
+    components = [tuple(p for p in pairs if p[0] in g) for g in groups]
+    return sorted(components, key=lambda c: pairs.index(c[0]))
 
 
 # ----------------------------------------------------------------------------- shift rules

@@ -8,7 +8,7 @@ from typing import Literal
 import numpy as np
 
 from qff_core.errors import ModelBuildError
-from qff_core.models.config import ModelConfig
+from qff_core.models.config import DEFAULT_EPS, ModelConfig
 from qff_core.models.fragment import AnyModel, FragmentModel, build_fragment
 from qff_core.models.generic import build_generic
 from qff_core.models.invariant import build_invariant
@@ -58,7 +58,7 @@ def init_parameters(model: AnyModel, seed: int = 0, strategy: InitStrategy = "ne
         if isinstance(g, Encode):
             copy_of_alpha[g.alpha] = model.qubit_copies[g.qubit] or 0
     seen_layers: set[int | None] = set()
-    eps_scale = float(model.hyperparameters.get("symmetry_breaking_eps", 1e-3))
+    eps_scale = float(model.hyperparameters.get("symmetry_breaking_eps", DEFAULT_EPS))
     for i, p in enumerate(model.parameters):
         if p.kind == "scale":
             theta[i] = 1.0

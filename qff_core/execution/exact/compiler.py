@@ -30,7 +30,6 @@ from qff_core.execution.exact.statevector import (
     apply_cnot,
     apply_exchange,
     apply_exchange_factors,
-    apply_exchange_sum,
     initial_state,
 )
 from qff_core.execution.gates import (
@@ -69,18 +68,16 @@ DENSE_MAX_QUBITS = 4
 
 
 # ----------------------------------------------------------------------------- compiler
-def exchange_factors(pairs: tuple[Pair, ...]) -> list[tuple]:
+
+
+def exchange_factors(pairs: tuple[Pair, ...], factor: bool = True) -> list[tuple]:
     """One factor per connected component of ``pairs``: (support, eigenvalues, eigenvectors), or (pair, None,
     None) for a lone pair (applied in SWAP form). The water dimer's generators act on two 3-qubit groups each:
-    two 8x8 products instead of one 64x64 on their 6-qubit support (4x fewer operations)."""
-    out = []
-    for comp in pair_components(pairs):
-        if len(comp) == 1:
-            out.append((comp[0], None, None))
-        else:
-            out.append(heisenberg_sum_eig(comp))
-    return out
-
+    two 8x8 products instead of one 64x64 on their 6-qubit support (4x fewer operations). ``factor=False``: one
+    factor on the whole support (the form of before)."""
+    if not factor:
+        return [heisenberg_sum_eig(pairs)]
+    return [(comp[0], None, None) if len(comp) == 1 else heisenberg_sum_eig(comp) for comp in pair_components(pairs)]
 
 
 def _single_qubit_matrices(gates: tuple[Gate, ...], offsets: np.ndarray) -> Callable:
@@ -128,11 +125,11 @@ def _single_qubit_matrices(gates: tuple[Gate, ...], offsets: np.ndarray) -> Call
     return build
 
 
-def _make_sequence(gates: tuple[Gate, ...], eigs: dict, factored: bool = True) -> Callable:
+def _make_sequence(gates: tuple[Gate, ...], factors: dict) -> Callable:
     """A function (psi, params, x) -> psi applying ``gates``; params in the gates' order.
 
-    Consecutive single-qubit gates on one qubit are fused into one 2x2 matrix. ``factored``: ``eigs`` holds
-    ``exchange_factors`` per generator (else ``heisenberg_sum_eig`` on the whole support).
+    Consecutive single-qubit gates on one qubit are fused into one 2x2 matrix; ``factors``: the
+    ``exchange_factors`` of each orbit-summed generator.
     """
     offsets = np.cumsum([0] + [len(gate_params(g)) for g in gates])
     matrices = _single_qubit_matrices(gates, offsets)
@@ -157,10 +154,7 @@ def _make_sequence(gates: tuple[Gate, ...], eigs: dict, factored: bool = True) -
                 psi = apply_exchange(psi, g.pairs, p[0])
             elif isinstance(g, ExchangeSum):
                 flush({q for pair in g.pairs for q in pair})
-                if factored:
-                    psi = apply_exchange_factors(psi, eigs[g.pairs], p[0])
-                else:
-                    psi = apply_exchange_sum(psi, eigs[g.pairs], p[0])
+                psi = apply_exchange_factors(psi, factors[g.pairs], p[0])
             elif isinstance(g, CNOT):
                 flush((g.control, g.target))
                 psi = apply_cnot(psi, g.control, g.target)
@@ -324,13 +318,13 @@ def compile_circuit(
         def make(gates: tuple[Gate, ...]) -> Callable:
             return _make_dense_sequence(gates, n)
     else:
-        eigs = {g.pairs: (exchange_factors(g.pairs) if factor_exchange else heisenberg_sum_eig(g.pairs))
-                for g in model.gates() if isinstance(g, ExchangeSum)}
+        factors = {g.pairs: exchange_factors(g.pairs, factor_exchange)
+                   for g in model.gates() if isinstance(g, ExchangeSum)}
         psi0 = jnp.asarray(initial_state(model))[..., None]
         observable = _make_observable(model)
 
         def make(gates: tuple[Gate, ...]) -> Callable:
-            return _make_sequence(gates, eigs, factor_exchange)
+            return _make_sequence(gates, factors)
 
     prelude = make(model.prelude)
     prelude_idx = jnp.asarray([i for g in model.prelude for i in gate_params(g)], dtype=jnp.int32)
