@@ -3,12 +3,14 @@
 # evaluated exactly, with shots, with FakeTorino's noise (aer, the used qubits with the device noise), with readout
 # recalibration, and with qiskit-ibm-runtime's client-side mitigation (TREX, ZNE) in local testing mode on
 # fake_torino; the ibm_torino QPU seconds of each from qff cost. Rerun after an interruption: finished rows are kept.
-# Usage: [N=25] [N_MITIGATED=5] scripts/results_devices.sh [RUN] [OUT]
+# Usage: [N=50] [N_MITIGATED=3] scripts/results_devices.sh [RUN] [OUT]
+# Cost here (2 cores): aer rows about 25 s CPU per geometry; the ibm local rows about 9 min per geometry (TREX) and more
+# (ZNE), because the client-side Estimator simulates every twirling randomization: hence fewer mitigated geometries.
 set -euo pipefail
 RUN=${1:-runs/results/h2o_500k_invariant_d6}
 OUT=${2:-runs/results/devices}
-N=${N:-25}
-NM=${N_MITIGATED:-5}
+N=${N:-50}
+NM=${N_MITIGATED:-3}
 QFF=${QFF:-.venv/bin/qff}
 export XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 mkdir -p "$OUT"

@@ -108,6 +108,17 @@ def gate_structure(gate: Gate) -> tuple:
     return (type(gate), *tuple(getattr(gate, f.name) for f in fields(gate) if f.name not in _PARAM_FIELDS))
 
 
+def gate_qubits(gate: Gate) -> tuple[int, ...]:
+    """The qubits a gate acts on."""
+    if isinstance(gate, Singlet):
+        return tuple(gate.qubits)
+    if isinstance(gate, (Exchange, ExchangeSum)):
+        return tuple(sorted({q for pair in gate.pairs for q in pair}))
+    if isinstance(gate, CNOT):
+        return (gate.control, gate.target)
+    return (gate.qubit,)
+
+
 @dataclass(frozen=True)
 class HeisenbergObservable:
     """The mean of sigma_i.sigma_j over ``pairs``; each term lies in [-3, 1]."""
@@ -220,8 +231,61 @@ class Model:
                 else list(obs.qubits),
             },
             "symmetrize_inversion": self.symmetrize_inversion,
+            "outside_light_cone": _outside_light_cone(self),
             "hyperparameters": dict(self.hyperparameters),
         }
+
+
+def observable_qubits(obs: Observable) -> frozenset[int]:
+    """The qubits the observable measures."""
+    if isinstance(obs, HeisenbergObservable):
+        return frozenset(q for pair in obs.pairs for q in pair)
+    return frozenset(obs.qubits)
+
+
+def light_cone(model: Model) -> dict[int, tuple[int, ...]]:
+    """The gates inside the observable's backward light cone: gate index in ``model.gates()`` -> live slots.
+
+    A gate after which no path of gates reaches a measured qubit cannot change <O> (it acts on qubits that are
+    traced out), so a circuit may leave it out exactly. The slots of an ``Exchange`` are its pairs (disjoint and
+    commuting, so each is judged alone); every other gate is one slot, ``(0,)``.
+    """
+    active = set(observable_qubits(model.observable))
+    live: dict[int, tuple[int, ...]] = {}
+    for k, g in reversed(list(enumerate(model.gates()))):
+        if isinstance(g, Exchange):
+            slots = tuple(s for s, pair in enumerate(g.pairs) if active.intersection(pair))
+            for s in slots:
+                active.update(g.pairs[s])
+        else:
+            slots = (0,) if active.intersection(gate_qubits(g)) else ()
+            if slots:
+                active.update(gate_qubits(g))
+        if slots:
+            live[k] = slots
+    return live
+
+
+def dead_parameters(model: Model) -> tuple[int, ...]:
+    """Trainable parameters that no gate inside the light cone reads: their gradient is exactly zero."""
+    gates = model.gates()
+    read = {model.scale, model.offset}
+    for k in light_cone(model):
+        read.update(gate_params(gates[k]))
+    return tuple(i for i, p in enumerate(model.parameters) if p.trainable and i not in read)
+
+
+def _outside_light_cone(model: Model) -> dict:
+    """What the observable cannot see: gates (and pair slots) left out of compiled circuits, dead parameters."""
+    live = light_cone(model)
+    dropped = [{**_describe_gate(g), "index": k, "slots": [s for s in range(len(g.pairs) if isinstance(g, Exchange)
+                                                                         else 1) if s not in live.get(k, ())]}
+               for k, g in enumerate(model.gates()) if live.get(k) != _all_slots(g)]
+    return {"gates": dropped, "dead_parameters": [model.parameters[i].name for i in dead_parameters(model)]}
+
+
+def _all_slots(g: Gate) -> tuple[int, ...]:
+    return tuple(range(len(g.pairs))) if isinstance(g, Exchange) else (0,)
 
 
 def _describe_gate(g: Gate) -> dict:

@@ -61,6 +61,7 @@ from qff_core.models.ir import (
     Rot,
     Singlet,
     ZObservable,
+    light_cone,
 )
 
 
@@ -130,13 +131,17 @@ class QiskitModel:
 
 
 def _units_for(model: Model) -> list[CircuitUnit]:
+    """One unit per gate angle of the gates inside the observable's light cone (the rest cannot change <O>)."""
     units: list[CircuitUnit] = []
+    live = light_cone(model)
     for k, g in enumerate(model.gates()):
+        if k not in live:
+            continue
         if isinstance(g, Encode):
             units += [CircuitUnit(k, "encode", s, PAULI_ROTATION, (g.alpha,) if s == PHI_SLOT else (), True)
                       for s in range(ENCODE_UNITS)]
         elif isinstance(g, Exchange):
-            units += [CircuitUnit(k, "exchange", s, HEISENBERG_PAIR, (g.j,), False) for s in range(len(g.pairs))]
+            units += [CircuitUnit(k, "exchange", s, HEISENBERG_PAIR, (g.j,), False) for s in live[k]]
         elif isinstance(g, ExchangeSum):
             _, lam, _ = heisenberg_sum_eig(g.pairs)
             units += [CircuitUnit(k, "exchange_sum", s, Z_STRING, (g.j,), False)
@@ -202,7 +207,10 @@ def _build_template(model: Model, n_units: int, exchange: str = "cx3"):
     p = ParameterVector("a", n_units)
     qc = QuantumCircuit(model.n_qubits, name=f"qff-{model.kind}-{model.molecule.name}")
     u = 0
-    for g in model.gates():
+    live = light_cone(model)
+    for k, g in enumerate(model.gates()):
+        if k not in live:
+            continue
         if isinstance(g, Singlet):
             a, b = g.qubits
             qc.h(a)
@@ -214,8 +222,8 @@ def _build_template(model: Model, n_units: int, exchange: str = "cx3"):
                 getattr(qc, gate)(p[u + i], g.qubit)
             u += ENCODE_UNITS
         elif isinstance(g, Exchange):
-            for a, b in g.pairs:
-                _exchange(qc, p[u], a, b, exchange)
+            for s in live[k]:
+                _exchange(qc, p[u], *g.pairs[s], exchange)
                 u += 1
         elif isinstance(g, ExchangeSum):
             support, lam, vec = heisenberg_sum_eig(g.pairs)
