@@ -61,15 +61,16 @@ def circuits(depth: int = 6) -> dict[str, list]:
     singlets = [((p,), 1) for p in SINGLETS]
     full = singlets + [(g, 3) for _ in range(depth) for g in (A, B, C)]
     cone = full[:-1]
-    folded = [((SINGLETS[0],), 1), ((SINGLETS[1],), 1), (B, 3), (C, 3)] + cone[5:]
+    folded = [((SINGLETS[0],), 1), ((SINGLETS[1],), 1), (B, 3), (C, 3), *cone[5:]]
     return {"all_units": full, "light_cone": cone, "light_cone_and_first_pair_folded": folded}
 
 
 def transpiled_count() -> int:
+    from qiskit_ibm_runtime.fake_provider import FakeTorino
+
     from qff_core.execution.qiskit.compiler import compile_qiskit, transpile_for
     from qff_core.models import build_model
     from qff_core.molecules import builtin_molecule
-    from qiskit_ibm_runtime.fake_provider import FakeTorino
 
     q = compile_qiskit(build_model(builtin_molecule("h2o"), depth=6))
     isa = transpile_for(q, FakeTorino(), optimization_level=3)
