@@ -3,9 +3,11 @@
 # evaluated exactly, with shots, with FakeTorino's noise (aer, the used qubits with the device noise), with readout
 # recalibration, and with qiskit-ibm-runtime's client-side mitigation (TREX, ZNE) in local testing mode on
 # fake_torino; the ibm_torino QPU seconds of each from qff cost. Rerun after an interruption: finished rows are kept.
-# Usage: [N=50] [N_MITIGATED=3] scripts/results_devices.sh [RUN] [OUT]
+# Usage: [N=50] [N_MITIGATED=3] [WORKERS=2] scripts/results_devices.sh [RUN] [OUT]
 # Cost here (2 cores): aer rows about 25 s CPU per geometry; the ibm local rows about 9 min per geometry (TREX) and more
 # (ZNE), because the client-side Estimator simulates every twirling randomization: hence fewer mitigated geometries.
+# Memory: an aer worker with device noise and 1e4 shots holds about 5-9 GB at 4096 rows per PUB; WORKERS=1 on 24 GB
+# when anything else runs.
 set -euo pipefail
 RUN=${1:-runs/results/h2o_500k_invariant_d6}
 OUT=${2:-runs/results/devices}
@@ -17,7 +19,8 @@ mkdir -p "$OUT"
 once() {  # once NAME args...: qff evaluate into NAME.json unless it exists
     local f=$OUT/$1.json; shift
     [ -s "$f" ] && return 0
-    $QFF evaluate "$RUN" --no-prefect --no-plots --json --shot-seed 1 "$@" > "$f.tmp" && mv "$f.tmp" "$f"
+    $QFF evaluate "$RUN" --no-prefect --no-plots --json --shot-seed 1 --workers "${WORKERS:-2}" "$@" > "$f.tmp" \
+        && mv "$f.tmp" "$f"
 }
 ZNE='{resilience: {zne_mitigation: true, zne: {noise_factors: [1, 3, 5]}}}'  # default extrapolators: exponential, then linear
 once exact --max-test "$N" --sets test rotated
