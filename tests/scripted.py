@@ -70,3 +70,24 @@ class ScriptedJobs(ScriptedEvaluator):
         if self.collects in self.failures:
             raise self.failures.pop(self.collects)
         return self.server[job]
+
+
+class WorkerKiller(ScriptedEvaluator):
+    """Kills the Dask worker process that runs a chunk (as the OOM killer or a nanny restart would) until ``kills``
+    workers have died; later chunks run normally. ``marker_dir`` is shared across processes: one file per death."""
+
+    def __init__(self, marker_dir: str, kills: int = 1, *, inner=None) -> None:
+        super().__init__(inner=inner)
+        self.marker_dir = marker_dir
+        self.kills = kills
+
+    def run(self, program, values, seed):
+        import os
+        from pathlib import Path
+
+        deaths = Path(self.marker_dir)
+        deaths.mkdir(exist_ok=True)
+        if len(list(deaths.iterdir())) < self.kills:
+            (deaths / str(os.getpid())).write_text("killed")
+            os._exit(1)
+        return self.values(program, values, seed)

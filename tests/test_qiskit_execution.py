@@ -304,6 +304,33 @@ def test_transient_job_failures_are_retried_and_others_are_not(scripted, rng):
         run_plan(plan, down, program=None, retry=retry)
 
 
+def test_chunks_lost_with_a_killed_dask_worker_run_again(tmp_path, rng):
+    """Worker processes that die mid-chunk (OOM killer, nanny restart) lose their tasks and their copies of the
+    scattered program (here both workers die, so no copy is left): the lost chunks run again, and the result equals
+    a run without a cluster."""
+    from distributed import Client, LocalCluster
+    from scripted import WorkerKiller
+
+    from qff_core.execution.qiskit.aer import AerEvaluator
+    from qff_core.execution.qiskit.compiler import compile_qiskit
+    from qff_core.execution.shift.fanout import RetryPolicy, run_plan
+    from qff_core.execution.shift.planner import Batching, plan_shifts
+
+    model = simulator_for("lih", depth=1).model
+    q = compile_qiskit(model)
+    plan = plan_shifts(q, init_parameters(model), random_geometries(model, 2, rng), Request(forces=True),
+                       Batching(min_chunks=4))
+    aer = AerEvaluator()
+    program = aer.prepare(q)
+    expected, _ = run_plan(plan, aer, program)
+    killer = WorkerKiller(str(tmp_path / "killed"), kills=2, inner=aer)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        evs, _ = run_plan(plan, killer, program, client=client, retry=RetryPolicy(attempts=1, delays_s=(0.0,)))
+    assert len(list((tmp_path / "killed").iterdir())) == 2  # both workers did die
+    np.testing.assert_allclose(evs, expected, atol=1e-12)
+
+
 def test_a_killed_run_reattaches_to_its_recorded_jobs(tmp_path, rng):
     from qff_core.execution.qiskit.compiler import compile_qiskit
     from qff_core.execution.shift.fanout import RetryPolicy, run_plan

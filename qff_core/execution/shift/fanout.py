@@ -143,6 +143,39 @@ def _run_jobs(evaluator, program, pieces, seeds, retry: RetryPolicy, journal: Jo
             for i, (v, s, job) in enumerate(zip(pieces, seeds, jobs, strict=True))]
 
 
+WORKER_LOSS_ROUNDS = 3
+"""How many times chunks lost with a Dask worker (killed, out of memory, restarted by its nanny) are sent again."""
+
+
+def _fan_out(client, evaluator, program, pieces, seeds, retry: RetryPolicy) -> list:
+    """Every chunk as one Dask task, the program scattered to the workers. A worker that dies takes its tasks and
+    its copy of the scattered program with it: the chunks that did not finish are sent again (program scattered
+    anew) up to ``WORKER_LOSS_ROUNDS`` times; finished chunks are kept. Errors raised by a chunk itself stop at once."""
+    from concurrent.futures import CancelledError
+
+    from distributed import KilledWorker
+    from distributed.comm.core import CommClosedError
+
+    results: list = [None] * len(pieces)
+    todo = list(range(len(pieces)))
+    for _ in range(WORKER_LOSS_ROUNDS):
+        [program_future] = client.scatter([program], broadcast=True, hash=False)
+        futures = {i: client.submit(_run_chunk, evaluator, program_future, pieces[i], seeds[i], retry, pure=False)
+                   for i in todo}
+        lost = []
+        for i, future in futures.items():
+            try:
+                results[i] = future.result()
+            except (CancelledError, KilledWorker, CommClosedError):
+                lost.append(i)
+        if not lost:
+            return results
+        todo = lost
+    raise EngineError(f"{len(todo)} of {len(pieces)} chunks were lost with their Dask workers "
+                      f"{WORKER_LOSS_ROUNDS} times (out of memory? see the worker logs); lower rows_per_pub or "
+                      "run fewer workers per node")
+
+
 def run_plan(plan: Plan, evaluator: Evaluator, program, *, client=None, seed: int | None = None,
              retry: RetryPolicy = DEFAULT_RETRY, journal: JobJournal | None = None,
              tag: str = "") -> tuple[np.ndarray, np.ndarray]:
@@ -167,10 +200,7 @@ def run_plan(plan: Plan, evaluator: Evaluator, program, *, client=None, seed: in
     elif client is None:
         results = [_run_chunk(evaluator, program, v, s, retry) for v, s in zip(pieces, seeds, strict=True)]
     else:
-        [program_future] = client.scatter([program], broadcast=True, hash=False)
-        futures = [client.submit(_run_chunk, evaluator, program_future, v, s, retry, pure=False)
-                   for v, s in zip(pieces, seeds, strict=True)]
-        results = client.gather(futures)
+        results = _fan_out(client, evaluator, program, pieces, seeds, retry)
     evs = np.empty(plan.n_rows)
     var = np.empty(plan.n_rows)
     for chunk, chunk_results in zip(plan.chunks, results, strict=True):
