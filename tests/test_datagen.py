@@ -125,6 +125,11 @@ def test_catalog_record_follows_the_data(tmp_path, capsys):
     assert record["counts"]["n_done"] == 2 and record["checksum"].startswith("sha256:")
     assert record["provenance"]["level_of_theory"]["method"] == "hf"
     assert record["checksum"] == Dataset.open(out).checksum()
+    path = Path(first["catalog_record"])
+    path.write_text(yaml.safe_dump({**record, "updated": "2000-01-01T00:00:00+00:00"}, sort_keys=False))
+    before = path.read_text()
+    generate(capsys, out, "--samples", "2", "--workers", "0")  # nothing to compute: the record stays as it was
+    assert path.read_text() == before
     generate(capsys, out, "--samples", "3", "--workers", "0")
     assert catalog_record(Dataset.open(out))["checksum"] != record["checksum"]
 

@@ -48,11 +48,17 @@ def catalog_record(dataset: Dataset, *, name: str | None = None) -> dict:
 
 
 def write_record(record: dict, catalog_dir: str | Path) -> Path:
-    """Write (or replace) ``<catalog_dir>/<name>.yaml`` atomically; returns its path."""
+    """Write (or replace) ``<catalog_dir>/<name>.yaml`` atomically; returns its path. A record that says what the
+    file already says (only ``updated`` would change) leaves the file as it is, so rerunning a finished job
+    does not dirty a versioned catalog."""
     directory = Path(catalog_dir)
     directory.mkdir(parents=True, exist_ok=True)
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", record["name"]).strip("-") or "dataset"
     path = directory / f"{safe}.yaml"
+    if path.exists():
+        old = yaml.safe_load(path.read_text()) or {}
+        if {k: v for k, v in old.items() if k != "updated"} == {k: v for k, v in record.items() if k != "updated"}:
+            return path
     tmp = path.with_suffix(f".yaml.tmp-{os.getpid()}")
     tmp.write_text(yaml.safe_dump(record, sort_keys=False))
     os.replace(tmp, path)
