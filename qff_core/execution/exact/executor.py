@@ -5,6 +5,13 @@ when forces are in the loss). The training step is one jitted program: the minib
 gathered from device-resident training arrays, the loss differentiated with respect to the
 optimiser's parameters, frozen parameters masked, and the optax update applied, so a step
 costs one dispatch.
+
+From ``PER_GEOMETRY_MIN_QUBITS`` qubits on, the loss gradient is accumulated one geometry at a time
+(``lax.map``) instead of over the whole batch: the loss is a mean over geometries, so the gradient
+is the mean of per-geometry gradients, and one geometry's state (64 KiB at 12 qubits) stays in
+cache through the double backward pass where the batch's (4 MiB at 64 geometries) does not.
+Measured on the 12-qubit water dimer (docs/performance.md): 1.6x less CPU per step, compilation
+55 s CPU instead of about 160.
 """
 
 from __future__ import annotations
@@ -25,6 +32,25 @@ if TYPE_CHECKING:
     from qff_core.models.fragment import AnyModel
 
 
+PER_GEOMETRY_MIN_QUBITS = 10
+"""From this many qubits the loss gradient is accumulated one geometry at a time (see the module docstring)."""
+
+
+def _per_geometry(value_and_grad):
+    """``value_and_grad(theta, positions, e_ref, f_ref)`` of a mean-over-geometries loss, as the mean of
+    per-geometry values and gradients (``lax.map``: one geometry's state in memory at a time)."""
+
+    def mapped(theta, positions, e_ref, f_ref):
+        def one(args):
+            p, e, f = args
+            return value_and_grad(theta, p[None], e[None], f[None])
+
+        values, grads = jax.lax.map(one, (positions, e_ref, f_ref))
+        return values.mean(), grads.mean(axis=0)
+
+    return mapped
+
+
 def _predictions(sim: ExactSimulator, loss: Loss, theta, positions):
     """Energies and (when the loss needs them) forces: without forces no second derivatives, a much
     smaller program to compile."""
@@ -35,10 +61,12 @@ def _predictions(sim: ExactSimulator, loss: Loss, theta, positions):
 
 @dataclass(frozen=True)
 class ExactExecutor:
-    """The exact simulator of one model; ``name`` is ``exact``."""
+    """The exact simulator of one model; ``name`` is ``exact``. ``per_geometry``: accumulate loss gradients one
+    geometry at a time (None: from ``PER_GEOMETRY_MIN_QUBITS`` qubits on)."""
 
     simulator: ExactSimulator
     name: str = "exact"
+    per_geometry: bool | None = None
     _value_and_grad: object = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -49,7 +77,13 @@ class ExactExecutor:
             e, f = _predictions(sim, loss, theta, positions)
             return loss.value(e, f, e_ref, f_ref)
 
-        grad = jax.jit(jax.value_and_grad(objective), static_argnums=4)  # one compilation per Loss
+        per_geometry = self.gradient_per_geometry
+
+        def value_and_grad(theta, positions, e_ref, f_ref, loss):
+            vg = jax.value_and_grad(lambda t, p, e, f: objective(t, p, e, f, loss))
+            return (_per_geometry(vg) if per_geometry else vg)(theta, positions, e_ref, f_ref)
+
+        grad = jax.jit(value_and_grad, static_argnums=4)  # one compilation per Loss
 
         def masked(theta, positions, e_ref, f_ref, loss):
             value, g = grad(theta, positions, e_ref, f_ref, loss)
@@ -61,6 +95,13 @@ class ExactExecutor:
     def for_model(cls, model: AnyModel) -> ExactExecutor:
         """Compile ``model`` and wrap it."""
         return cls(compile_exact(model))
+
+    @property
+    def gradient_per_geometry(self) -> bool:
+        """Whether loss gradients are accumulated one geometry at a time."""
+        if self.per_geometry is not None:
+            return self.per_geometry
+        return getattr(self.model, "n_qubits", 0) >= PER_GEOMETRY_MIN_QUBITS
 
     @property
     def model(self) -> AnyModel:
@@ -92,9 +133,13 @@ class ExactExecutor:
             e, f = _predictions(sim, loss, opt_params * mult + shift, pos)
             return loss.value(e, f, e_ref, f_ref)
 
+        value_and_grad = jax.value_and_grad(objective)
+        if self.gradient_per_geometry:
+            value_and_grad = _per_geometry(value_and_grad)
+
         @jax.jit
         def step(opt_params, opt_state, idx):
-            value, grad = jax.value_and_grad(objective)(opt_params, X[idx], E[idx], F[idx])
+            value, grad = value_and_grad(opt_params, X[idx], E[idx], F[idx])
             updates, opt_state = optimiser.update(grad * trainable, opt_state, opt_params)
             return optax.apply_updates(opt_params, updates), opt_state, value
 
@@ -107,4 +152,4 @@ class ExactExecutor:
         return {"name": self.name}
 
 
-__all__ = ["ExactExecutor"]
+__all__ = ["PER_GEOMETRY_MIN_QUBITS", "ExactExecutor"]
