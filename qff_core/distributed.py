@@ -151,6 +151,10 @@ def workers_need_processes(engine: str, timeout_s: float | None = None) -> bool:
     return get_engine(engine, require=False).computes_in_process(timeout_s)
 
 
+LOCAL_WORKER_TTL = "1h"
+"""How long a local worker may miss heartbeats (busy in a long primitive job) before the scheduler restarts it."""
+
+
 def make_cluster(config: ClusterConfig):
     """A LocalCluster or dask-jobqueue cluster (not yet scaled); the caller closes it.
 
@@ -158,11 +162,16 @@ def make_cluster(config: ClusterConfig):
     what ``scale`` would submit. ClusterUnavailableError when the submit command is missing.
     """
     if config.kind == "local":
+        import dask
         from distributed import LocalCluster
 
         processes = True if config.local.processes is None else config.local.processes
-        return LocalCluster(n_workers=config.local.n_workers, threads_per_worker=1, processes=processes,
-                            dashboard_address=None)
+        # A primitive job (minutes of Aer with device noise) can hold a worker's GIL past the scheduler's 5-minute
+        # heartbeat limit on a loaded machine; the scheduler would then restart a healthy worker and lose its work.
+        # Dead local workers are noticed by their nanny and closed connections anyway.
+        with dask.config.set({"distributed.scheduler.worker-ttl": LOCAL_WORKER_TTL}):
+            return LocalCluster(n_workers=config.local.n_workers, threads_per_worker=1, processes=processes,
+                                dashboard_address=None)
     if config.kind not in _JOBQUEUE:
         raise InputError(f"kind {config.kind!r} has no cluster to start; it connects to {config.address}")
     check_submit_command(config)

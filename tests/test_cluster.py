@@ -205,3 +205,12 @@ def test_submit_renders_a_batch_job_of_the_whole_pipeline(tmp_path, capsys):
     local.write_text("kind: local\n")
     assert main(["submit", "--config", str(config), "--cluster", str(local), "--dry-run"]) == 2
     assert "kind: slurm" in capsys.readouterr().err
+
+
+def test_a_busy_local_worker_is_not_restarted_after_five_minutes():
+    """A long Aer job can hold a worker's GIL past distributed's default 5-minute heartbeat limit on a loaded
+    machine: local clusters allow an hour."""
+    from qff_core.distributed import dask_client
+
+    with dask_client(n_workers=1, processes=False) as client:
+        assert client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.worker_ttl) == 3600
