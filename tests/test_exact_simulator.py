@@ -204,6 +204,23 @@ def test_factored_generators_agree_with_the_whole_support_and_the_dense_referenc
     assert np.abs(E[:2] - np.array([energy(model, theta, x) for x in X[:2]])).max() < FLOAT64_TOL
 
 
+@pytest.mark.parametrize(("molecule", "config"), [("h2o_dimer", {"rep": 1}), ("ch4", {"rep": 2, "depth": 2}),
+                                                 ("nh3", {"model": "generic", "depth": 2})])
+def test_kronecker_blocks_of_single_qubit_gates_equal_one_by_one(molecule, config, rng):
+    """Encodings (per-geometry matrices) and trainable rotations (shared matrices) on adjacent qubits applied as
+    Kronecker blocks of every size give the one-by-one energies and forces, and the dense reference's."""
+    from qff_core.execution.exact.compiler import BLOCK_1Q, compile_circuit
+
+    model = simulator_for(molecule, **config).model
+    theta = init_parameters(model, seed=8, strategy="random")
+    X = random_geometries(model, TEST_BATCH, rng)
+    E0, F0 = compile_circuit(model, strategy="tensor", block_1q=0).evaluate(theta, X)
+    for block in sorted({2, BLOCK_1Q, 4}):
+        E, F = compile_circuit(model, strategy="tensor", block_1q=block).evaluate(theta, X)
+        assert np.abs(E - E0).max() < FLOAT64_TOL and np.abs(F - F0).max() < 10 * FLOAT64_TOL
+    assert np.abs(E0[:2] - np.array([energy(model, theta, x) for x in X[:2]])).max() < FLOAT64_TOL
+
+
 def test_per_geometry_loss_gradients_equal_the_batched_ones(rng):
     """The large-model path (loss gradient accumulated one geometry at a time) gives the batched loss, gradient
     and Adam step to rounding (energy-and-force loss: double backprop on both sides)."""

@@ -125,7 +125,27 @@ def _single_qubit_matrices(gates: tuple[Gate, ...], offsets: np.ndarray) -> Call
     return build
 
 
-def _make_sequence(gates: tuple[Gate, ...], factors: dict) -> Callable:
+BLOCK_1Q = 3
+"""``tensor`` strategy: pending single-qubit gates on up to this many adjacent qubits are applied as one Kronecker
+product (one pass over the state instead of one per qubit; forward and backward). Measured best of 2, 3, 4 and 6
+on the 12-qubit dimer step (docs/performance.md); 0 applies them one by one."""
+
+
+def _apply_block(psi: jnp.ndarray, mats: list, first: int) -> jnp.ndarray:
+    """Single-qubit gates on the contiguous qubits first.. as one Kronecker product: one pass over the state."""
+    k = len(mats)
+    batch = psi.shape[-1]
+    mats = [m if m.ndim == 3 else jnp.broadcast_to(m[..., None], (2, 2, batch)) for m in mats]
+    letters_out, letters_in = "abcdefgh"[:k], "ijklmnop"[:k]
+    spec = ",".join(f"{o}{i}z" for o, i in zip(letters_out, letters_in, strict=True))
+    kron = jnp.einsum(f"{spec}->{letters_out}{letters_in}z", *mats).reshape(2**k, 2**k, batch)
+    n = psi.ndim - 1
+    shaped = psi.reshape(2**first, 2**k, 2 ** (n - first - k), batch)
+    out = jnp.einsum("ijz,xjyz->xiyz", kron, shaped)
+    return out.reshape(psi.shape)
+
+
+def _make_sequence(gates: tuple[Gate, ...], factors: dict, block: int = 0) -> Callable:
     """A function (psi, params, x) -> psi applying ``gates``; params in the gates' order.
 
     Consecutive single-qubit gates on one qubit are fused into one 2x2 matrix; ``factors``: the
@@ -140,6 +160,20 @@ def _make_sequence(gates: tuple[Gate, ...], factors: dict) -> Callable:
 
         def flush(qubits) -> None:
             nonlocal psi
+            if block and len(pending) >= block:  # everything pending, contiguous runs as Kronecker blocks
+                qs = sorted(pending)
+                runs: list[list[int]] = []
+                for q in qs:
+                    if runs and runs[-1][-1] == q - 1 and len(runs[-1]) < block:
+                        runs[-1].append(q)
+                    else:
+                        runs.append([q])
+                for run_ in runs:
+                    if len(run_) == 1:
+                        psi = apply_1q(psi, pending.pop(run_[0]), run_[0])
+                    else:
+                        psi = _apply_block(psi, [pending.pop(q) for q in run_], run_[0])
+                return
             for q in list(qubits):
                 if q in pending:
                     psi = apply_1q(psi, pending.pop(q), q)
@@ -280,7 +314,7 @@ def _make_observable(model: Model) -> Callable[[jnp.ndarray], jnp.ndarray]:
 
 def compile_circuit(
     model: Model, *, strategy: Literal["auto", "dense", "tensor"] = "auto", unroll: bool | None = None,
-    factor_exchange: bool = True,
+    factor_exchange: bool = True, block_1q: int = BLOCK_1Q,
 ) -> ExactSimulator:
     """Compile a circuit ``model`` into jitted JAX functions over batches of geometries (float64).
 
@@ -290,7 +324,9 @@ def compile_circuit(
     layers instead of ``lax.scan`` (faster steps, compilation grows with depth); by default
     on for ``dense``, off for ``tensor``. ``factor_exchange`` (``tensor``): apply an orbit-summed generator
     as one factor per connected component of its pairs; False applies it on its whole support, as before
-    (kept as the benchmark's baseline and a cross-check). Every choice gives the same numbers.
+    (kept as the benchmark's baseline and a cross-check). ``block_1q`` (``tensor``): single-qubit gates on
+    up to this many adjacent qubits as one Kronecker product (``BLOCK_1Q``; 0: one by one). Every choice gives
+    the same numbers.
     """
     enable_x64()
     if model.n_qubits > MAX_EXACT_QUBITS:
@@ -324,7 +360,7 @@ def compile_circuit(
         observable = _make_observable(model)
 
         def make(gates: tuple[Gate, ...]) -> Callable:
-            return _make_sequence(gates, factors)
+            return _make_sequence(gates, factors, block_1q)
 
     prelude = make(model.prelude)
     prelude_idx = jnp.asarray([i for g in model.prelude for i in gate_params(g)], dtype=jnp.int32)
