@@ -113,9 +113,10 @@ def pennylane_energy_fn(model: Model):
 def bench_molecule(args: argparse.Namespace) -> int:
     """One Adam step (energy-and-force loss) of a larger model, three ways side by side: ours (what the exact
     executor does from ``PER_GEOMETRY_MIN_QUBITS`` qubits on: the loss gradient accumulated one geometry at a
-    time, single-qubit gates as Kronecker blocks of ``BLOCK_1Q``, orbit-summed generators factored); the whole
-    batch at once with factored generators and gates one by one (the engine of 2026-12-03 morning); and the whole
-    batch with each generator on its whole support (the tensor strategy as issue 19 found it).
+    time, single-qubit gates as Kronecker blocks of ``BLOCK_1Q``, orbit-summed generators factored, layers
+    unrolled from ``UNROLL_MIN_QUBITS``); the whole batch at once under ``lax.scan`` with factored generators and
+    gates one by one (the engine of 2026-12-03 morning); and the same with each generator on its whole support (the
+    tensor strategy as issue 19 found it).
 
     Wall and CPU seconds both: on a shared machine the CPU time of this single-threaded process is the steadier."""
     from qff_core.execution.exact.compiler import compile_circuit
@@ -134,10 +135,10 @@ def bench_molecule(args: argparse.Namespace) -> int:
     values = {}
     from qff_core.execution.exact.compiler import BLOCK_1Q
 
-    variants = (("ours", True, True, BLOCK_1Q), ("batched_factored", True, False, 0),
-                ("batched_whole_support", False, False, 0))
-    for label, factored, per_geometry, block in variants:
-        sim = compile_circuit(model, strategy="tensor", factor_exchange=factored, block_1q=block)
+    variants = (("ours", True, True, BLOCK_1Q, None), ("batched_factored", True, False, 0, False),
+                ("batched_whole_support", False, False, 0, False))
+    for label, factored, per_geometry, block, unroll in variants:
+        sim = compile_circuit(model, strategy="tensor", factor_exchange=factored, block_1q=block, unroll=unroll)
         loss = make_loss(sim.energies_forces_fn)
         value_and_grad = jax.value_and_grad(loss)
         if per_geometry:
