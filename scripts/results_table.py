@@ -39,8 +39,11 @@ def main(paths: list[str]) -> None:
         s = json.loads((Path(p) / "evaluation.json").read_text())
         summaries.append(s)
         r = s["run"]
-        print(row(f"{r['model']} D={r['depth']}", s, str(r["n_parameters"]), str(r["split"]["train"]),
-                  str(r["step"])))
+        config = json.loads((Path(p) / "run.json").read_text()).get("config", {}).get("model", {})
+        name = f"{r['model']} D={r['depth']}"
+        if config.get("symmetrize_inversion"):
+            name += ", symmetrised inversion"
+        print(row(name, s, str(r["n_parameters"]), str(r["split"]["train"]), str(r["step"])))
     first = summaries[0]
     base = first["baselines"]["constant_energy_zero_forces"]
     base_rot = first["baselines"]["constant_energy_zero_forces_rotated"]
