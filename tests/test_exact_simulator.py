@@ -204,8 +204,11 @@ def test_factored_generators_agree_with_the_whole_support_and_the_dense_referenc
     assert np.abs(E[:2] - np.array([energy(model, theta, x) for x in X[:2]])).max() < FLOAT64_TOL
 
 
-@pytest.mark.parametrize(("molecule", "config"), [("h2o_dimer", {"rep": 1}), ("ch4", {"rep": 2, "depth": 2}),
-                                                 ("nh3", {"model": "generic", "depth": 2})])
+@pytest.mark.parametrize(("molecule", "config"), [
+    ("h2o_dimer", {"rep": 1}),
+    pytest.param("ch4", {"rep": 2, "depth": 2}, marks=pytest.mark.slow),  # 8 qubits; the default blocks of every
+    pytest.param("nh3", {"model": "generic", "depth": 2}, marks=pytest.mark.slow),  # model meet the dense reference
+])
 def test_kronecker_blocks_of_single_qubit_gates_equal_one_by_one(molecule, config, rng):
     """Encodings (per-geometry matrices) and trainable rotations (shared matrices) on adjacent qubits applied as
     Kronecker blocks of every size give the one-by-one energies and forces, and the dense reference's."""
