@@ -23,5 +23,9 @@ $QFF train --dataset "$DS" --test-size 150 --val-size 50 --batch-size 64 --force
 if [ ! -s "$R/evaluate.out" ]; then
     $QFF evaluate "$R" --no-prefect --json > "$R/evaluate.tmp" && mv "$R/evaluate.tmp" "$R/evaluate.out"
 fi
-.venv/bin/python scripts/results_table.py "$RUNS"/dimer_fragment_d6_p2 "$R" "$RUNS"/dimer_invariant_r1_d9 \
-    "$RUNS"/dimer_generic_r1_d1
+# The dimer table with whichever of scripts/results_dimer.sh's runs exist here.
+TABLE=("$R")
+for r in dimer_fragment_d6_p2 dimer_invariant_r1_d9 dimer_generic_r1_d1; do
+    [ -s "$RUNS/$r/evaluation.json" ] && TABLE+=("$RUNS/$r")
+done
+.venv/bin/python scripts/results_table.py "${TABLE[@]}"
