@@ -12,8 +12,7 @@ QFF=${QFF:-.venv/bin/qff}
 STEPS=${STEPS:-15000}
 export XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 DS=$DATA/h2o_dimer_b3lyp_631gs_300k.zarr
-$QFF dataset generate --molecule h2o_dimer --engine psi4 --method b3lyp --basis '6-31g*' --samples 700 \
-    --temperature-k 300 --seed 300 --chunk-size 10 --out "$DS" --no-prefect --workers "${WORKERS:-2}"
+STAGE=data scripts/results_dimer.sh "$DATA" "$RUNS"   # the dimer dataset (generated or resumed there)
 R=$RUNS/dimer_invariant_r2_d4
 mkdir -p "$RUNS"
 RESUME=(); [ -f "$R/run.json" ] && RESUME=(--resume)
