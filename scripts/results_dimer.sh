@@ -14,7 +14,7 @@ DS=$DATA/h2o_dimer_b3lyp_631gs_300k.zarr
 # 700 thermal normal-mode samples at 300 K around the psi4 B3LYP/6-31G* minimum the sampler finds
 # (the S22 Cs start is a saddle at this level: it follows the imaginary mode downhill and re-optimises).
 $QFF dataset generate --molecule h2o_dimer --engine psi4 --method b3lyp --basis '6-31g*' --samples 700 \
-    --temperature-k 300 --seed 300 --chunk-size 10 --out "$DS" --no-prefect --workers "${WORKERS:-2}"
+    --temperature-k 300 --seed 300 --chunk-size 10 --timeout-s 3600 --out "$DS" --no-prefect --workers "${WORKERS:-2}"
 [ "${STAGE:-all}" = data ] && exit 0
 
 COMMON=(--dataset "$DS" --test-size 150 --val-size 50 --batch-size 64 --force-weight 10 --learning-rate 1e-2

@@ -230,6 +230,14 @@ def test_executor_registry():
         ExecutorConfig(name="qpu")
     with pytest.raises(InputError, match="only aer do"):
         executor_spec("ibm").refuse_cluster()
+    from argparse import Namespace
+
+    from qff_core.cli.common import executor_cluster
+
+    ibm = ExecutorConfig(name="ibm", backend="fake_manila")
+    assert executor_cluster(Namespace(cluster=None, scheduler=None, workers=0), ibm) is None  # 0: in this process
+    with pytest.raises(InputError, match="only aer do"):
+        executor_cluster(Namespace(cluster=None, scheduler=None, workers=2), ibm)
     assert isinstance(get_executor("exact", simulator_for("lih", depth=1).model), Executor)
 
 

@@ -149,8 +149,8 @@ def add_cluster_args(p: argparse.ArgumentParser | Any) -> None:
 
 
 def cluster_given(args: argparse.Namespace) -> bool:
-    """Whether any cluster flag was given."""
-    return args.cluster is not None or bool(args.scheduler) or args.workers is not None
+    """Whether a cluster was asked for (``--workers 0`` asks for none: it computes in this process)."""
+    return args.cluster is not None or bool(args.scheduler) or bool(args.workers)
 
 
 def cluster_config_from_args(args: argparse.Namespace):
