@@ -39,7 +39,7 @@ def test_generic_baseline_uses_the_same_qubits():
 
 
 @pytest.mark.parametrize("name", BUILTIN_NAMES)
-@pytest.mark.parametrize("pattern", ["ring", "all-to-all"])
+@pytest.mark.parametrize("pattern", ["ring", "all-to-all", "comb"])
 def test_every_invariant_layer_is_mapped_to_itself_by_the_group(name, pattern):
     model = build_model(builtin_molecule(name), ModelConfig(depth=3, rep=2, pattern=pattern, blocks=2))
     group = qubit_group(model)
@@ -59,6 +59,13 @@ def test_every_invariant_layer_is_mapped_to_itself_by_the_group(name, pattern):
             assert all(by_qubit[gen[q]] == a for q, a in by_qubit.items())
     structures = {tuple(gate_structure(g) for g in layer) for layer in model.layers}
     assert len(structures) == 1
+
+
+def test_the_comb_couples_copy_0_atoms_and_each_atoms_copies():
+    """On H2O the comb is the path H1'-H1-H2-H2' (a tree: it routes on heavy hex without SWAPs)."""
+    model = build_model(builtin_molecule("h2o"), ModelConfig(depth=2, pattern="comb"))
+    assert model.hyperparameters["exchange_orbits"] == [[[0, 1]], [[0, 2], [1, 3]]]
+    assert model.n_parameters == 3 * 2 + 2 * 2 + 2  # alphas: (D+1) layers x 2 copies; J: 2 orbits x D; s, e0
 
 
 def test_singlet_rules():

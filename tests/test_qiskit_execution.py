@@ -36,7 +36,8 @@ def _aer_expectations(program, values: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize(
     ("molecule", "config"),
-    [*CASES, NH3_CASE, ("h2o", {"symmetry_breaking": "trainable", "symmetrize_inversion": True, "depth": 1})],
+    [*CASES, NH3_CASE, ("h2o", {"symmetry_breaking": "trainable", "symmetrize_inversion": True, "depth": 1}),
+     ("nh3", {"pattern": "comb", "depth": 1, "rep": 2})],
 )
 def test_template_energies_equal_the_exact_simulator(molecule, config, rng):
     sim = simulator_for(molecule, **config)
@@ -428,20 +429,23 @@ def test_rotations_form_still_equals_the_exact_simulator(rng):
 # 69 for the 23 exchange units inside the observable's light cone, 33 for 11 SWAPs, since the exchange ring
 # 0-1-2-3-0 has no 4-cycle to sit on in a heavy-hex lattice. 11 SWAPs is the fewest any schedule needs, even
 # with SWAPs fused into exchange units (an exhaustive search, benchmarks/exchange_routing_bound.py).
-TWO_QUBIT_GATES = {"lih": 20, "h2o": 104}
+# The comb pattern (H1'-H1-H2-H2', a path) needs no SWAP: 2 singlets + 54 for 18 exchange units, + 6 (the
+# transpiler's routing of the singlet on the path's ends).
+TWO_QUBIT_GATES = {"lih": 20, "h2o": 104, "h2o-comb": 62}
 
 
-@pytest.mark.parametrize("molecule", ["lih", "h2o"])
+@pytest.mark.parametrize("molecule", ["lih", "h2o", "h2o-comb"])
 def test_two_qubit_gate_counts_on_fake_torino(molecule, capsys):
     from qff_core.cli import main
 
-    assert main(["model", "show", "--molecule", molecule, "--depth", "6", "--backend", "fake_torino",
-                 "--optimization-level", "3", "--json"]) == 0
+    name, _, pattern = molecule.partition("-")
+    assert main(["model", "show", "--molecule", name, "--depth", "6", "--backend", "fake_torino",
+                 "--optimization-level", "3", "--json", "--pattern", pattern or "ring"]) == 0
     import json
 
     t = json.loads(capsys.readouterr().out)["transpiled"]
     assert t["two_qubit_gates"] <= TWO_QUBIT_GATES[molecule]
-    assert 0 < t["estimated_fidelity"] < 1 and len(t["layout"]) == {"lih": 2, "h2o": 4}[molecule]
+    assert 0 < t["estimated_fidelity"] < 1 and len(t["layout"]) == {"lih": 2, "h2o": 4}[name]
 
 
 def test_device_noise_on_the_used_qubits_equals_the_full_device(rng):

@@ -42,6 +42,13 @@ def test_invariant_model_keeps_rotation_translation_permutation(name):
         assert report.permutation_group_order > 1  # the permutation check is not vacuous
 
 
+def test_the_comb_pattern_is_invariant():
+    report = audit(simulator_for("h2o", pattern="comb"))
+    for op in ("rotation", "translation", "permutation"):
+        assert report.energy_rel_error[op] < ENERGY_INVARIANCE_TOL, (op, report.energy_rel_error)
+        assert report.forces_rel_error[op] < FORCE_EQUIVARIANCE_TOL, (op, report.forces_rel_error)
+
+
 @pytest.mark.parametrize("name", [
     *[n for n in BUILTIN_NAMES if n != "h2o_dimer"],
     # 40 s of compilation; nh3 and ch4 already cover a non-planar molecule's symmetrisation

@@ -21,8 +21,10 @@ class ModelConfig(BaseModel):
     depth: int = Field(6, ge=0, le=64, description="trainable layers D (D+1 encoding layers)")
     blocks: int = Field(1, ge=1, le=16, description="repetitions B of each trainable block")
     rep: int = Field(2, ge=1, le=8, description="qubits (copies) per encoded atom")
-    pattern: Literal["ring", "all-to-all"] = Field(
-        "ring", description="exchange pairs before closing them under the permutation group"
+    pattern: Literal["ring", "all-to-all", "comb"] = Field(
+        "ring", description="exchange pairs before closing them under the permutation group: a ring over all data "
+        "qubits, every pair, or a comb (a ring over the atoms of copy 0, each atom's copies in a chain: a tree on "
+        "H2O and LiH, so it routes on heavy-hex devices without SWAPs)"
     )
     observable: Literal["singlet", "all-pairs"] = Field(
         "singlet", description="orbit of the first singlet pair, or every pair of data qubits"
