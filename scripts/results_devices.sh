@@ -22,14 +22,18 @@ once() {  # once NAME args...: qff evaluate into NAME.json unless it exists
     $QFF evaluate "$RUN" --no-prefect --no-plots --json --shot-seed 1 --workers "${WORKERS:-2}" "$@" > "$f.tmp" \
         && mv "$f.tmp" "$f"
 }
+# The client-side Estimator holds every twirled instance of a job: 471 rows (3 geometries) in one job took 24 GB and
+# was killed; 64 rows per job keeps it to a few GB (ibm local rows only; the aer rows keep 4096).
+printf 'executor: {rows_per_pub: 64}\n' > "$OUT/ibm_local.yaml"
+IBM_LOCAL=(--config "$OUT/ibm_local.yaml")
 ZNE='{resilience: {zne_mitigation: true, zne: {noise_factors: [1, 3, 5]}}}'  # default extrapolators: exponential, then linear
 once exact --max-test "$N" --sets test rotated
 once shots --max-test "$N" --sets test rotated --executor aer --shots 10000
 once torino --max-test "$N" --sets test rotated --executor aer --noise fake_torino --shots 10000
 once torino_recal --max-test "$N" --sets test rotated --executor aer --noise fake_torino --shots 10000 --recalibrate 20
-once torino_trex --max-test "$NM" --sets test --executor ibm --ibm-backend fake_torino --shots 10000 --resilience-level 1
-once torino_zne --max-test "$NM" --sets test --executor ibm --ibm-backend fake_torino --shots 10000 --mitigation "$ZNE"
-once torino_zne_recal --max-test "$NM" --sets test --executor ibm --ibm-backend fake_torino --shots 10000 \
+once torino_trex --max-test "$NM" --sets test "${IBM_LOCAL[@]}" --executor ibm --ibm-backend fake_torino --shots 10000 --resilience-level 1
+once torino_zne --max-test "$NM" --sets test "${IBM_LOCAL[@]}" --executor ibm --ibm-backend fake_torino --shots 10000 --mitigation "$ZNE"
+once torino_zne_recal --max-test "$NM" --sets test "${IBM_LOCAL[@]}" --executor ibm --ibm-backend fake_torino --shots 10000 \
     --mitigation "$ZNE" --recalibrate 10
 # What each would cost on ibm_torino (the same settings with a device name).
 for mode in shots:0 trex:1 zne:0; do
