@@ -101,7 +101,8 @@ def evaluate_run(run_dir: str | Path, *, seed: int = 0, plots: bool = True, audi
     ``executor``: where the predictions are computed (default exact; aer and ibm by parameter
     shift, a remote executor inside a Runtime Batch, aer fanned out on ``cluster``). Writes
     ``evaluation.json`` (``evaluation_<executor>.json`` for other executors, which also report
-    their deviation from the exact simulator) and, with ``plots``, PNG files. With
+    their deviation from the exact simulator; ``..._first<N>.json`` when ``max_test`` leaves test
+    geometries out, so a partial score never replaces the full one) and, with ``plots``, PNG files. With
     ``max_qpu_seconds``, an evaluation estimated to take longer on a QPU is refused before
     anything is submitted (``BudgetError``). ``recalibrate``: refit the output scale and offset on that many
     training/validation geometries run on the executor (``qff_core.recalibration``), and score with them.
@@ -156,7 +157,9 @@ def evaluate_run(run_dir: str | Path, *, seed: int = 0, plots: bool = True, audi
         "label_noise": {"energy_ev": run.config.label_noise_energy_ev,  # training labels only; scored on clean ones
                         "forces_ev_per_a": run.config.label_noise_forces_ev_per_a},
     }
-    suffix = "" if on_exact else f"_{config.executor.name}"
+    # A partial evaluation (--max-test) gets its own file, so it never replaces the run's full one.
+    partial = len(test_idx) < len(run.split.test)
+    suffix = ("" if on_exact else f"_{config.executor.name}") + (f"_first{len(test_idx)}" if partial else "")
     if plots:
         summary["plots"] = write_plots(run, ckpt.arrays, sets_, predictions, suffix=suffix)
     out = run.path / f"evaluation{suffix}.json"

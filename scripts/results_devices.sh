@@ -3,7 +3,8 @@
 # evaluated exactly, with shots, with FakeTorino's noise (aer, the used qubits with the device noise), with readout
 # recalibration, and with qiskit-ibm-runtime's client-side mitigation (TREX, ZNE) in local testing mode on
 # fake_torino; the ibm_torino QPU seconds of each from qff cost. Rerun after an interruption: finished rows are kept.
-# Usage: [N=50] [N_MITIGATED=3] [WORKERS=2] scripts/results_devices.sh [RUN] [OUT]
+# Usage: [N=50] [N_MITIGATED=3] [WORKERS=2] [MODEL="--molecule h2o --depth 6"] scripts/results_devices.sh [RUN] [OUT]
+# (MODEL: the run's model, for the transpiled gate counts; LiH: scripts/results_devices_lih.sh)
 # Cost here (2 cores): aer rows about 25 s CPU per geometry; the ibm local rows about 9 min per geometry (TREX) and more
 # (ZNE), because the client-side Estimator simulates every twirling randomization: hence fewer mitigated geometries.
 # Memory: an aer worker with device noise and 1e4 shots holds about 5-9 GB at 4096 rows per PUB; WORKERS=1 on 24 GB
@@ -43,5 +44,6 @@ for mode in shots:0 trex:1 zne:0; do
         "$RUN" "$N" "$level" "$extra" > "$OUT/cost_$name.yaml"
     [ -s "$OUT/cost_$name.json" ] || $QFF cost --config "$OUT/cost_$name.yaml" --json > "$OUT/cost_$name.json"
 done
-$QFF model show --molecule h2o --depth 6 --backend fake_torino --optimization-level 1 --json > "$OUT/transpiled.json"
+# shellcheck disable=SC2086
+$QFF model show ${MODEL:---molecule h2o --depth 6} --backend fake_torino --optimization-level 1 --json > "$OUT/transpiled.json"
 .venv/bin/python scripts/results_devices_table.py "$OUT"
