@@ -2,7 +2,8 @@
 # The heavy-hex "comb" pattern of docs/results.md (issue 18): H2O invariant rep=2 with exchanges on (H1,H2) in
 # copy 0 and on each H's two copies (a path of 4 qubits, so no routing SWAPs), trained exactly as the ring model
 # of scripts/results_h2o.sh (500 K data, same split, 25 000 steps), at D=6 (28 parameters) and D=8 (36), then
-# evaluated (rotated, permuted sets) and transpiled for FakeTorino, FakeFez and FakeSherbrooke at level 3.
+# evaluated (rotated, permuted sets) and transpiled for FakeTorino, FakeFez and FakeSherbrooke at level 3; the D=8
+# model then runs on FakeTorino noise with and without recalibration (about 1 h CPU).
 # Rerun after an interruption: training resumes, finished evaluations are kept. ~7 min per training on a free core.
 # Usage: scripts/results_comb.sh [DATA_DIR] [RUNS_DIR]
 set -euo pipefail
@@ -29,3 +30,6 @@ for D in 6 8; do
     done
 done
 .venv/bin/python scripts/results_table.py "$RUNS/h2o_500k_invariant_d6" "$RUNS/h2o_500k_comb_d6" "$RUNS/h2o_500k_comb_d8"
+# The D=8 comb on FakeTorino (the devices table's rows, without the shots-only and ibm local ones).
+N=50 N_MITIGATED=0 SHOTS_ROW=0 WORKERS=0 MODEL="--molecule h2o --pattern comb --depth 8" \
+    scripts/results_devices.sh "$RUNS/h2o_500k_comb_d8" "$RUNS/devices50_comb_d8"

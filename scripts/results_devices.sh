@@ -3,7 +3,8 @@
 # evaluated exactly, with shots, with FakeTorino's noise (aer, the used qubits with the device noise), with readout
 # recalibration, and with qiskit-ibm-runtime's client-side mitigation (TREX, ZNE) in local testing mode on
 # fake_torino; the ibm_torino QPU seconds of each from qff cost. Rerun after an interruption: finished rows are kept.
-# Usage: [N=50] [N_MITIGATED=3] [WORKERS=2] [MODEL="--molecule h2o --depth 6"] scripts/results_devices.sh [RUN] [OUT]
+# Usage: [N=50] [N_MITIGATED=3] [SHOTS_ROW=1] [WORKERS=2] [MODEL="--molecule h2o --depth 6"]
+#        scripts/results_devices.sh [RUN] [OUT]
 # (MODEL: the run's model, for the transpiled gate counts; LiH: scripts/results_devices_lih.sh)
 # Cost here (2 cores): aer rows about 25 s CPU per geometry; the ibm local rows about 9 min per geometry (TREX) and more
 # (ZNE), because the client-side Estimator simulates every twirling randomization: hence fewer mitigated geometries.
@@ -29,13 +30,15 @@ printf 'executor: {rows_per_pub: 64}\n' > "$OUT/ibm_local.yaml"
 IBM_LOCAL=(--config "$OUT/ibm_local.yaml")
 ZNE='{resilience: {zne_mitigation: true, zne: {noise_factors: [1, 3, 5]}}}'  # default extrapolators: exponential, then linear
 once exact --max-test "$N" --sets test rotated
-once shots --max-test "$N" --sets test rotated --executor aer --shots 10000
+[ "${SHOTS_ROW:-1}" = 1 ] && once shots --max-test "$N" --sets test rotated --executor aer --shots 10000
 once torino --max-test "$N" --sets test rotated --executor aer --noise fake_torino --shots 10000
 once torino_recal --max-test "$N" --sets test rotated --executor aer --noise fake_torino --shots 10000 --recalibrate 20
-once torino_trex --max-test "$NM" --sets test "${IBM_LOCAL[@]}" --executor ibm --ibm-backend fake_torino --shots 10000 --resilience-level 1
-once torino_zne --max-test "$NM" --sets test "${IBM_LOCAL[@]}" --executor ibm --ibm-backend fake_torino --shots 10000 --mitigation "$ZNE"
-once torino_zne_recal --max-test "$NM" --sets test "${IBM_LOCAL[@]}" --executor ibm --ibm-backend fake_torino --shots 10000 \
-    --mitigation "$ZNE" --recalibrate 10
+if [ "$NM" -gt 0 ]; then  # N_MITIGATED=0 skips the ibm local rows
+    once torino_trex --max-test "$NM" --sets test "${IBM_LOCAL[@]}" --executor ibm --ibm-backend fake_torino --shots 10000 --resilience-level 1
+    once torino_zne --max-test "$NM" --sets test "${IBM_LOCAL[@]}" --executor ibm --ibm-backend fake_torino --shots 10000 --mitigation "$ZNE"
+    once torino_zne_recal --max-test "$NM" --sets test "${IBM_LOCAL[@]}" --executor ibm --ibm-backend fake_torino --shots 10000 \
+        --mitigation "$ZNE" --recalibrate 10
+fi
 # What each would cost on ibm_torino (the same settings with a device name).
 for mode in shots:0 trex:1 zne:0; do
     name=${mode%%:*}; level=${mode##*:}
