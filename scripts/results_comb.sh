@@ -30,6 +30,11 @@ for D in 6 8; do
     done
 done
 .venv/bin/python scripts/results_table.py "$RUNS/h2o_500k_invariant_d6" "$RUNS/h2o_500k_comb_d6" "$RUNS/h2o_500k_comb_d8"
+# The D=8 comb's harmonic wavenumbers and 1 ps NVE (the "Using the learned force field" protocol).
+U=$RUNS/use_comb_d8; mkdir -p "$U"
+[ -s "$U/vibrations.json" ] || $QFF vibrations "$RUNS/h2o_500k_comb_d8" --json > "$U/vibrations.json"
+[ -s "$U/nve_1ps.json" ] || $QFF md "$RUNS/h2o_500k_comb_d8" --ensemble nve --timestep-fs 0.5 --steps 2000 \
+    --temperature-k 300 --out "$U/nve_1ps.extxyz" --quiet --json > "$U/nve_1ps.json"
 # The D=8 comb on FakeTorino (the devices table's rows, without the shots-only and ibm local ones).
 N=50 N_MITIGATED=0 SHOTS_ROW=0 WORKERS=0 MODEL="--molecule h2o --pattern comb --depth 8" \
     scripts/results_devices.sh "$RUNS/h2o_500k_comb_d8" "$RUNS/devices50_comb_d8"
