@@ -469,15 +469,16 @@ def test_device_noise_on_the_used_qubits_equals_the_full_device(rng):
 
 
 @pytest.mark.slow
-def test_noisy_aer_on_a_133_qubit_device_is_reproducible(rng):
+@pytest.mark.parametrize(("backend", "width"), [("fake_torino", 133), ("fake_fez", 156), ("fake_sherbrooke", 127)])
+def test_noisy_aer_on_a_large_device_is_reproducible(backend, width, rng):
     from qff_core.execution import get_executor
 
     sim = simulator_for("lih", model="invariant", depth=1)
     theta = init_parameters(sim.model, seed=3, strategy="random")
     X = random_geometries(sim.model, 2, rng)
-    noisy = get_executor("aer", sim.model, noise_backend="fake_torino", shots=500, seed=7)
-    assert noisy.program.device["backend"] == "fake_torino"
-    assert all(0 <= p < 133 for p in noisy.program.device["physical_qubits"])
+    noisy = get_executor("aer", sim.model, noise_backend=backend, shots=500, seed=7)
+    assert noisy.program.device["backend"] == backend
+    assert all(0 <= p < width for p in noisy.program.device["physical_qubits"])
     (e1, f1), (e2, f2) = noisy.energies_forces(theta, X), noisy.energies_forces(theta, X)
     assert np.array_equal(e1, e2) and np.array_equal(f1, f2)
     assert np.abs(e1 - sim.evaluate(theta, X)[0]).max() > 1e-6  # noise and shots moved them
@@ -512,15 +513,18 @@ def test_mitigation_overheads_are_priced():
 
 
 @pytest.mark.slow
-def test_ibm_local_testing_mode_on_a_133_qubit_device(rng):
+@pytest.mark.parametrize("backend", ["fake_torino", pytest.param("fake_fez", marks=pytest.mark.slow),
+                                     pytest.param("fake_sherbrooke", marks=pytest.mark.slow)])
+def test_ibm_local_testing_mode_on_a_large_device(backend, rng):
+    """Torino (133 qubits, CZ), Fez (156, CZ), Sherbrooke (127, ECR): simulated on the two the layout uses."""
     from qff_core.execution import get_executor
 
     sim = simulator_for("lih", model="invariant", depth=1)
     theta = init_parameters(sim.model, seed=3, strategy="random")
     X = random_geometries(sim.model, 2, rng)
-    ex = get_executor("ibm", sim.model, backend="fake_torino", options={"resilience_level": 0, "default_shots": 500},
+    ex = get_executor("ibm", sim.model, backend=backend, options={"resilience_level": 0, "default_shots": 500},
                       seed=2)
-    assert ex.program.device["backend"] == "fake_torino" and len(ex.program.device["physical_qubits"]) == 2
+    assert ex.program.device["backend"] == backend and len(ex.program.device["physical_qubits"]) == 2
     res = ex.run(ex.plan(theta, X, Request()))
     assert res.energies.shape == (2,) and np.all(np.isfinite(res.energies)) and np.all(res.energies_var > 0)
 
