@@ -34,6 +34,8 @@ once exact --max-test "$N" --sets test rotated
 once torino --max-test "$N" --sets test rotated --executor aer --noise fake_torino --shots 10000
 once torino_recal --max-test "$N" --sets test rotated --executor aer --noise fake_torino --shots 10000 --recalibrate 20
 if [ "$NM" -gt 0 ]; then  # N_MITIGATED=0 skips the ibm local rows
+    # The unmitigated baseline of the mitigated rows: the same geometries, the same local testing-mode path.
+    once torino_ibm0 --max-test "$NM" --sets test "${IBM_LOCAL[@]}" --executor ibm --ibm-backend fake_torino --shots 10000 --resilience-level 0
     once torino_trex --max-test "$NM" --sets test "${IBM_LOCAL[@]}" --executor ibm --ibm-backend fake_torino --shots 10000 --resilience-level 1
     once torino_zne --max-test "$NM" --sets test "${IBM_LOCAL[@]}" --executor ibm --ibm-backend fake_torino --shots 10000 --mitigation "$ZNE"
     once torino_zne_recal --max-test "$NM" --sets test "${IBM_LOCAL[@]}" --executor ibm --ibm-backend fake_torino --shots 10000 \
