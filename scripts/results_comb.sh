@@ -36,5 +36,5 @@ U=$RUNS/use_comb_d8; mkdir -p "$U"
 [ -s "$U/nve_1ps.json" ] || $QFF md "$RUNS/h2o_500k_comb_d8" --ensemble nve --timestep-fs 0.5 --steps 2000 \
     --temperature-k 300 --out "$U/nve_1ps.extxyz" --quiet --json > "$U/nve_1ps.json"
 # The D=8 comb on FakeTorino (the devices table's rows, without the shots-only and ibm local ones).
-N=50 N_MITIGATED=0 SHOTS_ROW=0 WORKERS=0 MODEL="--molecule h2o --pattern comb --depth 8" \
+N=50 N_MITIGATED=0 SHOTS_ROW=0 WORKERS=0 AER_ROWS_PER_PUB=512 MODEL="--molecule h2o --pattern comb --depth 8" \
     scripts/results_devices.sh "$RUNS/h2o_500k_comb_d8" "$RUNS/devices50_comb_d8"

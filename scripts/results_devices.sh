@@ -28,11 +28,15 @@ once() {  # once NAME args...: qff evaluate into NAME.json unless it exists
 # was killed; 64 rows per job keeps it to a few GB (ibm local rows only; the aer rows keep 4096).
 printf 'executor: {rows_per_pub: 64}\n' > "$OUT/ibm_local.yaml"
 IBM_LOCAL=(--config "$OUT/ibm_local.yaml")
+# The aer rows' PUB size: 4096 rows (the default, as the H2O ring rows ran) hold up to 15 GB in one process with
+# device noise; AER_ROWS_PER_PUB=512 keeps it to about 1 GB (another shot-noise draw of the same distribution).
+printf 'executor: {rows_per_pub: %s}\n' "${AER_ROWS_PER_PUB:-4096}" > "$OUT/aer_rows.yaml"
+AER=(--config "$OUT/aer_rows.yaml")
 ZNE='{resilience: {zne_mitigation: true, zne: {noise_factors: [1, 3, 5]}}}'  # default extrapolators: exponential, then linear
 once exact --max-test "$N" --sets test rotated
 [ "${SHOTS_ROW:-1}" = 1 ] && once shots --max-test "$N" --sets test rotated --executor aer --shots 10000
-once torino --max-test "$N" --sets test rotated --executor aer --noise fake_torino --shots 10000
-once torino_recal --max-test "$N" --sets test rotated --executor aer --noise fake_torino --shots 10000 --recalibrate 20
+once torino --max-test "$N" --sets test rotated "${AER[@]}" --executor aer --noise fake_torino --shots 10000
+once torino_recal --max-test "$N" --sets test rotated "${AER[@]}" --executor aer --noise fake_torino --shots 10000 --recalibrate 20
 if [ "$NM" -gt 0 ]; then  # N_MITIGATED=0 skips the ibm local rows
     # The unmitigated baseline of the mitigated rows: the same geometries, the same local testing-mode path.
     once torino_ibm0 --max-test "$NM" --sets test "${IBM_LOCAL[@]}" --executor ibm --ibm-backend fake_torino --shots 10000 --resilience-level 0
