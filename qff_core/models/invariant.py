@@ -153,9 +153,9 @@ def build_invariant(molecule: MoleculeSpec, config: ModelConfig | None = None) -
     data = list(range(n_data))
     if cfg.pattern == "ring":
         base = [(q, (q + 1) % n_data) for q in data] if n_data > 2 else list(combinations(data, 2))
-    elif cfg.pattern == "comb":  # data qubit of (atom i, copy k) is k * na + i
+    elif cfg.pattern == "comb":
         spine = [(i, (i + 1) % na) for i in range(na)] if na > 2 else list(combinations(range(na), 2))
-        base = spine + [(k * na + i, (k + 1) * na + i) for k in range(rep - 1) for i in range(na)]
+        base = spine + [(qubit(i, k), qubit(i, k + 1)) for k in range(rep - 1) for i in range(na)]
     else:
         base = list(combinations(data, 2))
     base += list(ancilla_of.items())
