@@ -24,8 +24,10 @@ singular when n is along z (LiH's reference geometry), the derivative of the enc
 matrix is written as a small rotation after it: dPhi/dx_k = (-i w_k.sigma / 2) Phi. The
 rotation axis of each of the five units, seen after the gate, spans that space; three of
 them (phi's unit, always, and the best-conditioned two others) give d<O>/dx_k as an exact
-linear combination of their shift derivatives (``force_coefficients``). Positions in
-Angstrom, energies in eV.
+linear combination of their shift derivatives (``force_coefficients``). Those axes still
+become dependent for n along z when phi is near a multiple of pi, so a rotation-invariant
+model is evaluated in a frame that keeps every atom off the z axis (``frame.py``): exact, and
+the map stays well conditioned. Positions in Angstrom, energies in eV.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from qff_core.execution.gates import (
     heisenberg_sum_eig,
 )
 from qff_core.execution.qiskit.angles import ENCODE_UNITS, PHI_SLOT, encode_angles, encode_coefficients
+from qff_core.execution.qiskit.frame import frame_rotation
 from qff_core.models.fragment import EXACT_ONLY, AnyModel, FragmentModel
 from qff_core.models.ir import (
     CNOT,
@@ -300,6 +303,11 @@ def _unit_groups(model: Model, units: list[CircuitUnit]):
     return enc_units_a, enc_alpha_a, enc_atom_a, axis, lin
 
 
+def rotation_invariant(model: Model) -> bool:
+    """The model's energy is exactly invariant under rotations: an invariant model without symmetry-breaking RZ."""
+    return model.kind == "invariant" and not any(isinstance(g, RZ) for g in model.gates())
+
+
 def compile_qiskit(model: AnyModel, *, exchange: str = "cx3") -> QiskitModel:
     """Compile ``model`` into a parametrised circuit template and its classical angle maps.
 
@@ -321,9 +329,14 @@ def compile_qiskit(model: AnyModel, *, exchange: str = "cx3") -> QiskitModel:
     center = model.molecule.center
     n_atoms = model.molecule.n_atoms
 
+    turn = rotation_invariant(model)
+
     def relative(positions: jnp.ndarray, sign) -> jnp.ndarray:
         origin = positions.mean(axis=0) if center is None else positions[center]
-        return sign * (positions - origin)
+        x = positions - origin
+        if turn:  # evaluate in a frame with every atom off the z axis (exact by invariance; frame.py says why)
+            x = x @ frame_rotation(x).T
+        return sign * x
 
     enc_units_a, enc_alpha_a, enc_atom_a, axis, lin = _unit_groups(model, units)
     m = len(units)
