@@ -308,11 +308,12 @@ def rotation_invariant(model: Model) -> bool:
     return model.kind == "invariant" and not any(isinstance(g, RZ) for g in model.gates())
 
 
-def compile_qiskit(model: AnyModel, *, exchange: str = "cx3") -> QiskitModel:
+def compile_qiskit(model: AnyModel, *, exchange: str = "cx3", off_axis_frame: bool = True) -> QiskitModel:
     """Compile ``model`` into a parametrised circuit template and its classical angle maps.
 
-    ``exchange``: how exchange units are compiled (``EXCHANGE_FORMS``). A fragment model has no
-    single circuit: ModelBuildError (it runs on the exact executor).
+    ``exchange``: how exchange units are compiled (``EXCHANGE_FORMS``). ``off_axis_frame``: evaluate
+    a rotation-invariant model in the frame of ``frame.py`` (False only to measure what it prevents).
+    A fragment model has no single circuit: ModelBuildError (it runs on the exact executor).
     """
     if exchange not in EXCHANGE_FORMS:
         raise InputError(f"exchange must be one of {', '.join(EXCHANGE_FORMS)}; got {exchange!r}")
@@ -329,7 +330,7 @@ def compile_qiskit(model: AnyModel, *, exchange: str = "cx3") -> QiskitModel:
     center = model.molecule.center
     n_atoms = model.molecule.n_atoms
 
-    turn = rotation_invariant(model)
+    turn = off_axis_frame and rotation_invariant(model)
 
     def relative(positions: jnp.ndarray, sign) -> jnp.ndarray:
         origin = positions.mean(axis=0) if center is None else positions[center]
