@@ -58,20 +58,22 @@ def train_model(config: TrainConfig, run_dir: str, resume: bool = False, segment
 def evaluate_task(run_dir: str, seed: int = 0, plots: bool = True, krr: bool = False, executor: dict | None = None,
                   sets: tuple[str, ...] | None = None, max_test: int | None = None,
                   cluster: dict | None = None, max_qpu_seconds: float | None = None,
-                  recalibrate: int | None = None) -> dict:
+                  recalibrate: int | None = None, energies_only: bool = False) -> dict:
     """Test-set metrics, transformed sets, baselines, audit and plots of one run, on any executor
     (an IBM API key named by ``token_secret`` is read here, never passed as a parameter)."""
     settings = ExecutorConfig.model_validate(executor or {})
     return evaluate_run(run_dir, seed=seed, plots=plots, krr=krr, executor=settings, sets=sets, max_test=max_test,
                         cluster=None if cluster is None else ClusterConfig.model_validate(cluster),
-                        token=token_for(settings), max_qpu_seconds=max_qpu_seconds, recalibrate=recalibrate)
+                        token=token_for(settings), max_qpu_seconds=max_qpu_seconds, recalibrate=recalibrate,
+                        energies_only=energies_only)
 
 
 @flow(name="evaluate-model", log_prints=True)
 def evaluate_model(run_dir: str, seed: int = 0, plots: bool = True, krr: bool = False,
                    executor: ExecutorConfig | None = None, sets: tuple[str, ...] | None = None,
                    max_test: int | None = None, cluster: dict | None = None,
-                   max_qpu_seconds: float | None = None, recalibrate: int | None = None) -> dict:
+                   max_qpu_seconds: float | None = None, recalibrate: int | None = None,
+                   energies_only: bool = False) -> dict:
     """Evaluate one trained run (writes evaluation.json, or evaluation_<executor>.json, and plots into it)."""
     return evaluate_task(run_dir, seed, plots, krr, None if executor is None else executor.model_dump(), sets,
-                         max_test, cluster, max_qpu_seconds, recalibrate)
+                         max_test, cluster, max_qpu_seconds, recalibrate, energies_only)

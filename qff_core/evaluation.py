@@ -72,6 +72,9 @@ class EvaluateConfig(BaseModel):
                                                                   "exceeds this")
     recalibrate: int | None = Field(None, ge=2, description="refit the output scale and offset on this many "
                                                             "training/validation geometries run on the executor")
+    energies_only: bool = Field(False, description="score energies alone: on a circuit executor one parameter "
+                                                   "binding per geometry instead of one per force shift (157 for "
+                                                   "H2O D=6); force metrics are null, a recalibration fits energies")
 
     @model_validator(mode="after")
     def _sets_hold_the_test_set(self) -> EvaluateConfig:
@@ -95,7 +98,8 @@ def evaluate_run(run_dir: str | Path, *, seed: int = 0, plots: bool = True, audi
                  krr: bool = False, executor: ExecutorConfig | None = None,
                  sets: tuple[str, ...] | None = None, max_test: int | None = None,
                  cluster: ClusterConfig | None = None, token: str | None = None,
-                 max_qpu_seconds: float | None = None, recalibrate: int | None = None) -> dict:
+                 max_qpu_seconds: float | None = None, recalibrate: int | None = None,
+                 energies_only: bool = False) -> dict:
     """Metrics of the run's best parameters on its test set (and transformed copies).
 
     ``executor``: where the predictions are computed (default exact; aer and ibm by parameter
@@ -106,12 +110,13 @@ def evaluate_run(run_dir: str | Path, *, seed: int = 0, plots: bool = True, audi
     ``max_qpu_seconds``, an evaluation estimated to take longer on a QPU is refused before
     anything is submitted (``BudgetError``). ``recalibrate``: refit the output scale and offset on that many
     training/validation geometries run on the executor (``qff_core.recalibration``), and score with them.
+    ``energies_only``: no forces (force metrics null; the file name ends in ``_energies``).
     """
     from qff_core.execution.exact import compile_exact
 
     config = EvaluateConfig(run_dir=str(run_dir), executor=executor or ExecutorConfig(),
                             sets=tuple(sets) if sets else ("test", *TRANSFORMS), max_test=max_test, seed=seed,
-                            max_qpu_seconds=max_qpu_seconds, recalibrate=recalibrate)
+                            max_qpu_seconds=max_qpu_seconds, recalibrate=recalibrate, energies_only=energies_only)
     config.executor.spec.preflight(config.executor, token)  # credentials, before anything is written
     run = open_run(run_dir)
     if config.max_qpu_seconds is not None:
@@ -159,7 +164,8 @@ def evaluate_run(run_dir: str | Path, *, seed: int = 0, plots: bool = True, audi
     }
     # A partial evaluation (--max-test) gets its own file, so it never replaces the run's full one.
     partial = len(test_idx) < len(run.split.test)
-    suffix = ("" if on_exact else f"_{config.executor.name}") + (f"_first{len(test_idx)}" if partial else "")
+    suffix = (("" if on_exact else f"_{config.executor.name}") + (f"_first{len(test_idx)}" if partial else "")
+              + ("_energies" if config.energies_only else ""))
     if plots:
         summary["plots"] = write_plots(run, ckpt.arrays, sets_, predictions, suffix=suffix)
     out = run.path / f"evaluation{suffix}.json"
@@ -192,29 +198,37 @@ def _predict(config: EvaluateConfig, run: Run, sim: ExactSimulator, theta: np.nd
             X = np.concatenate([X, cal.positions_a])
         with open_executor(config.executor, run.model, cluster=cluster, seed=config.seed, token=token,
                            runtime_mode="batch") as executor:
-            e_all, f_all = (np.asarray(a) for a in executor.energies_forces(theta, X))
+            if config.energies_only:
+                e_all, f_all = np.asarray(executor.energies(theta, X)), None
+            else:
+                e_all, f_all = (np.asarray(a) for a in executor.energies_forces(theta, X))
             info = executor.describe()
         if cal is not None:
             e_all, f_all, recal = _recalibrated(run, theta, e_all, f_all, cal, idx)
+    if config.energies_only:
+        f_all = None
     n = len(next(iter(sets.values())).energies_ev)
-    predictions = {name: (e_all[k * n:(k + 1) * n], f_all[k * n:(k + 1) * n]) for k, name in enumerate(sets)}
+    predictions = {name: (e_all[k * n:(k + 1) * n], None if f_all is None else f_all[k * n:(k + 1) * n])
+                   for k, name in enumerate(sets)}
     return predictions, (e_all, e_exact, f_all, f_exact), info, recal
 
 
-def _recalibrated(run: Run, theta: np.ndarray, e_all: np.ndarray, f_all: np.ndarray, cal: TrainingData,
-                  idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
-    """The scored predictions (calibration rows removed) with the output scale and offset refitted on ``cal``."""
+def _recalibrated(run: Run, theta: np.ndarray, e_all: np.ndarray, f_all: np.ndarray | None, cal: TrainingData,
+                  idx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """The scored predictions (calibration rows removed) with the output scale and offset refitted on ``cal``
+    (on energies alone when there are no forces)."""
     from qff_core.recalibration import Readout, apply_readout, fit_readout
 
     k = len(idx)
     trained = Readout(float(theta[run.model.scale]), float(theta[run.model.offset]))
-    fitted = fit_readout(trained, e_all[-k:], f_all[-k:], cal.energies_ev, cal.forces_ev_per_a,
+    f_cal, f_scored = (None, None) if f_all is None else (f_all[-k:], f_all[:-k])
+    fitted = fit_readout(trained, e_all[-k:], f_cal, cal.energies_ev, cal.forces_ev_per_a,
                          force_weight=run.config.force_weight ** 0.5)
-    e, f = apply_readout(trained, fitted, e_all[:-k], f_all[:-k])
-    info = {"n_geometries": k, "dataset_indices": idx.tolist(),
-            "trained": {"scale": trained.scale, "offset_ev": trained.offset_ev},
+    e, f = apply_readout(trained, fitted, e_all[:-k], f_scored)
+    info = {"n_geometries": k, "dataset_indices": idx.tolist(), "fitted_on": "energies" if f_all is None
+            else "energies and forces", "trained": {"scale": trained.scale, "offset_ev": trained.offset_ev},
             "fitted": {"scale": fitted.scale, "offset_ev": fitted.offset_ev},
-            "calibration_before": error_metrics(e_all[-k:], cal.energies_ev, f_all[-k:], cal.forces_ev_per_a)}
+            "calibration_before": error_metrics(e_all[-k:], cal.energies_ev, f_cal, cal.forces_ev_per_a)}
     return e, f, info
 
 
@@ -251,11 +265,12 @@ def score(run: Run, indices: np.ndarray, *, theta: np.ndarray | None = None,
 
 
 def evaluation_cost(config: EvaluateConfig, run: Run | None = None, *, qpu_time=None) -> RunCost:
-    """What ``evaluate_run`` with ``config`` would submit: energies and forces of every scored geometry, one plan."""
+    """What ``evaluate_run`` with ``config`` would submit: energies (and forces) of every scored geometry, one plan."""
     from qff_core.execution.shift.planner import Request
 
     run = run or open_run(config.run_dir)
-    return plan_cost(run.model, config.executor, config.n_geometries(len(run.split.test)), Request(forces=True),
+    request = Request(forces=not config.energies_only)
+    return plan_cost(run.model, config.executor, config.n_geometries(len(run.split.test)), request,
                      kind="evaluation", steps=1, qpu_time=qpu_time)
 
 
@@ -293,13 +308,17 @@ def write_plots(run: Run, arrays: dict, sets: dict[str, TrainingData], predictio
     out.mkdir(exist_ok=True)
     paths: dict[str, str] = {}
     label = f"{run.config.model.model} D={run.config.model.depth} ({run.model.n_parameters} parameters)"
-    second = "rotated" if "rotated" in sets else None
-    fig, axes = plt.subplots(1, 3 if second else 2, figsize=(14 if second else 9.5, 4.4))
+    with_forces = predictions["test"][1] is not None
+    second = "rotated" if "rotated" in sets and with_forces else None
+    n_panels = 1 + with_forces + (second is not None)
+    fig, axes = plt.subplots(1, n_panels, figsize=(4.7 * n_panels, 4.4), squeeze=False)
+    axes = axes[0]
     e_ref = (sets["test"].energies_ev - run.norm.energy_mean_ev) * EV_KCAL_PER_MOL
     e_pred = (predictions["test"][0] - run.norm.energy_mean_ev) * EV_KCAL_PER_MOL
-    panels = [(axes[0], e_ref, e_pred, "energy - training mean (kcal/mol), test"),
-              (axes[1], sets["test"].forces_ev_per_a.ravel() * EV_KCAL_PER_MOL,
-               predictions["test"][1].ravel() * EV_KCAL_PER_MOL, "force components (kcal/mol/A), test")]
+    panels = [(axes[0], e_ref, e_pred, "energy - training mean (kcal/mol), test")]
+    if with_forces:
+        panels.append((axes[1], sets["test"].forces_ev_per_a.ravel() * EV_KCAL_PER_MOL,
+                       predictions["test"][1].ravel() * EV_KCAL_PER_MOL, "force components (kcal/mol/A), test"))
     if second:
         panels.append((axes[2], sets[second].forces_ev_per_a.ravel() * EV_KCAL_PER_MOL,
                        predictions[second][1].ravel() * EV_KCAL_PER_MOL, "force components (kcal/mol/A), rotated test"))
@@ -349,7 +368,8 @@ def summary_table(summaries: dict[str, dict]) -> str:
     lines = [f"{'set':<11} {'metric':<28}" + "".join(f"{n:>14}" for n in names)]
     for part in (p for p in ("test", *TRANSFORMS) if all(p in summaries[n] for n in names)):  # the sets scored
         for key in ("energy_mae_kcal_mol", "forces_mae_kcal_mol_a", "forces_err_norm_kcal_mol_a"):
-            lines.append(f"{part:<11} {key:<28}" + "".join(f"{summaries[n][part][key]:>14.4f}" for n in names))
+            cells = (summaries[n][part][key] for n in names)
+            lines.append(f"{part:<11} {key:<28}" + "".join(f"{'-':>14}" if v is None else f"{v:>14.4f}" for v in cells))
     base = next(iter(summaries.values()))["baselines"]["constant_energy_zero_forces"]
     lines.append(f"baseline (constant energy, zero forces): energy MAE {base['energy_mae_kcal_mol']:.3f} kcal/mol, "
                  f"force MAE {base['forces_mae_kcal_mol_a']:.2f} kcal/mol/A, "

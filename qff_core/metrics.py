@@ -14,10 +14,15 @@ METRIC_KEYS = ("energy_mae_kcal_mol", "energy_rmse_kcal_mol", "forces_mae_kcal_m
                "forces_err_norm_kcal_mol_a")
 
 
-def error_metrics(e_pred: np.ndarray, e_ref: np.ndarray, f_pred: np.ndarray, f_ref: np.ndarray) -> dict[str, float]:
+def error_metrics(e_pred: np.ndarray, e_ref: np.ndarray, f_pred: np.ndarray | None,
+                  f_ref: np.ndarray) -> dict[str, float | None]:
     """MAE/RMSE of energies (kcal/mol, meV) and force components (kcal/mol/A, meV/A), and the
-    mean norm of the per-atom force error vector (kcal/mol/A; unchanged by rotations)."""
+    mean norm of the per-atom force error vector (kcal/mol/A; unchanged by rotations). Without
+    predicted forces (``f_pred`` None: an energies-only evaluation) the force metrics are None."""
     de = (np.asarray(e_pred) - np.asarray(e_ref))
+    if f_pred is None:
+        out = error_metrics(e_pred, e_ref, np.asarray(f_ref), f_ref)
+        return {k: (None if k.startswith("forces_") else v) for k, v in out.items()}
     df = (np.asarray(f_pred) - np.asarray(f_ref))
     out = {
         "energy_mae_kcal_mol": float(np.mean(np.abs(de))) * EV_KCAL_PER_MOL,
@@ -36,8 +41,10 @@ def error_metrics(e_pred: np.ndarray, e_ref: np.ndarray, f_pred: np.ndarray, f_r
     return out
 
 
-def relative_change(value: float, reference: float) -> float:
-    """|value - reference| / |reference| (reference floored at 1e-300)."""
+def relative_change(value: float | None, reference: float | None) -> float | None:
+    """|value - reference| / |reference| (reference floored at 1e-300); None when either was not measured."""
+    if value is None or reference is None:
+        return None
     return abs(value - reference) / max(abs(reference), 1e-300)
 
 

@@ -52,11 +52,11 @@ def fit_readout(trained: Readout, energies_ev: np.ndarray, forces_ev_per_a: np.n
 
 
 def apply_readout(trained: Readout, fitted: Readout, energies_ev: np.ndarray,
-                  forces_ev_per_a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Predictions made with ``trained`` (s, e0) as they are with ``fitted`` instead."""
+                  forces_ev_per_a: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Predictions made with ``trained`` (s, e0) as they are with ``fitted`` instead (forces may be None)."""
     o = (np.asarray(energies_ev) - trained.offset_ev) / trained.scale
     ratio = fitted.scale / trained.scale
-    return fitted.scale * o + fitted.offset_ev, np.asarray(forces_ev_per_a) * ratio
+    return fitted.scale * o + fitted.offset_ev, None if forces_ev_per_a is None else np.asarray(forces_ev_per_a) * ratio
 
 
 def calibration_indices(train: np.ndarray, val: np.ndarray, k: int, seed: int) -> np.ndarray:

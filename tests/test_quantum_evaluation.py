@@ -88,6 +88,35 @@ def test_ibm_evaluation_runs_in_a_batch_and_submits_what_was_priced(trained, tmp
     assert json.loads((trained / "evaluation_ibm_first2.json").read_text())["run"]["n_test_scored"] == 2
 
 
+def test_an_energies_only_evaluation_costs_one_binding_per_geometry(trained, tmp_path, capsys):
+    """--energies-only: the energies of the full evaluation, no force metrics, one row per geometry (priced so),
+    its own file; a recalibration fits energies alone."""
+    cfg = write_eval_config(tmp_path / "eval.yaml", trained, {"name": "aer"}, sets=["test", "rotated"],
+                            energies_only=True)
+    assert main(["cost", "--config", str(cfg), "--json"]) == 0
+    n_test = len(open_run(trained).split.test)
+    assert json.loads(capsys.readouterr().out)["bindings_per_step"] == 2 * n_test
+    full = evaluate_run(trained, executor=ExecutorConfig(name="aer"), sets=("test", "rotated"), plots=False,
+                        audit=False)
+    assert main(["evaluate", "--config", str(cfg), "--no-prefect", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    for name in ("test", "rotated"):
+        assert summary[name]["energy_mae_kcal_mol"] == pytest.approx(full[name]["energy_mae_kcal_mol"],
+                                                                     rel=EXACT_AER_TOL)
+        assert all(v is None for k, v in summary[name].items() if k.startswith("forces_"))
+    assert summary["invariance"]["rotated"]["forces_err_norm_rel_change"] is None
+    assert Path(summary["plots"]["parity"]).name == "parity_aer_energies.png"
+    assert json.loads((trained / "evaluation_aer_energies.json").read_text())["test"]["forces_mae_kcal_mol_a"] is None
+    # The affine distortion test of recalibration, on energies alone.
+    from qff_core.recalibration import Readout, apply_readout, fit_readout
+
+    o = np.linspace(-1.5, 0.5, 5)
+    fitted = fit_readout(Readout(2.0, -3.0), 2.0 * (0.6 * o + 0.1) - 3.0, None, 2.0 * o - 3.0, None)
+    assert fitted.scale == pytest.approx(2.0 / 0.6, rel=1e-12)
+    e, f = apply_readout(Readout(2.0, -3.0), fitted, 2.0 * (0.6 * o + 0.1) - 3.0, None)
+    assert f is None and np.abs(e - (2.0 * o - 3.0)).max() < 1e-12
+
+
 def test_evaluation_beyond_its_qpu_budget_submits_nothing(trained, tmp_path, capsys):
     cfg = write_eval_config(tmp_path / "eval.yaml", trained, {"name": "ibm", "backend": "FakeFez"})
     result = trained / "evaluation_ibm.json"

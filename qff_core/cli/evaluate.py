@@ -47,8 +47,10 @@ def _print_summary(summary: dict) -> None:
     print(summary_table({run["model"]: summary}))
     if "deviation_from_exact" in summary:
         d = summary["deviation_from_exact"]
+        f_mae = d["forces_mae_kcal_mol_a"]
+        forces = "not computed" if f_mae is None else f"{f_mae:.2e} kcal/mol/A"
         print(f"{summary['executor']['name']} executor against the exact simulator: energy MAE "
-              f"{d['energy_mae_kcal_mol']:.2e} kcal/mol, force MAE {d['forces_mae_kcal_mol_a']:.2e} kcal/mol/A")
+              f"{d['energy_mae_kcal_mol']:.2e} kcal/mol, force MAE {forces}")
     if "krr_inverse_distances" in summary["baselines"]:
         k = summary["baselines"]["krr_inverse_distances"]
         rotated = k.get("rotated", k["test"])
@@ -72,7 +74,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     config = evaluate_config_from_args(args)
     cluster = executor_cluster(args, config.executor)
     options = dict(seed=config.seed, plots=not args.no_plots, krr=args.krr, sets=config.sets,
-                   max_test=config.max_test, max_qpu_seconds=config.max_qpu_seconds, recalibrate=config.recalibrate)
+                   max_test=config.max_test, max_qpu_seconds=config.max_qpu_seconds, recalibrate=config.recalibrate,
+                   energies_only=config.energies_only)
     if args.no_prefect:
         summary = evaluate_run(config.run_dir, executor=config.executor, cluster=cluster, token=token(config.executor),
                                **options)
@@ -102,7 +105,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--sets", nargs="+", choices=["test", *TRANSFORMS], default=None,
                     help="sets to score (default: test and all four transformed copies)")
     group = add_executor_args(ev, "quantum executors (also under executor: in --config); remote ones run in a Batch")
-    add_config_flags(group, EvaluateConfig, only=("max_qpu_seconds", "recalibrate"))
+    add_config_flags(group, EvaluateConfig, only=("max_qpu_seconds", "recalibrate", "energies_only"))
     ev.add_argument("--no-plots", action="store_true")
     ev.add_argument("--krr", action="store_true", help="also fit and score a kernel ridge regression baseline")
     ev.add_argument("--no-prefect", action="store_true", help="run the plain function instead of the Prefect flow")

@@ -70,6 +70,10 @@ class Executor(Protocol):
         """Energies and forces of a batch with their estimator variances (None when exact)."""
         ...
 
+    def energies(self, theta: np.ndarray, positions_a: np.ndarray) -> np.ndarray:
+        """Energies (n,) eV alone: on a circuit, one binding per geometry instead of one per force shift."""
+        ...
+
     def loss_and_grad(self, theta: np.ndarray, positions_a: np.ndarray, energies_ev: np.ndarray,
                       forces_ev_per_a: np.ndarray, loss: Loss) -> tuple[float, np.ndarray]:
         """The loss (dimensionless) and its gradient with respect to theta (zero for frozen parameters)."""

@@ -114,6 +114,9 @@ class ExactExecutor:
     def predict(self, theta, positions_a) -> Prediction:
         return Prediction(*self.simulator.evaluate(theta, positions_a))
 
+    def energies(self, theta, positions_a) -> np.ndarray:
+        return np.asarray(self.simulator.evaluate(theta, positions_a)[0])
+
     def loss_and_grad(self, theta, positions_a, energies_ev, forces_ev_per_a, loss: Loss):
         positions = self.model.molecule.validate_positions(positions_a)
         value, grad = self._value_and_grad(jnp.asarray(theta, dtype=jnp.float64), jnp.asarray(positions),

@@ -16,7 +16,15 @@ import numpy as np
 
 from qff_core.execution.base import ParameterMap, Prediction, StepFn, TrainingArrays, generic_training_step
 from qff_core.execution.shift.fanout import DEFAULT_RETRY, Evaluator, RemoteEvaluator, RetryPolicy, run_plan
-from qff_core.execution.shift.planner import DEFAULT_BATCHING, Batching, Plan, Request, ShiftResult, plan_shifts
+from qff_core.execution.shift.planner import (
+    DEFAULT_BATCHING,
+    ENERGIES,
+    Batching,
+    Plan,
+    Request,
+    ShiftResult,
+    plan_shifts,
+)
 
 if TYPE_CHECKING:
     from qff_core.execution.qiskit.compiler import QiskitModel
@@ -77,6 +85,9 @@ class ShiftExecutor:
     def energies_forces(self, theta, positions_a):
         res = self.run(self.plan(theta, positions_a, Request(forces=True)))
         return res.energies, res.forces
+
+    def energies(self, theta, positions_a) -> np.ndarray:
+        return self.run(self.plan(theta, positions_a, ENERGIES)).energies
 
     def predict(self, theta, positions_a) -> Prediction:
         positions = np.asarray(positions_a, dtype=np.float64)
