@@ -22,7 +22,7 @@ ROWS = [("exact", "exact simulator"), ("shots", "shots only (1e4, aer)"),
 
 def main(out: Path) -> None:
     cost = {}
-    for name in ("shots", "trex", "zne"):
+    for name in ("shots", "trex", "zne", "energies_shots", "energies_trex", "energies_zne"):
         p = out / f"cost_{name}.json"
         if p.exists():
             d = json.loads(p.read_text())
@@ -42,8 +42,9 @@ def main(out: Path) -> None:
         rot = d.get("rotated", {}).get("forces_mae_kcal_mol_a")
         dev = d.get("deviation_from_exact", {}).get("energy_mae_kcal_mol", 0.0)
         c = cost.get({"torino": "shots", "torino_recal": "shots", "torino_ibm0": "shots", "torino_trex": "trex",
-                      "torino_zne": "zne",
-                      "torino_zne_recal": "zne"}.get(key, key))
+                      "torino_zne": "zne", "torino_zne_recal": "zne", "energies_torino_ibm0": "energies_shots",
+                      "energies_torino_recal": "energies_shots", "energies_torino_trex": "energies_trex",
+                      "energies_torino_zne": "energies_zne", "energies_torino_zne_recal": "energies_zne"}.get(key, key))
         f_test = d["test"]["forces_mae_kcal_mol_a"]
         rot_s, c_s = "-" if rot is None else f"{rot:.3f}", "-" if c is None else f"{c:,.0f}"
         f_s = "-" if f_test is None else f"{f_test:.3f}"
