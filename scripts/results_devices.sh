@@ -46,13 +46,8 @@ if [ "$NM" -gt 0 ]; then  # N_MITIGATED=0 skips the ibm local rows
         --mitigation "$ZNE" --recalibrate 10
 fi
 # What each would cost on ibm_torino (the same settings with a device name).
-for mode in shots:0 trex:1 zne:0; do
-    name=${mode%%:*}; level=${mode##*:}
-    extra=""; [ "$name" = zne ] && extra=", mitigation: $ZNE"
-    printf 'evaluate: {run_dir: %s, sets: [test, rotated], max_test: %s}\nexecutor: {name: ibm, backend: ibm_torino, shots: 10000, resilience_level: %s%s}\n' \
-        "$RUN" "$N" "$level" "$extra" > "$OUT/cost_$name.yaml"
-    [ -s "$OUT/cost_$name.json" ] || $QFF cost --config "$OUT/cost_$name.yaml" --json > "$OUT/cost_$name.json"
-done
+. "$(dirname "$0")/_devices_cost.sh"
+price_rows "" "[test, rotated]"
 # shellcheck disable=SC2086
 $QFF model show ${MODEL:---molecule h2o --depth 6} --backend fake_torino --optimization-level 1 --json > "$OUT/transpiled.json"
 .venv/bin/python scripts/results_devices_table.py "$OUT"

@@ -27,11 +27,6 @@ once energies_torino_zne "${IBM[@]}" --mitigation "$ZNE"
 once energies_torino_zne_recal "${IBM[@]}" --mitigation "$ZNE" --recalibrate 10
 once energies_torino_recal --executor aer --noise fake_torino --shots 10000 --recalibrate 20
 # What the energies-only rows would cost on ibm_torino (N test geometries, no rotated copies).
-for mode in shots:0 trex:1 zne:0; do
-    name=${mode%%:*}; level=${mode##*:}
-    extra=""; [ "$name" = zne ] && extra=", mitigation: $ZNE"
-    printf 'evaluate: {run_dir: %s, sets: [test], max_test: %s, energies_only: true}\nexecutor: {name: ibm, backend: ibm_torino, shots: 10000, resilience_level: %s%s}\n' \
-        "$RUN" "$N" "$level" "$extra" > "$OUT/cost_energies_$name.yaml"
-    [ -s "$OUT/cost_energies_$name.json" ] || $QFF cost --config "$OUT/cost_energies_$name.yaml" --json > "$OUT/cost_energies_$name.json"
-done
+. "$(dirname "$0")/_devices_cost.sh"
+price_rows energies_ "[test]" ", energies_only: true"
 .venv/bin/python scripts/results_devices_table.py "$OUT"
