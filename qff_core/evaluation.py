@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from qff_core.cost import RunCost, check_evaluation_budget, plan_cost
 from qff_core.errors import InputError
 from qff_core.execution.config import ExecutorConfig
+from qff_core.execution.shift.journal import ChunkResults
 from qff_core.metrics import METRIC_KEYS, error_metrics, relative_change
 from qff_core.run import Run, TrainingData, open_run
 from qff_core.symmetry import permute_atoms, random_rotation
@@ -30,6 +31,10 @@ if TYPE_CHECKING:
     from qff_core.execution.exact import ExactSimulator
 
 TRANSFORMS = ("rotated", "translated", "permuted", "inverted")
+
+EVALUATION_CHUNKS = "evaluation_chunks"
+"""Inside a run directory: the finished chunks of a circuit evaluation that has not completed (a rerun with the same
+settings runs only the rest); removed once its evaluation file is written."""
 
 
 def transformed_sets(run: Run, data: TrainingData, seed: int) -> dict[str, TrainingData]:
@@ -129,7 +134,9 @@ def evaluate_run(run_dir: str | Path, *, seed: int = 0, plots: bool = True, audi
     every = {"test": test, **transformed_sets(run, test, seed)}
     sets_ = {name: every[name] for name in config.sets}
     sim = compile_exact(run.model)
-    predictions, exact, executor_info, recal = _predict(config, run, sim, theta, sets_, cluster=cluster, token=token)
+    chunks = evaluation_chunks(config, run)
+    predictions, exact, executor_info, recal = _predict(config, run, sim, theta, sets_, cluster=cluster, token=token,
+                                                        chunks=chunks)
     summary: dict = {name: error_metrics(e, sets_[name].energies_ev, f, sets_[name].forces_ev_per_a)
                      for name, (e, f) in predictions.items()}
     summary["baselines"] = _baselines(run, sets_, krr)
@@ -172,15 +179,24 @@ def evaluate_run(run_dir: str | Path, *, seed: int = 0, plots: bool = True, audi
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(summary, indent=2))
     os.replace(tmp, out)
+    chunks.clear()  # recorded in the evaluation file now
     return summary
+
+
+def evaluation_chunks(config: EvaluateConfig, run: Run) -> ChunkResults:
+    """Where an evaluation with these settings keeps finished chunks until it completes: a folder per executor
+    fingerprint (noise, shots, mitigation, seed...) and evaluation seed, so other settings never reuse them."""
+    namespace = json.dumps({"executor": config.executor.fingerprint(), "seed": config.seed}, sort_keys=True,
+                           default=str)
+    return ChunkResults(run.path / EVALUATION_CHUNKS, namespace)
 
 
 def _predict(config: EvaluateConfig, run: Run, sim: ExactSimulator, theta: np.ndarray,
              sets: dict[str, TrainingData], *, cluster: ClusterConfig | None,
-             token: str | None) -> tuple[dict, tuple, dict]:
+             token: str | None, chunks: ChunkResults | None = None) -> tuple[dict, tuple, dict]:
     """Predictions per set on the configured executor (one call for all sets: a single compiled shape, or a
     single parameter-shift plan), the exact simulator's (E, E_exact, F, F_exact) for comparison, and what
-    ran them."""
+    ran them. ``chunks``: where a circuit executor keeps finished chunks (an interrupted evaluation resumes)."""
     from qff_core.execution import open_executor
 
     X = np.concatenate([s.positions_a for s in sets.values()])
@@ -198,6 +214,8 @@ def _predict(config: EvaluateConfig, run: Run, sim: ExactSimulator, theta: np.nd
             X = np.concatenate([X, cal.positions_a])
         with open_executor(config.executor, run.model, cluster=cluster, seed=config.seed, token=token,
                            runtime_mode="batch") as executor:
+            if chunks is not None:
+                executor = executor.with_results(chunks)
             if config.energies_only:
                 e_all, f_all = np.asarray(executor.energies(theta, X)), None
             else:

@@ -3,8 +3,11 @@
 # evaluated exactly, with shots, with FakeTorino's noise (aer, the used qubits with the device noise), with readout
 # recalibration, and with qiskit-ibm-runtime's client-side mitigation (TREX, ZNE) in local testing mode on
 # fake_torino; the ibm_torino QPU seconds of each from qff cost. Rerun after an interruption: finished rows are kept.
-# Usage: [N=50] [N_MITIGATED=3] [SHOTS_ROW=1] [WORKERS=2] [MODEL="--molecule h2o --depth 6"]
+# Usage: [N=50] [N_MITIGATED=3] [MITIGATED_SETS="test"] [SHOTS_ROW=1] [WORKERS=2] [MODEL="--molecule h2o --depth 6"]
 #        scripts/results_devices.sh [RUN] [OUT]
+# The force columns of the mitigated rows on all 50 geometries and their rotated copies:
+#        N_MITIGATED=50 MITIGATED_SETS="test rotated" scripts/results_devices.sh RUN runs/results/devices_forces50
+# (days of CPU here; a killed row resumes from its finished jobs, RUN/evaluation_chunks/).
 # (MODEL: the run's model, for the transpiled gate counts; LiH: scripts/results_devices_lih.sh)
 # Cost here (2 cores): aer rows about 25 s CPU per geometry; the ibm local rows about 9 min per geometry (TREX) and more
 # (ZNE), because the client-side Estimator simulates every twirling randomization: hence fewer mitigated geometries.
@@ -15,6 +18,7 @@ RUN=${1:-runs/results/h2o_500k_invariant_d6}
 OUT=${2:-runs/results/devices}
 N=${N:-50}
 NM=${N_MITIGATED:-3}
+read -r -a MSETS <<< "${MITIGATED_SETS:-test}"
 QFF=${QFF:-.venv/bin/qff}
 export XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 mkdir -p "$OUT"
@@ -39,10 +43,10 @@ once torino --max-test "$N" --sets test rotated "${AER[@]}" --executor aer --noi
 once torino_recal --max-test "$N" --sets test rotated "${AER[@]}" --executor aer --noise fake_torino --shots 10000 --recalibrate 20
 if [ "$NM" -gt 0 ]; then  # N_MITIGATED=0 skips the ibm local rows
     # The unmitigated baseline of the mitigated rows: the same geometries, the same local testing-mode path.
-    once torino_ibm0 --max-test "$NM" --sets test "${IBM_LOCAL[@]}" --executor ibm --ibm-backend fake_torino --shots 10000 --resilience-level 0
-    once torino_trex --max-test "$NM" --sets test "${IBM_LOCAL[@]}" --executor ibm --ibm-backend fake_torino --shots 10000 --resilience-level 1
-    once torino_zne --max-test "$NM" --sets test "${IBM_LOCAL[@]}" --executor ibm --ibm-backend fake_torino --shots 10000 --mitigation "$ZNE"
-    once torino_zne_recal --max-test "$NM" --sets test "${IBM_LOCAL[@]}" --executor ibm --ibm-backend fake_torino --shots 10000 \
+    once torino_ibm0 --max-test "$NM" --sets "${MSETS[@]}" "${IBM_LOCAL[@]}" --executor ibm --ibm-backend fake_torino --shots 10000 --resilience-level 0
+    once torino_trex --max-test "$NM" --sets "${MSETS[@]}" "${IBM_LOCAL[@]}" --executor ibm --ibm-backend fake_torino --shots 10000 --resilience-level 1
+    once torino_zne --max-test "$NM" --sets "${MSETS[@]}" "${IBM_LOCAL[@]}" --executor ibm --ibm-backend fake_torino --shots 10000 --mitigation "$ZNE"
+    once torino_zne_recal --max-test "$NM" --sets "${MSETS[@]}" "${IBM_LOCAL[@]}" --executor ibm --ibm-backend fake_torino --shots 10000 \
         --mitigation "$ZNE" --recalibrate 10
 fi
 # What each would cost on ibm_torino (the same settings with a device name).

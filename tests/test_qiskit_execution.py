@@ -367,6 +367,7 @@ def test_chunks_lost_with_a_killed_dask_worker_run_again(tmp_path, rng):
     from qff_core.execution.qiskit.aer import AerEvaluator
     from qff_core.execution.qiskit.compiler import compile_qiskit
     from qff_core.execution.shift.fanout import RetryPolicy, run_plan
+    from qff_core.execution.shift.journal import ChunkResults
     from qff_core.execution.shift.planner import Batching, plan_shifts
 
     model = simulator_for("lih", depth=1).model
@@ -377,11 +378,17 @@ def test_chunks_lost_with_a_killed_dask_worker_run_again(tmp_path, rng):
     program = aer.prepare(q)
     expected, _ = run_plan(plan, aer, program)
     killer = WorkerKiller(str(tmp_path / "killed"), kills=2, inner=aer)
+    store = ChunkResults(tmp_path / "chunks")
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
-        evs, _ = run_plan(plan, killer, program, client=client, retry=RetryPolicy(attempts=1, delays_s=(0.0,)))
+        evs, _ = run_plan(plan, killer, program, client=client, retry=RetryPolicy(attempts=1, delays_s=(0.0,)),
+                          results=store)
     assert len(list((tmp_path / "killed").iterdir())) == 2  # both workers did die
     np.testing.assert_allclose(evs, expected, atol=1e-12)
+    # every chunk finished on the cluster was kept as it finished: a rerun runs none
+    never = ScriptedEvaluator({1: AssertionError("a kept chunk ran again")}, inner=aer)
+    np.testing.assert_array_equal(run_plan(plan, never, program, results=store)[0], evs)
+    assert never.calls == 0
 
 
 def test_a_killed_run_reattaches_to_its_recorded_jobs(tmp_path, rng):
@@ -414,6 +421,69 @@ def test_a_killed_run_reattaches_to_its_recorded_jobs(tmp_path, rng):
     third = ScriptedJobs(server=server)
     run_plan(other, third, program=None, retry=retry, journal=journal)  # different rows: new jobs
     assert third.calls == 3 and not third.attached
+
+
+def test_an_interrupted_plan_runs_only_the_chunks_that_did_not_finish(tmp_path, rng):
+    """Finished chunks are kept as they finish; the rerun runs the others and gives, shot for shot, what an
+    uninterrupted run gives (chunk seeds depend on the chunk alone). Other settings never reuse them."""
+    from qff_core.execution.qiskit.aer import AerEvaluator
+    from qff_core.execution.shift.fanout import RetryPolicy, run_plan
+    from qff_core.execution.shift.journal import ChunkResults
+    from qff_core.execution.shift.planner import Batching, plan_shifts
+
+    model = simulator_for("lih", depth=1).model
+    q = compile_qiskit(model)
+    plan = plan_shifts(q, init_parameters(model), random_geometries(model, 2, rng), Request(forces=True),
+                       Batching(min_chunks=4))
+    assert plan.n_chunks == 4
+    aer = AerEvaluator(shots=2000)
+    program = aer.prepare(q)
+    expected, expected_var = run_plan(plan, aer, program, seed=5)
+    store = ChunkResults(tmp_path / "chunks", namespace="aer, 2000 shots, seed 5")
+    retry = RetryPolicy(attempts=1, delays_s=(0.0,))
+
+    class KilledError(Exception):
+        pass
+
+    killed = ScriptedEvaluator({3: KilledError()}, inner=aer)  # dies in the third chunk
+    with pytest.raises(KilledError):
+        run_plan(plan, killed, program, seed=5, retry=retry, results=store)
+    assert store.stats["saved"] == 2 and len(list(store.folder.iterdir())) == 2
+    rerun = ScriptedEvaluator(inner=aer)
+    evs, var = run_plan(plan, rerun, program, seed=5, retry=retry, results=store)
+    assert rerun.calls == 2 and store.stats["reused"] == 2
+    np.testing.assert_array_equal(evs, expected)  # the same shots, not merely the same distribution
+    np.testing.assert_array_equal(var, expected_var)
+    other = ScriptedEvaluator(inner=aer)
+    run_plan(plan, other, program, seed=5, retry=retry, results=ChunkResults(tmp_path / "chunks", "other settings"))
+    assert other.calls == 4
+    store.clear()
+    ChunkResults(tmp_path / "chunks", "other settings").clear()
+    assert not (tmp_path / "chunks").exists()
+
+
+def test_remote_chunks_kept_before_a_kill_are_neither_reattached_nor_resubmitted(tmp_path, rng):
+    from qff_core.execution.shift.fanout import RetryPolicy, run_plan
+    from qff_core.execution.shift.journal import ChunkResults, JobJournal
+    from qff_core.execution.shift.planner import Batching, plan_shifts
+
+    model = simulator_for("lih", depth=1).model
+    plan = plan_shifts(compile_qiskit(model), init_parameters(model), random_geometries(model, 3, rng), Request(),
+                       Batching(min_chunks=3))
+    journal, store = JobJournal(tmp_path / "jobs.json"), ChunkResults(tmp_path / "chunks")
+    retry = RetryPolicy(attempts=1, delays_s=(0.0,))
+
+    class KilledError(Exception):
+        pass
+
+    server: dict = {}
+    first = ScriptedJobs({2: KilledError()}, server=server)  # dies waiting for the second job
+    with pytest.raises(KilledError):
+        run_plan(plan, first, program=None, retry=retry, journal=journal, results=store)
+    assert first.calls == 3 and store.stats["saved"] == 1
+    second = ScriptedJobs(server=server)
+    run_plan(plan, second, program=None, retry=retry, journal=journal, results=store)
+    assert second.calls == 0 and len(second.attached) == 2 and store.stats["reused"] == 1
 
 
 def test_a_job_that_failed_on_the_backend_is_forgotten_and_resubmitted(tmp_path, rng):

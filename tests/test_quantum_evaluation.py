@@ -48,6 +48,44 @@ def test_exact_aer_evaluation_on_dask_equals_the_exact_evaluation(trained):
     assert json.loads((trained / "evaluation_aer.json").read_text())["executor"]["name"] == "aer"
 
 
+def test_an_interrupted_circuit_evaluation_resumes_from_its_finished_chunks(trained):
+    """A long device evaluation killed halfway keeps what finished: the rerun with the same settings runs only the
+    rest, scores exactly what an uninterrupted run scores (the same shots), and tidies up after itself."""
+    from dataclasses import replace
+
+    from scripted import ScriptedEvaluator
+
+    from qff_core.evaluation import EVALUATION_CHUNKS, EvaluateConfig, evaluation_chunks
+    from qff_core.execution import open_executor
+
+    settings = ExecutorConfig(name="aer", shots=500, seed=11, rows_per_pub=8)
+    kwargs = dict(executor=settings, sets=("test",), max_test=2, plots=False, audit=False)
+    uninterrupted = evaluate_run(trained, **kwargs)
+    assert not (trained / EVALUATION_CHUNKS).exists()
+    assert uninterrupted["executor"]["chunks_reused"] == 0
+
+    # The same evaluation, killed in its third job: what _predict would run, with the same seeds.
+    run = open_run(trained)
+    config = EvaluateConfig(run_dir=str(trained), executor=settings, sets=("test",), max_test=2)
+    X = TrainingData.take(run.dataset(), run.split.test[:2]).positions_a
+    chunks = evaluation_chunks(config, run)
+
+    class KilledError(Exception):
+        pass
+
+    with open_executor(settings, run.model, seed=config.seed, runtime_mode="batch") as executor:
+        killed = replace(executor, evaluator=ScriptedEvaluator({3: KilledError()}, inner=executor.evaluator))
+        with pytest.raises(KilledError):
+            killed.with_results(chunks).energies_forces(run.final_parameters()[0], X)
+    assert chunks.stats["saved"] == 2
+
+    resumed = evaluate_run(trained, **kwargs)
+    assert resumed["executor"]["chunks_reused"] == 2
+    for key in METRIC_KEYS:
+        assert resumed["test"][key] == uninterrupted["test"][key], key
+    assert not (trained / EVALUATION_CHUNKS).exists()  # recorded in the evaluation file, then removed
+
+
 def write_eval_config(path: Path, run_dir: Path, executor: dict, **evaluate) -> Path:
     path.write_text(json.dumps({"evaluate": {"run_dir": str(run_dir), **evaluate}, "executor": executor}))
     return path

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 
 if TYPE_CHECKING:
-    from qff_core.execution.shift.journal import JobJournal
+    from qff_core.execution.shift.journal import ChunkResults, JobJournal
     from qff_core.loss import Loss
 
 StepFn = Callable[[Any, Any, np.ndarray, int], tuple[Any, Any, Any]]
@@ -86,6 +86,11 @@ class Executor(Protocol):
 
     def with_journal(self, journal: JobJournal) -> Executor:
         """This executor recording remote job ids in ``journal`` (unchanged when it submits none)."""
+        ...
+
+    def with_results(self, results: ChunkResults) -> Executor:
+        """This executor keeping finished chunks in ``results``, so a rerun skips them (unchanged when it runs no
+        chunks)."""
         ...
 
     def describe(self) -> dict:

@@ -27,7 +27,7 @@ from qff_core.execution.base import ParameterMap, Prediction, StepFn, TrainingAr
 from qff_core.execution.exact import ExactSimulator, compile_exact
 
 if TYPE_CHECKING:
-    from qff_core.execution.shift.journal import JobJournal
+    from qff_core.execution.shift.journal import ChunkResults, JobJournal
     from qff_core.loss import Loss
     from qff_core.models.fragment import AnyModel
 
@@ -150,6 +150,9 @@ class ExactExecutor:
 
     def with_journal(self, journal: JobJournal) -> ExactExecutor:
         return self  # nothing is submitted
+
+    def with_results(self, results: ChunkResults) -> ExactExecutor:
+        return self  # no chunks
 
     def describe(self) -> dict:
         return {"name": self.name}

@@ -28,7 +28,7 @@ from qff_core.execution.shift.planner import (
 
 if TYPE_CHECKING:
     from qff_core.execution.qiskit.compiler import QiskitModel
-    from qff_core.execution.shift.journal import JobJournal
+    from qff_core.execution.shift.journal import ChunkResults, JobJournal
     from qff_core.loss import Loss
 
 
@@ -49,7 +49,7 @@ class ShiftExecutor:
     ``evaluator`` executes prepared programs, ``program`` is what its ``prepare`` made for this
     model; ``seed`` makes shot noise reproducible; ``retry`` reruns chunks whose job failed with
     a TransientError (never any other error); ``journal`` records remote job ids so that a rerun
-    re-attaches.
+    re-attaches; ``results`` keeps finished chunks so that a rerun of the same plan skips them.
     """
 
     name: str
@@ -61,6 +61,7 @@ class ShiftExecutor:
     seed: int | None = None
     retry: RetryPolicy = DEFAULT_RETRY
     journal: JobJournal | None = None
+    results: ChunkResults | None = None
 
     @property
     def model(self):
@@ -79,7 +80,7 @@ class ShiftExecutor:
     def run(self, plan: Plan) -> ShiftResult:
         """Evaluate a plan's rows and reassemble them."""
         evs, var = run_plan(plan, self.evaluator, self.program, client=self.client, seed=self.seed, retry=self.retry,
-                            journal=self.journal, tag=self.name)
+                            journal=self.journal, results=self.results, tag=self.name)
         return plan.reassemble(evs, var)
 
     def energies_forces(self, theta, positions_a):
@@ -114,6 +115,9 @@ class ShiftExecutor:
             return replace(self, journal=journal)
         return self
 
+    def with_results(self, results: ChunkResults) -> ShiftExecutor:
+        return replace(self, results=results)
+
     def describe(self) -> dict:
         info: dict = {"name": self.name}
         mode = getattr(self.evaluator, "mode", None)
@@ -124,6 +128,8 @@ class ShiftExecutor:
             info["jobs_submitted"] = len(job_ids)
         if self.journal is not None and Path(self.journal.path).exists():
             info["job_journal"] = {"file": Path(self.journal.path).name, "jobs": len(self.journal.load())}
+        if self.results is not None:
+            info["chunks_reused"] = self.results.stats["reused"]  # finished before an interruption, not run again
         return info
 
 

@@ -17,7 +17,7 @@ from typing import Protocol, TypeVar, runtime_checkable
 import numpy as np
 
 from qff_core.errors import EngineError, InputError, TransientError
-from qff_core.execution.shift.journal import JobJournal, plan_digest
+from qff_core.execution.shift.journal import ChunkResults, JobJournal, plan_digest
 from qff_core.execution.shift.planner import Plan
 
 T = TypeVar("T")
@@ -120,8 +120,10 @@ def _collect(evaluator, program, values, seed, job, retry: RetryPolicy, resubmit
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _run_jobs(evaluator, program, pieces, seeds, retry: RetryPolicy, journal: JobJournal | None, digest: str):
-    """Submit every chunk (or re-attach to its recorded job), record the ids, then collect."""
+def _run_jobs(evaluator, program, pieces, seeds, retry: RetryPolicy, journal: JobJournal | None, digest: str,
+              todo: list[int], keep: Callable) -> dict[int, list]:
+    """Submit every chunk in ``todo`` (or re-attach to its recorded job), record the ids, then collect, handing
+    each finished chunk to ``keep``."""
 
     def record(i: int, job) -> None:
         if journal is not None:
@@ -131,46 +133,57 @@ def _run_jobs(evaluator, program, pieces, seeds, retry: RetryPolicy, journal: Jo
         if journal is not None:
             journal.forget(digest, i)
 
-    jobs = []
-    for i, (v, s) in enumerate(zip(pieces, seeds, strict=True)):
+    jobs = {}
+    for i in todo:
         job_id = journal.lookup(digest, i) if journal is not None else None
         if job_id is not None:
-            jobs.append(evaluator.attach(job_id))
+            jobs[i] = evaluator.attach(job_id)
             continue
-        jobs.append(retry.call(lambda v=v, s=s: evaluator.submit(program, v, s)))
-        record(i, jobs[-1])
-    return [_collect(evaluator, program, v, s, job, retry, lambda new, i=i: record(i, new), lambda i=i: forget(i))
-            for i, (v, s, job) in enumerate(zip(pieces, seeds, jobs, strict=True))]
+        jobs[i] = retry.call(lambda i=i: evaluator.submit(program, pieces[i], seeds[i]))
+        record(i, jobs[i])
+    results = {}
+    for i, job in jobs.items():
+        results[i] = _collect(evaluator, program, pieces[i], seeds[i], job, retry, lambda new, i=i: record(i, new),
+                              lambda i=i: forget(i))
+        keep(i, results[i])
+    return results
 
 
 WORKER_LOSS_ROUNDS = 3
 """How many times chunks lost with a Dask worker (killed, out of memory, restarted by its nanny) are sent again."""
 
 
-def _fan_out(client, evaluator, program, pieces, seeds, retry: RetryPolicy) -> list:
-    """Every chunk as one Dask task, the program scattered to the workers. A worker that dies takes its tasks and
-    its copy of the scattered program with it: the chunks that did not finish are sent again (program scattered
-    anew) up to ``WORKER_LOSS_ROUNDS`` times; finished chunks are kept. Errors raised by a chunk itself stop at once."""
+def _fan_out(client, evaluator, program, pieces, seeds, retry: RetryPolicy, todo: list[int],
+             keep: Callable) -> dict[int, list]:
+    """Every chunk in ``todo`` as one Dask task, the program scattered to the workers; each finished chunk goes to
+    ``keep`` as it finishes. A worker that dies takes its tasks and its copy of the scattered program with it: the
+    chunks that did not finish are sent again (program scattered anew) up to ``WORKER_LOSS_ROUNDS`` times; finished
+    chunks are kept. Errors raised by a chunk itself stop at once."""
     from concurrent.futures import CancelledError
 
-    from distributed import KilledWorker
+    from distributed import KilledWorker, as_completed
     from distributed.comm.core import CommClosedError
 
-    results: list = [None] * len(pieces)
-    todo = list(range(len(pieces)))
+    results: dict[int, list] = {}
+    todo = list(todo)
     for _ in range(WORKER_LOSS_ROUNDS):
+        if not todo:
+            return results
         [program_future] = client.scatter([program], broadcast=True, hash=False)
-        futures = {i: client.submit(_run_chunk, evaluator, program_future, pieces[i], seeds[i], retry, pure=False)
+        futures = {client.submit(_run_chunk, evaluator, program_future, pieces[i], seeds[i], retry, pure=False): i
                    for i in todo}
         lost = []
-        for i, future in futures.items():
+        for future in as_completed(futures):
+            i = futures[future]
             try:
                 results[i] = future.result()
             except (CancelledError, KilledWorker, CommClosedError):
                 lost.append(i)
+                continue
+            keep(i, results[i])
         if not lost:
             return results
-        todo = lost
+        todo = sorted(lost)
     raise EngineError(f"{len(todo)} of {len(pieces)} chunks were lost with their Dask workers "
                       f"{WORKER_LOSS_ROUNDS} times (out of memory? see the worker logs); lower rows_per_pub or "
                       "run fewer workers per node")
@@ -178,7 +191,7 @@ def _fan_out(client, evaluator, program, pieces, seeds, retry: RetryPolicy) -> l
 
 def run_plan(plan: Plan, evaluator: Evaluator, program, *, client=None, seed: int | None = None,
              retry: RetryPolicy = DEFAULT_RETRY, journal: JobJournal | None = None,
-             tag: str = "") -> tuple[np.ndarray, np.ndarray]:
+             results: ChunkResults | None = None, tag: str = "") -> tuple[np.ndarray, np.ndarray]:
     """Evaluate every row of ``plan``; returns (evs, variances), each (n_rows,).
 
     With a dask.distributed ``client`` each chunk is one task (the program is scattered to the
@@ -188,23 +201,38 @@ def run_plan(plan: Plan, evaluator: Evaluator, program, *, client=None, seed: in
     ``journal`` (remote jobs only) every job id is recorded as soon as it is submitted, and a
     rerun of the same plan (same rows, same ``tag``) re-attaches to the recorded jobs; a job the
     backend reports as failed (EngineError) is forgotten, so the rerun submits its chunk again.
+    With ``results`` (any evaluator) every chunk's numbers are kept as it finishes, and a rerun of
+    the same plan runs only the chunks that did not finish.
     """
     remote = isinstance(evaluator, RemoteEvaluator)
     if journal is not None and (client is not None or not remote):
         raise InputError("a job journal needs an evaluator with remote jobs (submit/attach) and no Dask client")
     pieces = [[plan.values[a:b] for a, b in (plan.pubs[p] for p in chunk)] for chunk in plan.chunks]
     seeds = [chunk_seed(seed, c) for c in range(len(pieces))]
+    digest = plan_digest(plan, tag) if journal is not None or results is not None else ""
+    done: dict[int, list] = {}
+    if results is not None:
+        for i in range(len(pieces)):
+            if (kept := results.load(digest, i)) is not None:
+                done[i] = kept
+    todo = [i for i in range(len(pieces)) if i not in done]
+
+    def keep(i: int, chunk_results: list) -> None:
+        if results is not None:
+            results.save(digest, i, chunk_results)
+
     if client is None and remote:
-        digest = plan_digest(plan, tag) if journal is not None else ""
-        results = _run_jobs(evaluator, program, pieces, seeds, retry, journal, digest)
+        done.update(_run_jobs(evaluator, program, pieces, seeds, retry, journal, digest, todo, keep))
     elif client is None:
-        results = [_run_chunk(evaluator, program, v, s, retry) for v, s in zip(pieces, seeds, strict=True)]
+        for i in todo:
+            done[i] = _run_chunk(evaluator, program, pieces[i], seeds[i], retry)
+            keep(i, done[i])
     else:
-        results = _fan_out(client, evaluator, program, pieces, seeds, retry)
+        done.update(_fan_out(client, evaluator, program, pieces, seeds, retry, todo, keep))
     evs = np.empty(plan.n_rows)
     var = np.empty(plan.n_rows)
-    for chunk, chunk_results in zip(plan.chunks, results, strict=True):
-        for p, (e, v) in zip(chunk, chunk_results, strict=True):
+    for c, chunk in enumerate(plan.chunks):
+        for p, (e, v) in zip(chunk, done[c], strict=True):
             a, b = plan.pubs[p]
             evs[a:b] = np.asarray(e).reshape(-1)
             var[a:b] = np.asarray(v).reshape(-1)
