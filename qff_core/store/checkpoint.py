@@ -1,6 +1,6 @@
 """Training checkpoints: one Zarr group per checkpoint, each written whole or not at all.
 
-A checkpoint is built as ``step_<n>.zarr.partial-<pid>`` beside its final name, then renamed
+A checkpoint is built as ``step_<n>.zarr.partial-<pid>-<random>`` beside its final name, then renamed
 into place (an atomic directory rename); ``latest`` is a symlink swapped atomically with
 ``os.replace``. A process killed at any moment leaves either the old or the new checkpoint
 visible, never a half-written one; leftovers of killed writers are removed on the next write.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,8 +43,9 @@ def write_checkpoint(directory: str | Path, checkpoint: Checkpoint, *, keep: int
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / _name(checkpoint.step)
-    staging = directory / f"{final.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
+    # A fresh name every time: a write cut short by Ctrl-C may leave zarr's I/O thread still writing into the
+    # last staging folder while the interrupt handler writes the same step again.
+    staging = directory / f"{final.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     root = zarr.open_group(str(staging), mode="w", zarr_format=3)
     for name, value in checkpoint.arrays.items():
         value = np.asarray(value)
@@ -85,9 +87,9 @@ def _prune(directory: Path, keep: int) -> None:
     for p in steps[:-keep] if keep > 0 else []:
         if p.name != latest:
             shutil.rmtree(p, ignore_errors=True)
-    for p in directory.glob("step_*.zarr.partial-*"):  # left by a killed writer
-        pid = p.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
+    for p in directory.glob("step_*.zarr.partial-*"):  # left by a killed writer, or by an interrupted write here
+        pid = p.name.split(".partial-", 1)[1].split("-", 1)[0]
+        if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
             shutil.rmtree(p, ignore_errors=True)
 
 
