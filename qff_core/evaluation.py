@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from qff_core.cost import RunCost, check_evaluation_budget, plan_cost
 from qff_core.errors import InputError
 from qff_core.execution.config import ExecutorConfig
-from qff_core.execution.shift.journal import ChunkResults
+from qff_core.execution.shift.journal import ChunkResults, JobJournal
 from qff_core.metrics import METRIC_KEYS, error_metrics, relative_change
 from qff_core.run import Run, TrainingData, open_run
 from qff_core.symmetry import permute_atoms, random_rotation
@@ -216,6 +216,8 @@ def _predict(config: EvaluateConfig, run: Run, sim: ExactSimulator, theta: np.nd
                            runtime_mode="batch") as executor:
             if chunks is not None:
                 executor = executor.with_results(chunks)
+                if not config.executor.local:  # a device: jobs submitted before a crash are re-attached, not paid twice
+                    executor = executor.with_journal(JobJournal(chunks.folder / "jobs.json"))
             if config.energies_only:
                 e_all, f_all = np.asarray(executor.energies(theta, X)), None
             else:
