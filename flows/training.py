@@ -17,6 +17,7 @@ from flows.retries import TRANSIENT_DELAYS_S, TRANSIENT_RETRIES, transient_only
 from qff_core.distributed import ClusterConfig
 from qff_core.evaluation import evaluate_run
 from qff_core.execution.config import ExecutorConfig
+from qff_core.interrupts import raise_if_interrupted
 from qff_core.run import TrainConfig
 from qff_core.training import format_progress, train
 
@@ -49,6 +50,7 @@ def train_model(config: TrainConfig, run_dir: str, resume: bool = False, segment
     fields = config.model_dump()
     summary = train_segment(run_dir, fields, resume, segment_steps, cluster, wait)
     while summary["stop_reason"] is None:
+        raise_if_interrupted()
         summary = train_segment(run_dir, fields, True, segment_steps, cluster, wait)
     return summary
 

@@ -19,6 +19,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from qff_core.errors import InputError, Interrupted, QffError
+from qff_core.interrupts import raise_if_interrupted
 from qff_core.molecules import MoleculeSpec, load_molecule
 from qff_core.reference import CalculationRequest, ReferenceEngine, get_engine
 from qff_core.reference.base import CalculationResult
@@ -207,6 +208,7 @@ def compute_pending(dataset: Dataset, settings: GenerateConfig, *, client=None,
         failed += sum(not isinstance(result, CalculationResult) for _, result in outcomes)
         if progress:
             progress(done, len(todo), failed)
+        raise_if_interrupted()  # recorded first: a chunk that finished is never lost
 
     try:
         if client is None:

@@ -22,6 +22,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from qff_core.errors import QffError
+from qff_core.interrupts import raise_if_interrupted
 
 logger = logging.getLogger(__name__)
 
@@ -170,6 +171,7 @@ def run_md(config: MDConfig, *, calc=None, progress: Callable[[int, int], None] 
         with open(out, "w") as fh:
 
             def record() -> None:
+                raise_if_interrupted()
                 step = dyn.nsteps
                 e_pot = atoms.get_potential_energy()
                 _check_frame(atoms, e_pot, step, start_distances, config.max_distance_factor)

@@ -27,6 +27,7 @@ import numpy as np
 
 from qff_core.errors import ExecutionError, InputError, Interrupted, TransientError
 from qff_core.execution import executor_spec
+from qff_core.interrupts import raise_if_interrupted
 from qff_core.loss import Loss
 from qff_core.metrics import error_metrics
 from qff_core.models import init_parameters
@@ -266,6 +267,7 @@ class _Loop:
 
         try:
             while state.step < limit and state.stop_reason is None:
+                raise_if_interrupted()  # a Ctrl-C that a finaliser swallowed still stops the run here
                 idx = jnp.asarray(batch_indices(cfg.seed, state.step, run.split.train.size, cfg.batch_size))
                 lr = float(schedule(state.step))
                 try:

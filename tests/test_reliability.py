@@ -254,6 +254,36 @@ def test_prefect_mode_ctrl_c_is_quick_and_a_killed_command_leaves_no_server(lih,
     assert not any(_alive(p) for p in servers), "a killed command left its Prefect server running"
 
 
+class _SwallowsCtrlC:
+    """Ctrl-C while a finaliser runs: Python raises the KeyboardInterrupt inside ``__del__`` and drops it."""
+
+    def __del__(self) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):  # the handler runs at the next bytecode, here, inside __del__
+            pass
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_ctrl_c_that_a_finaliser_swallowed_still_stops_training_with_a_checkpoint(lih, tmp_path):
+    """Seen in Prefect mode: Ctrl-C landed in an asyncio transport's __del__ inside a zarr call and training went
+    on for minutes; the handler also records the request and the step loop acts on it."""
+    from qff_core.errors import Interrupted
+    from qff_core.interrupts import interrupt_handlers
+    from qff_core.run import TrainConfig
+    from qff_core.training import train
+
+    _SwallowsCtrlC()  # the premise, with Python's own handler: nothing is raised here
+    with interrupt_handlers():
+        _SwallowsCtrlC()  # swallowed again, but remembered
+        config = TrainConfig(dataset=lih, model={"depth": 1}, steps=400, batch_size=4, test_size=2, val_size=2,
+                             eval_every=20, checkpoint_every=20)
+        with pytest.raises(Interrupted, match="kept 0 of 400 steps"):
+            train(tmp_path / "run", config)
+    assert _steps_done(tmp_path / "run") == 0  # stopped before its first step, with its checkpoint written
+    with interrupt_handlers():  # a new block starts with no request pending
+        assert train(tmp_path / "run", config, resume=True, stop_after=20)["step"] == 20
+
+
 def _servers_of(pid: int) -> list[int]:
     """Prefect API server processes whose parent is ``pid``."""
     out = []

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 
 from qff_core.cli import dataset, evaluate, model, models, pipeline, serve, submit, train, use
 from qff_core.cli.common import setup_compilation_cache
 from qff_core.errors import QffError
+from qff_core.interrupts import interrupt_handlers
 
 GROUPS = (model, dataset, train, evaluate, use, pipeline, models, serve, submit)
 
@@ -37,11 +37,6 @@ def build_parser() -> argparse.ArgumentParser:
 INTERRUPTED = 130
 
 
-def _terminate(signum, frame) -> None:
-    """SIGTERM (a scheduler or deployment stopping the job) ends the command like Ctrl-C."""
-    raise KeyboardInterrupt
-
-
 class _Notices(logging.Handler):
     """The library's warnings as ``qff: warning: ...`` lines on stderr."""
 
@@ -55,10 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     library = logging.getLogger("qff_core")
     handler = _Notices(logging.WARNING)
     library.addHandler(handler)
-    previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
     try:
-        setup_compilation_cache()
-        return args.func(args)
+        with interrupt_handlers():  # SIGTERM (a scheduler or deployment stopping the job) ends it like Ctrl-C
+            setup_compilation_cache()
+            return args.func(args)
     except QffError as exc:
         print(f"qff: error: {exc}", file=sys.stderr)
         return 2
@@ -68,14 +63,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return INTERRUPTED
     finally:
         library.removeHandler(handler)
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 __all__ = ["build_parser", "main"]

@@ -19,6 +19,7 @@ import numpy as np
 from qff_core.errors import EngineError, InputError, TransientError
 from qff_core.execution.shift.journal import ChunkResults, JobJournal, plan_digest
 from qff_core.execution.shift.planner import Plan
+from qff_core.interrupts import raise_if_interrupted
 
 T = TypeVar("T")
 
@@ -220,6 +221,7 @@ def run_plan(plan: Plan, evaluator: Evaluator, program, *, client=None, seed: in
     def keep(i: int, chunk_results: list) -> None:
         if results is not None:
             results.save(digest, i, chunk_results)
+        raise_if_interrupted()  # after the save: a finished chunk is kept
 
     if client is None and remote:
         done.update(_run_jobs(evaluator, program, pieces, seeds, retry, journal, digest, todo, keep))

@@ -1,0 +1,58 @@
+"""Ctrl-C and SIGTERM that are never lost.
+
+Python raises ``KeyboardInterrupt`` wherever the main thread is when the signal arrives. If that
+is a finaliser (a ``__del__`` or weakref callback, run by the garbage collector at any allocation),
+the exception is printed as "Exception ignored" and dropped, and the command carries on as if
+nothing happened: seen as a Prefect-mode ``qff train`` that trained on for minutes after Ctrl-C,
+the interrupt swallowed by an asyncio transport's ``__del__`` inside a zarr call. So the
+handler also records the request, and long loops call ``raise_if_interrupted`` between units
+of work (a training step, a chunk of circuits or reference calculations, an MD step), which
+re-raises an interrupt that a finaliser swallowed.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+_requested = threading.Event()
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    _requested.set()
+    raise KeyboardInterrupt
+
+
+def raise_if_interrupted() -> None:
+    """Raise ``KeyboardInterrupt`` if Ctrl-C or SIGTERM arrived (under ``interrupt_handlers``), even if the
+    interrupt raised at the time was swallowed; a no-op otherwise."""
+    if _requested.is_set():
+        raise KeyboardInterrupt
+
+
+def interrupted() -> bool:
+    """Whether an interrupt was requested under the current ``interrupt_handlers``."""
+    return _requested.is_set()
+
+
+@contextmanager
+def interrupt_handlers() -> Iterator[None]:
+    """SIGINT and SIGTERM raise ``KeyboardInterrupt`` and are remembered for ``raise_if_interrupted``, for the
+    block; the previous handlers come back after it. Outside the main thread (signals cannot be set there) the
+    block runs with the handlers it has."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _requested.clear()
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        _requested.clear()
+
+
+__all__ = ["interrupt_handlers", "interrupted", "raise_if_interrupted"]
