@@ -13,6 +13,7 @@ re-raises an interrupt that a finaliser swallowed.
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,15 @@ _requested = threading.Event()
 def _on_signal(signum: int, frame: object) -> None:
     _requested.set()
     raise KeyboardInterrupt
+
+
+def _quiet_swallowed_interrupts(previous):
+    def hook(unraisable) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt) and _requested.is_set():
+            return  # raise_if_interrupted acts on it
+        previous(unraisable)
+
+    return hook
 
 
 def raise_if_interrupted() -> None:
@@ -47,9 +57,12 @@ def interrupt_handlers() -> Iterator[None]:
         return
     _requested.clear()
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = _quiet_swallowed_interrupts(previous_hook)
     try:
         yield
     finally:
+        sys.unraisablehook = previous_hook
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         _requested.clear()
