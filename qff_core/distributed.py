@@ -203,10 +203,27 @@ def job_script(config: ClusterConfig) -> str:
         _close(cluster)
 
 
+def import_jobqueue():
+    """``dask_jobqueue``, without the SIGINT handler its import installs (``dask_jobqueue.runner`` sets
+    ``sys.exit()`` for the whole process: Ctrl-C would then exit 0 with no checkpoint and no message)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        import dask_jobqueue
+
+        return dask_jobqueue
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        import dask_jobqueue
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return dask_jobqueue
+
+
 def _jobqueue_cluster(config: ClusterConfig):
     """A SLURMCluster/PBSCluster with the config's job settings; its scheduler starts, no job yet."""
-    import dask_jobqueue
-
+    dask_jobqueue = import_jobqueue()
     jq = config.jobqueue
     return getattr(dask_jobqueue, _JOBQUEUE[config.kind][1])(
         queue=jq.queue, account=jq.account, cores=jq.cores, processes=jq.processes, memory=jq.memory,

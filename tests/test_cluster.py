@@ -214,3 +214,22 @@ def test_a_busy_local_worker_is_not_restarted_after_five_minutes():
 
     with dask_client(n_workers=1, processes=False) as client:
         assert client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.worker_ttl) == 3600
+
+
+def test_a_jobqueue_cluster_leaves_ctrl_c_to_the_command():
+    """Importing dask_jobqueue sets SIGINT to sys.exit() for the whole process (exit 0, nothing saved); qff's
+    import keeps the handler the command had. In a fresh process, so the import really runs."""
+    import subprocess
+
+    probe = (
+        "import signal\n"
+        "from qff_core.distributed import import_jobqueue\n"
+        "ours = signal.getsignal(signal.SIGINT)\n"
+        "import_jobqueue()\n"
+        "kept = signal.getsignal(signal.SIGINT) is ours\n"
+        "import sys; del sys.modules['dask_jobqueue.runner']\n"
+        "import dask_jobqueue.runner\n"  # the premise: a plain import replaces it
+        "print(kept, signal.getsignal(signal.SIGINT) is ours)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["True", "False"], out.stderr

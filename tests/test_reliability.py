@@ -274,7 +274,11 @@ def test_a_ctrl_c_that_a_finaliser_swallowed_still_stops_training_with_a_checkpo
 
     reported = []
     monkeypatch.setattr(sys, "unraisablehook", reported.append)
-    _SwallowsCtrlC()  # the premise, with Python's own handler: nothing is raised here, Python reports it
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # earlier tests' libraries may leave theirs
+    try:
+        _SwallowsCtrlC()  # the premise, with Python's own handler: nothing is raised here, Python reports it
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert [type(u.exc_value) for u in reported] == [KeyboardInterrupt]
     with interrupt_handlers():
         _SwallowsCtrlC()  # swallowed again, but remembered, and not reported as a traceback
