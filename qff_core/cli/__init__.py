@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from qff_core.cli import dataset, evaluate, model, models, pipeline, serve, submit, train, use
 from qff_core.cli.common import setup_compilation_cache
 from qff_core.errors import QffError
-from qff_core.interrupts import interrupt_handlers
+from qff_core.interrupts import interrupt_handlers, interrupted
 
 GROUPS = (model, dataset, train, evaluate, use, pipeline, models, serve, submit)
 
@@ -53,7 +53,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with interrupt_handlers():  # SIGTERM (a scheduler or deployment stopping the job) ends it like Ctrl-C
             setup_compilation_cache()
-            return args.func(args)
+            try:
+                return args.func(args)
+            except Exception as exc:
+                if interrupted() and not isinstance(exc, QffError):  # a library turned the interrupt into its own error
+                    raise KeyboardInterrupt from None
+                raise
     except QffError as exc:
         print(f"qff: error: {exc}", file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ from qff_core.cli.common import (
 )
 from qff_core.cli.model import add_model_flags
 from qff_core.errors import InputError, Interrupted
+from qff_core.interrupts import interrupted
 from qff_core.models import ModelConfig
 from qff_core.run import TrainConfig
 
@@ -69,6 +70,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise
         except KeyboardInterrupt:  # between two segments: the last one's checkpoint is what was kept
             raise Interrupted(_kept(args.run_dir, config.steps)) from None
+        except Exception:
+            if interrupted():  # Prefect turned it into another error (Ctrl-C while it was creating a task run)
+                raise Interrupted(_kept(args.run_dir, config.steps)) from None
+            raise
     log(f"{summary['stop_reason']} at step {summary['step']}; best validation at step {summary['best_step']} "
         f"({summary['wall_time_s']:.1f} s)")
     if args.json:
