@@ -17,7 +17,7 @@ from flows.retries import TRANSIENT_DELAYS_S, TRANSIENT_RETRIES, transient_only
 from qff_core.distributed import ClusterConfig
 from qff_core.evaluation import evaluate_run
 from qff_core.execution.config import ExecutorConfig
-from qff_core.interrupts import raise_if_interrupted
+from qff_core.interrupts import immediate_interrupts, raise_if_interrupted
 from qff_core.run import TrainConfig
 from qff_core.training import format_progress, train
 
@@ -36,9 +36,10 @@ def train_segment(run_dir: str, config: dict, resume: bool, steps: int, cluster:
     the executor's ``token_secret`` is read here, inside the task, so it is never a parameter.
     """
     train_config = TrainConfig.model_validate(config)
-    return train(run_dir, train_config, resume=resume, stop_after=steps, progress=_print_progress,
-                 cluster=None if cluster is None else ClusterConfig.model_validate(cluster),
-                 token=token_for(train_config.executor), wait=wait)
+    with immediate_interrupts():  # the CLI defers Ctrl-C while Prefect's engine runs; here it may land anywhere
+        return train(run_dir, train_config, resume=resume, stop_after=steps, progress=_print_progress,
+                     cluster=None if cluster is None else ClusterConfig.model_validate(cluster),
+                     token=token_for(train_config.executor), wait=wait)
 
 
 @flow(name="train-model", log_prints=True)

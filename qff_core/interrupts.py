@@ -19,11 +19,37 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 _requested = threading.Event()
+_raise_at_once = [True]  # False while an orchestrator's own code runs (``deferred_interrupts``)
 
 
 def _on_signal(signum: int, frame: object) -> None:
     _requested.set()
-    raise KeyboardInterrupt
+    if _raise_at_once[0]:
+        raise KeyboardInterrupt
+
+
+@contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """For the block, an interrupt is only recorded, not raised where it lands; ``raise_if_interrupted`` and
+    ``immediate_interrupts`` raise it in code that can handle it. For Prefect's engine: Ctrl-C while it creates
+    a task run makes its crash handler fail ("Task run is not set") and replaces the interrupt with that error."""
+    before, _raise_at_once[0] = _raise_at_once[0], False
+    try:
+        yield
+    finally:
+        _raise_at_once[0] = before
+
+
+@contextmanager
+def immediate_interrupts() -> Iterator[None]:
+    """Inside ``deferred_interrupts``, a block of our own work (a Prefect task's body) where Ctrl-C raises where it
+    lands again; one that arrived before the block raises on entry."""
+    before, _raise_at_once[0] = _raise_at_once[0], True
+    try:
+        raise_if_interrupted()
+        yield
+    finally:
+        _raise_at_once[0] = before
 
 
 def _quiet_swallowed_interrupts(previous):
@@ -68,4 +94,4 @@ def interrupt_handlers() -> Iterator[None]:
         _requested.clear()
 
 
-__all__ = ["interrupt_handlers", "interrupted", "raise_if_interrupted"]
+__all__ = ["deferred_interrupts", "immediate_interrupts", "interrupt_handlers", "interrupted", "raise_if_interrupted"]

@@ -21,7 +21,7 @@ from qff_core.cli.common import (
 )
 from qff_core.cli.model import add_model_flags
 from qff_core.errors import InputError, Interrupted
-from qff_core.interrupts import interrupted
+from qff_core.interrupts import deferred_interrupts, interrupted, raise_if_interrupted
 from qff_core.models import ModelConfig
 from qff_core.run import TrainConfig
 
@@ -63,9 +63,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             with prefect_api():
                 from flows.training import train_model
 
-                summary = train_model(config.model_dump(), str(args.run_dir), resume=args.resume,
-                                      segment_steps=args.segment_steps, wait=args.wait,
-                                      cluster=None if cluster is None else cluster.model_dump())
+                with deferred_interrupts():  # Ctrl-C raises in the segments and between them, not in Prefect's engine
+                    summary = train_model(config.model_dump(), str(args.run_dir), resume=args.resume,
+                                          segment_steps=args.segment_steps, wait=args.wait,
+                                          cluster=None if cluster is None else cluster.model_dump())
+                raise_if_interrupted()
         except Interrupted:
             raise
         except KeyboardInterrupt:  # between two segments: the last one's checkpoint is what was kept
