@@ -263,7 +263,7 @@ class _SwallowsCtrlC:
             pass
 
 
-def test_a_ctrl_c_that_a_finaliser_swallowed_still_stops_training_with_a_checkpoint(lih, tmp_path, monkeypatch):
+def test_a_ctrl_c_that_a_finaliser_swallowed_still_stops_training_with_a_checkpoint(lih, tmp_path):
     """Seen in Prefect mode: Ctrl-C landed in an asyncio transport's __del__ inside a zarr call and training went
     on for minutes (also seen in JAX's garbage-collection callback); the handler also records the request and the
     step loop acts on it."""
@@ -272,21 +272,23 @@ def test_a_ctrl_c_that_a_finaliser_swallowed_still_stops_training_with_a_checkpo
     from qff_core.run import TrainConfig
     from qff_core.training import train
 
-    reported = []
-    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+    reported = []  # what Python reports as "Exception ignored", through its real hook mechanism
+    previous_hook, sys.unraisablehook = sys.unraisablehook, reported.append
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # earlier tests' libraries may leave theirs
     try:
         _SwallowsCtrlC()  # the premise, with Python's own handler: nothing is raised here, Python reports it
-    finally:
         signal.signal(signal.SIGINT, previous)
-    assert [type(u.exc_value) for u in reported] == [KeyboardInterrupt]
-    with interrupt_handlers():
-        _SwallowsCtrlC()  # swallowed again, but remembered, and not reported as a traceback
-        assert len(reported) == 1
+        assert [type(u.exc_value) for u in reported] == [KeyboardInterrupt]
         config = TrainConfig(dataset=lih, model={"depth": 1}, steps=400, batch_size=4, test_size=2, val_size=2,
                              eval_every=20, checkpoint_every=20)
-        with pytest.raises(Interrupted, match="kept 0 of 400 steps"):
-            train(tmp_path / "run", config)
+        with interrupt_handlers():
+            _SwallowsCtrlC()  # swallowed again, but remembered, and not reported as a traceback
+            assert len(reported) == 1
+            with pytest.raises(Interrupted, match="kept 0 of 400 steps"):
+                train(tmp_path / "run", config)
+    finally:
+        sys.unraisablehook = previous_hook
+        signal.signal(signal.SIGINT, previous)
     assert _steps_done(tmp_path / "run") == 0  # stopped before its first step, with its checkpoint written
     with interrupt_handlers():  # a new block starts with no request pending
         assert train(tmp_path / "run", config, resume=True, stop_after=20)["step"] == 20
