@@ -15,11 +15,13 @@ from prefect.artifacts import create_markdown_artifact
 from flows.reference_data import reference_data
 from flows.training import evaluate_task
 from qff_core.distributed import ClusterConfig
+from qff_core.interrupts import interruptible
 from qff_core.pipeline import PipelineConfig, Stages, run_pipeline, train_models
 from qff_core.run import TrainConfig
 
 
 @task(name="train-models")
+@interruptible
 def train_task(jobs: dict[str, tuple[str, dict]], cluster: dict) -> dict[str, dict]:
     """Train every model of the pipeline at once on the Dask cluster (``jobs``: name -> (run directory,
     TrainConfig fields))."""

@@ -14,12 +14,14 @@ from prefect import flow, get_run_logger, task
 from flows.retries import TRANSIENT_DELAYS_S, TRANSIENT_RETRIES, transient_only
 from qff_core.datagen import GenerateConfig, catalog_dataset, compute_dataset, prepare_dataset
 from qff_core.distributed import ClusterConfig, check_submit_command, load_cluster_config
+from qff_core.interrupts import interruptible
 from qff_core.progress import ProgressReporter
 from qff_core.store.dataset import Dataset
 from qff_core.store.paths import check_writable_dir
 
 
 @task(name="prepare-dataset")
+@interruptible
 def prepare(settings: dict) -> str:
     """Validate the request, sample geometries, create or top up the dataset; returns its path."""
     return str(prepare_dataset(GenerateConfig.model_validate(settings)).path)
@@ -27,6 +29,7 @@ def prepare(settings: dict) -> str:
 
 @task(name="compute-reference-data", retries=TRANSIENT_RETRIES, retry_delay_seconds=TRANSIENT_DELAYS_S,
       retry_condition_fn=transient_only, persist_result=True)
+@interruptible
 def compute(settings: dict, path: str, cluster: dict | None) -> dict:
     """Compute every pending or failed sample on Dask (in this process when ``cluster`` is None);
     each chunk is stored as it returns, and a progress line is logged per chunk."""
@@ -37,6 +40,7 @@ def compute(settings: dict, path: str, cluster: dict | None) -> dict:
 
 
 @task(name="catalog-dataset")
+@interruptible
 def catalog(path: str, catalog_dir: str) -> str:
     """Write the dataset's record into the data catalog."""
     return str(catalog_dataset(Dataset.open(path), catalog_dir))

@@ -17,7 +17,7 @@ from flows.retries import TRANSIENT_DELAYS_S, TRANSIENT_RETRIES, transient_only
 from qff_core.distributed import ClusterConfig
 from qff_core.evaluation import evaluate_run
 from qff_core.execution.config import ExecutorConfig
-from qff_core.interrupts import immediate_interrupts, raise_if_interrupted
+from qff_core.interrupts import interruptible, raise_if_interrupted
 from qff_core.run import TrainConfig
 from qff_core.training import format_progress, train
 
@@ -28,6 +28,7 @@ def _print_progress(p: dict) -> None:
 
 @task(name="train-segment", retries=TRANSIENT_RETRIES, retry_delay_seconds=TRANSIENT_DELAYS_S,
       retry_condition_fn=transient_only, persist_result=True, cache_policy=NO_CACHE)
+@interruptible
 def train_segment(run_dir: str, config: dict, resume: bool, steps: int, cluster: dict | None = None,
                   wait: bool = False) -> dict:
     """Up to ``steps`` training steps from the last checkpoint (or from the start).
@@ -36,10 +37,9 @@ def train_segment(run_dir: str, config: dict, resume: bool, steps: int, cluster:
     the executor's ``token_secret`` is read here, inside the task, so it is never a parameter.
     """
     train_config = TrainConfig.model_validate(config)
-    with immediate_interrupts():  # the CLI defers Ctrl-C while Prefect's engine runs; here it may land anywhere
-        return train(run_dir, train_config, resume=resume, stop_after=steps, progress=_print_progress,
-                     cluster=None if cluster is None else ClusterConfig.model_validate(cluster),
-                     token=token_for(train_config.executor), wait=wait)
+    return train(run_dir, train_config, resume=resume, stop_after=steps, progress=_print_progress,
+                 cluster=None if cluster is None else ClusterConfig.model_validate(cluster),
+                 token=token_for(train_config.executor), wait=wait)
 
 
 @flow(name="train-model", log_prints=True)
@@ -58,6 +58,7 @@ def train_model(config: TrainConfig, run_dir: str, resume: bool = False, segment
 
 @task(name="evaluate-run", retries=TRANSIENT_RETRIES, retry_delay_seconds=TRANSIENT_DELAYS_S,
       retry_condition_fn=transient_only, persist_result=True, cache_policy=NO_CACHE)
+@interruptible
 def evaluate_task(run_dir: str, seed: int = 0, plots: bool = True, krr: bool = False, executor: dict | None = None,
                   sets: tuple[str, ...] | None = None, max_test: int | None = None,
                   cluster: dict | None = None, max_qpu_seconds: float | None = None,

@@ -13,11 +13,13 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.retries import TRANSIENT_DELAYS_S, TRANSIENT_RETRIES, transient_only
 from qff_core.active import ActiveLearningConfig, active_learn
+from qff_core.interrupts import interruptible
 from qff_core.md import MDConfig, run_md
 
 
 @task(name="md-trajectory", retries=TRANSIENT_RETRIES, retry_delay_seconds=TRANSIENT_DELAYS_S,
       retry_condition_fn=transient_only, persist_result=True, cache_policy=NO_CACHE)
+@interruptible
 def md_task(config: dict) -> dict:
     """One trajectory (``qff_core.md.run_md``): the summary, with the trajectory and plot paths."""
     return run_md(MDConfig.model_validate(config))
@@ -35,6 +37,7 @@ def md(config: MDConfig) -> dict:
 
 @task(name="active-learning-round", retries=TRANSIENT_RETRIES, retry_delay_seconds=TRANSIENT_DELAYS_S,
       retry_condition_fn=transient_only, persist_result=True, cache_policy=NO_CACHE)
+@interruptible
 def active_learning_round(config: dict, rounds: int) -> dict:
     """Run (or resume) the job up to ``rounds`` rounds."""
     settings = ActiveLearningConfig.model_validate({**config, "rounds": rounds})

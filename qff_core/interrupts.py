@@ -12,14 +12,23 @@ re-raises an interrupt that a finaliser swallowed.
 
 from __future__ import annotations
 
+import functools
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import ParamSpec, TypeVar
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _requested = threading.Event()
 _raise_at_once = [True]  # False while an orchestrator's own code runs (``deferred_interrupts``)
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()  # where signal handlers run
 
 
 def _on_signal(signum: int, frame: object) -> None:
@@ -33,6 +42,9 @@ def deferred_interrupts() -> Iterator[None]:
     """For the block, an interrupt is only recorded, not raised where it lands; ``raise_if_interrupted`` and
     ``immediate_interrupts`` raise it in code that can handle it. For Prefect's engine: Ctrl-C while it creates
     a task run makes its crash handler fail ("Task run is not set") and replaces the interrupt with that error."""
+    if not _in_main_thread():
+        yield
+        return
     before, _raise_at_once[0] = _raise_at_once[0], False
     try:
         yield
@@ -44,12 +56,28 @@ def deferred_interrupts() -> Iterator[None]:
 def immediate_interrupts() -> Iterator[None]:
     """Inside ``deferred_interrupts``, a block of our own work (a Prefect task's body) where Ctrl-C raises where it
     lands again; one that arrived before the block raises on entry."""
+    if not _in_main_thread():  # a task in a worker thread: the main thread's mode stays as it is
+        raise_if_interrupted()
+        yield
+        return
     before, _raise_at_once[0] = _raise_at_once[0], True
     try:
         raise_if_interrupted()
         yield
     finally:
         _raise_at_once[0] = before
+
+
+def interruptible(fn: Callable[P, R]) -> Callable[P, R]:
+    """``fn`` runs under ``immediate_interrupts``: for the body of every Prefect task (put it under ``@task``), so a
+    command that defers Ctrl-C while Prefect's engine runs is still interrupted inside the task's own work."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with immediate_interrupts():
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def _quiet_swallowed_interrupts(previous):
@@ -78,7 +106,7 @@ def interrupt_handlers() -> Iterator[None]:
     """SIGINT and SIGTERM raise ``KeyboardInterrupt`` and are remembered for ``raise_if_interrupted``, for the
     block; the previous handlers come back after it. Outside the main thread (signals cannot be set there) the
     block runs with the handlers it has."""
-    if threading.current_thread() is not threading.main_thread():
+    if not _in_main_thread():
         yield
         return
     _requested.clear()
@@ -94,4 +122,11 @@ def interrupt_handlers() -> Iterator[None]:
         _requested.clear()
 
 
-__all__ = ["deferred_interrupts", "immediate_interrupts", "interrupt_handlers", "interrupted", "raise_if_interrupted"]
+__all__ = [
+    "deferred_interrupts",
+    "immediate_interrupts",
+    "interrupt_handlers",
+    "interrupted",
+    "interruptible",
+    "raise_if_interrupted",
+]

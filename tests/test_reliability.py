@@ -17,8 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from prefect import flow, task
 
 from qff_core.cli import main
+from qff_core.interrupts import interruptible
 from qff_core.store.checkpoint import latest_checkpoint, read_checkpoint
 from qff_core.store.dataset import Dataset
 
@@ -292,6 +294,59 @@ def test_a_ctrl_c_that_a_finaliser_swallowed_still_stops_training_with_a_checkpo
     assert _steps_done(tmp_path / "run") == 0  # stopped before its first step, with its checkpoint written
     with interrupt_handlers():  # a new block starts with no request pending
         assert train(tmp_path / "run", config, resume=True, stop_after=20)["step"] == 20
+
+
+@task(name="reliability-note")
+@interruptible
+def _note(log: str, item: str) -> None:
+    with open(log, "a") as f:
+        f.write(item + "\n")
+
+
+@flow(name="reliability-ctrl-c-between-tasks")
+def _ctrl_c_between_tasks(log: str, then_fail: bool = False) -> None:
+    _note(log, "first task")
+    os.kill(os.getpid(), signal.SIGINT)  # lands outside our task bodies, as it may in Prefect's engine code
+    for _ in range(1000):  # the handler runs at the next bytecode, here
+        pass
+    with open(log, "a") as f:
+        f.write("flow body went on\n")
+    if then_fail:  # what Prefect made of Ctrl-C while creating a task run: "ValueError: Task run is not set"
+        raise ValueError("Task run is not set")
+    _note(log, "second task")
+
+
+@flow(name="reliability-fails")
+def _fails_without_ctrl_c() -> None:
+    raise ValueError("not Ctrl-C")
+
+
+def test_under_run_flow_ctrl_c_outside_our_tasks_is_raised_in_the_next_one(prefect_server, tmp_path):
+    """``run_flow`` records Ctrl-C while Prefect's engine runs and the next ``interruptible`` task raises it on entry,
+    inside its own task run, which Prefect records as crashed; an error Prefect makes of an interrupt is the
+    interrupt again. Without ``run_flow`` the same Ctrl-C raises where it lands."""
+    from prefect.client.orchestration import get_client
+
+    from qff_core.cli.prefect_api import run_flow
+    from qff_core.interrupts import interrupt_handlers
+
+    def lines(name: str, **kwargs) -> list[str]:
+        log = tmp_path / name
+        log.touch()
+        with interrupt_handlers(), pytest.raises(KeyboardInterrupt):
+            (run_flow if name != "plain" else lambda f, *a, **k: f(*a, **k))(_ctrl_c_between_tasks, str(log),
+                                                                             **kwargs)
+        return log.read_text().splitlines()
+
+    assert lines("plain") == ["first task"]  # the premise: called plainly, it raises in the flow body
+    assert lines("run_flow") == ["first task", "flow body went on"]  # deferred there, raised in the second task
+    with get_client(sync_client=True) as client:
+        runs = sorted(client.read_task_runs(), key=lambda r: r.created)
+    last = [r for r in runs if r.name.startswith("reliability-note")][-1]
+    assert last.state is not None and last.state.is_crashed(), last.state  # the second task's run exists
+    assert lines("failed", then_fail=True) == ["first task", "flow body went on"]  # the error became the interrupt
+    with interrupt_handlers(), pytest.raises(ValueError, match="not Ctrl-C"):
+        run_flow(_fails_without_ctrl_c)  # no interrupt: the error itself
 
 
 def _servers_of(pid: int) -> list[int]:

@@ -37,14 +37,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
         summary = generate(settings, cluster=cluster, catalog_dir=catalog_dir(args.catalog), log=log,
                            progress=ProgressReporter("qff dataset generate"))
     else:
-        from qff_core.cli.prefect_api import prefect_api
+        from qff_core.cli.prefect_api import prefect_api, run_flow
 
         with prefect_api():
             from flows.reference_data import reference_data
 
-            summary = reference_data(settings.model_dump(), workers=0 if cluster is None else None,
-                                     cluster=None if cluster is None else cluster.model_dump(),
-                                     catalog_dir=str(catalog_dir(args.catalog)))
+            summary = run_flow(reference_data, settings.model_dump(), workers=0 if cluster is None else None,
+                               cluster=None if cluster is None else cluster.model_dump(),
+                               catalog_dir=str(catalog_dir(args.catalog)))
     summary["seconds"] = time.perf_counter() - t0
     busy = f", {summary['busy_elsewhere']} being computed by another process" if summary.get("busy_elsewhere") else ""
     log(f"computed {summary['computed']} samples in {summary['seconds']:.1f} s ({summary['failed']} failed{busy}); "

@@ -80,13 +80,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         summary = evaluate_run(config.run_dir, executor=config.executor, cluster=cluster, token=token(config.executor),
                                **options)
     else:
-        from qff_core.cli.prefect_api import prefect_api
+        from qff_core.cli.prefect_api import prefect_api, run_flow
 
         with prefect_api():
             from flows.training import evaluate_model
 
-            summary = evaluate_model(config.run_dir, executor=config.executor.model_dump(),
-                                     cluster=None if cluster is None else cluster.model_dump(), **options)
+            summary = run_flow(evaluate_model, config.run_dir, executor=config.executor.model_dump(),
+                               cluster=None if cluster is None else cluster.model_dump(), **options)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

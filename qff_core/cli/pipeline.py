@@ -25,14 +25,14 @@ def _run(config: PipelineConfig, args: argparse.Namespace) -> int:
     if args.no_prefect:
         result = run_pipeline(config, out, log=log, force=args.force)
     else:
-        from qff_core.cli.prefect_api import prefect_api
+        from qff_core.cli.prefect_api import prefect_api, run_flow
 
         if not os.environ.get("PREFECT_API_URL") and not os.environ.get("PREFECT_HOME"):
             os.environ["PREFECT_HOME"] = str((out / "prefect").resolve())  # the temporary server's database too
         with prefect_api():
             from flows.pipeline import pipeline
 
-            result = pipeline(config.model_dump(), str(out), force=args.force)
+            result = run_flow(pipeline, config.model_dump(), str(out), force=args.force)
     evaluations = {k: result[k] for k in config.models}
     log(f"\n{config.name}: {result['engine']} reference data, {time.perf_counter() - t0:.0f} s in total")
     log(result["table"])

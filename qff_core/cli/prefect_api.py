@@ -19,10 +19,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import ParamSpec, TypeVar
 
-from qff_core.errors import ResourceError
+from qff_core.errors import QffError, ResourceError
+from qff_core.interrupts import deferred_interrupts, interrupted
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 PR_SET_PDEATHSIG = 1
 
@@ -79,6 +84,22 @@ def prefect_api(startup_timeout_s: float = 180.0) -> Iterator[str]:
         log.close()
 
 
+def run_flow(flow: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """Call a Prefect flow from a command, Ctrl-C-safe: while Prefect's engine runs an interrupt is only recorded,
+    and it is raised inside the flow's tasks (``interruptible``) or by the flow's own checks. Ctrl-C landing while
+    Prefect creates a task run would otherwise make its crash handler fail ("Task run is not set", seen in CI); an
+    error Prefect still makes of an interrupt is the interrupt again."""
+    try:
+        with deferred_interrupts():
+            return flow(*args, **kwargs)
+    except (KeyboardInterrupt, QffError):
+        raise
+    except Exception:
+        if interrupted():
+            raise KeyboardInterrupt from None
+        raise
+
+
 def _wait_healthy(server: subprocess.Popen, url: str, timeout_s: float, log) -> None:
     import httpx
 
@@ -120,4 +141,4 @@ def _stop(server: subprocess.Popen) -> None:
             server.wait()
 
 
-__all__ = ["prefect_api", "prefect_defaults"]
+__all__ = ["prefect_api", "prefect_defaults", "run_flow"]

@@ -21,7 +21,6 @@ from qff_core.cli.common import (
 )
 from qff_core.cli.model import add_model_flags
 from qff_core.errors import InputError, Interrupted
-from qff_core.interrupts import deferred_interrupts, interrupted, raise_if_interrupted
 from qff_core.models import ModelConfig
 from qff_core.run import TrainConfig
 
@@ -57,25 +56,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         summary = train(args.run_dir, config, resume=args.resume, progress=progress, cluster=cluster,
                         token=token(config.executor), wait=args.wait)
     else:
-        from qff_core.cli.prefect_api import prefect_api
+        from qff_core.cli.prefect_api import prefect_api, run_flow
 
         try:
             with prefect_api():
                 from flows.training import train_model
 
-                with deferred_interrupts():  # Ctrl-C raises in the segments and between them, not in Prefect's engine
-                    summary = train_model(config.model_dump(), str(args.run_dir), resume=args.resume,
-                                          segment_steps=args.segment_steps, wait=args.wait,
-                                          cluster=None if cluster is None else cluster.model_dump())
-                raise_if_interrupted()
-        except Interrupted:
-            raise
+                summary = run_flow(train_model, config.model_dump(), str(args.run_dir), resume=args.resume,
+                                   segment_steps=args.segment_steps, wait=args.wait,
+                                   cluster=None if cluster is None else cluster.model_dump())
         except KeyboardInterrupt:  # between two segments: the last one's checkpoint is what was kept
             raise Interrupted(_kept(args.run_dir, config.steps)) from None
-        except Exception:
-            if interrupted():  # Prefect turned it into another error (Ctrl-C while it was creating a task run)
-                raise Interrupted(_kept(args.run_dir, config.steps)) from None
-            raise
     log(f"{summary['stop_reason']} at step {summary['step']}; best validation at step {summary['best_step']} "
         f"({summary['wall_time_s']:.1f} s)")
     if args.json:

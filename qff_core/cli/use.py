@@ -49,12 +49,12 @@ def cmd_active_learn(args: argparse.Namespace) -> int:
 
         summary = active_learn(config, log=log)
     else:
-        from qff_core.cli.prefect_api import prefect_api
+        from qff_core.cli.prefect_api import prefect_api, run_flow
 
         with prefect_api():
             from flows.use import active_learning
 
-            summary = active_learning(config)
+            summary = run_flow(active_learning, config)
     lines = []
     if summary["initial_test"]:
         lines.append(f"test set before: force MAE {summary['initial_test']['forces_mae_kcal_mol_a']:.3f} kcal/mol/A")
