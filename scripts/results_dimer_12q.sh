@@ -2,8 +2,10 @@
 # The 12-qubit whole-system water dimer of docs/results.md (issue 19): invariant rep=2 (4 qubits per water, the
 # paper's setting) D=4, 54 parameters, on the dimer dataset of scripts/results_dimer.sh (generated here if missing),
 # the same split and budget as the fragment model (15 000 steps, batch 64), then evaluated with its audit.
-# One step is about 1 s CPU (per-geometry gradients, Kronecker-blocked encodings, unrolled layers: docs/performance.md),
-# so the run takes 4-5 hours on one free core. Rerun after an interruption: generation and training resume.
+# One step is about 1 s CPU in the benchmark (per-geometry gradients, Kronecker-blocked encodings, unrolled layers:
+# docs/performance.md) and 1.3-1.5 s in training here (2026-12-04, 2-core AMD EPYC, with validation and checkpoints),
+# so the run takes 5-6 hours on one free core, after 6454 s of psi4 on 2 workers for the dataset. Rerun after an
+# interruption: generation and training resume.
 # Usage: [STEPS=15000] [WORKERS=2] scripts/results_dimer_12q.sh [DATA_DIR] [RUNS_DIR]
 set -euo pipefail
 DATA=${1:-data}
