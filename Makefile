@@ -3,6 +3,10 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+# Test files are shared out to one worker per core, at most 4; a file's tests stay together and in order
+# (module fixtures, the one SLURM cluster), and each worker makes its own session fixtures and Prefect
+# server. XDIST="-n 0" runs everything in one process.
+XDIST ?= -n auto --maxprocesses 4 --dist loadfile
 
 .PHONY: demo test bench lint setup lock
 
@@ -12,7 +16,7 @@ demo:
 
 test:
 	@scripts/bootstrap.sh dev
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 bench:
 	@scripts/bootstrap.sh dev,bench

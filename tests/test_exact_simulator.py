@@ -224,16 +224,19 @@ def test_kronecker_blocks_of_single_qubit_gates_equal_one_by_one(molecule, confi
     assert np.abs(E0[:2] - np.array([energy(model, theta, x) for x in X[:2]])).max() < FLOAT64_TOL
 
 
-def test_per_geometry_loss_gradients_equal_the_batched_ones(rng):
+@pytest.mark.parametrize(("molecule", "config"), [("h2o", {}),
+                                                  pytest.param("h2o_dimer", {"rep": 1}, marks=pytest.mark.slow)])
+def test_per_geometry_loss_gradients_equal_the_batched_ones(molecule, config, rng):
     """The large-model path (loss gradient accumulated one geometry at a time) gives the batched loss, gradient
-    and Adam step to rounding (energy-and-force loss: double backprop on both sides)."""
+    and Adam step to rounding (energy-and-force loss: double backprop on both sides). The path does not depend on
+    the molecule: H2O by default, the 8-qubit dimer (60 s, mostly compilation) with the slow tests."""
     import optax
 
     from qff_core.execution.base import ParameterMap, TrainingArrays
     from qff_core.execution.exact.executor import ExactExecutor
     from qff_core.loss import Loss
 
-    sim = simulator_for("h2o_dimer", rep=1)
+    sim = simulator_for(molecule, **config)
     model = sim.model
     theta = init_parameters(model, seed=6, strategy="random")
     X = random_geometries(model, TEST_BATCH, rng)
