@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from qff_core.errors import CalculationTimeoutError, ConvergenceError, EngineError, InputError, ResourceError
+from qff_core.processes import pid_alive
 from qff_core.reference.base import CalculationRequest, CalculationResult
 from qff_core.units import BOHR_ANGSTROM, HARTREE_EV
 
@@ -49,18 +50,8 @@ def remove_stale_scratch() -> None:
     """Remove scratch folders left by psi4 calculations of processes that were killed (once per process)."""
     for folder in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
         pid = folder.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import zarr
 
 from qff_core.errors import InputError
+from qff_core.processes import pid_alive
 
 CHECKPOINT_SCHEMA = 1
 LATEST = "latest"
@@ -89,18 +90,8 @@ def _prune(directory: Path, keep: int) -> None:
             shutil.rmtree(p, ignore_errors=True)
     for p in directory.glob("step_*.zarr.partial-*"):  # left by a killed writer, or by an interrupted write here
         pid = p.name.split(".partial-", 1)[1].split("-", 1)[0]
-        if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
+        if pid.isdigit() and (int(pid) == os.getpid() or not pid_alive(int(pid))):
             shutil.rmtree(p, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def latest_checkpoint(directory: str | Path) -> Path | None:

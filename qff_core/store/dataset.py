@@ -30,6 +30,7 @@ import zarr
 
 from qff_core.errors import InputError
 from qff_core.molecules import MoleculeSpec, validate_positions
+from qff_core.processes import pid_alive
 from qff_core.reference.base import CalculationResult
 from qff_core.store.locks import file_lock
 
@@ -189,7 +190,7 @@ class Dataset:
         host, me = socket.gethostname(), os.getpid()
         with dataset_lock(self.path):
             claims = {k: v for k, v in self._claims().items()
-                      if v.get("pid") != me and (v.get("host") != host or _pid_alive(int(v.get("pid", 0))))}
+                      if v.get("pid") != me and (v.get("host") != host or pid_alive(int(v.get("pid", 0))))}
             todo = [int(i) for i in self.todo() if str(int(i)) not in claims]
             busy = sum(1 for i in self.todo() if str(int(i)) in claims)
             claims.update({str(i): {"pid": me, "host": host} for i in todo})
@@ -342,13 +343,3 @@ def dataset_lock(path: str | Path):
     """The dataset's exclusive lock (``<name>.lock`` beside it), re-entrant in one process."""
     path = Path(path)
     return file_lock(path.with_name(path.name + ".lock"))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
