@@ -68,7 +68,7 @@ def test_inversion_is_measured_and_symmetrisation_makes_it_exact(name):
         assert sym.forces_rel_error[op] < FORCE_EQUIVARIANCE_TOL, (op, sym.forces_rel_error)
 
 
-@pytest.mark.parametrize("name", ["h2o", "nh3", "h2o_dimer"])
+@pytest.mark.parametrize("name", ["h2o", "nh3", pytest.param("h2o_dimer", marks=pytest.mark.slow)])  # dimer: 20 s
 def test_generic_baseline_breaks_rotation_and_permutation(name):
     report = audit(simulator_for(name, model="generic"))
     assert report.max_rel_error["rotation"] > 1e-3
