@@ -30,6 +30,14 @@ from qff_core.store.paths import check_writable_dir
 SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
+def single_thread_xla() -> None:
+    """Add the single-thread flags to ``XLA_FLAGS`` (before JAX starts its backend), keeping the user's other
+    flags and any threading choice of their own."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    missing = [f for f in SINGLE_THREAD_XLA.split() if f.lstrip("-").split("=")[0] not in flags]
+    os.environ["XLA_FLAGS"] = " ".join([flags, *missing]).strip()
+
+
 class PipelineConfig(BaseModel):
     """What ``qff pipeline`` / ``qff demo`` run."""
 
@@ -108,7 +116,7 @@ def choose_engine(requested: str, log=print) -> str:
 
 def _train_worker(run_dir: str, config: dict, cache_dir: str | None, label: str) -> dict:
     """Train one model in a Dask worker process (plain functions only: no Prefect in workers)."""
-    os.environ.setdefault("XLA_FLAGS", SINGLE_THREAD_XLA)  # one core per model (before JAX starts here)
+    single_thread_xla()  # one core per model (before JAX starts here)
     if cache_dir:
         from qff_core.execution.exact import enable_compilation_cache
 
@@ -125,7 +133,7 @@ def train_models(jobs: dict[str, tuple[str, TrainConfig]], *, cluster: ClusterCo
     """Train several models at once, one Dask worker per model, on ``cluster`` (resumes existing runs)."""
     from qff_core.distributed import dask_client
 
-    os.environ.setdefault("XLA_FLAGS", SINGLE_THREAD_XLA)
+    single_thread_xla()
     import jax
 
     cache = jax.config.jax_compilation_cache_dir  # the workers share this process's compilation cache

@@ -4,6 +4,7 @@ evaluation and comparison, every file under one output folder."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,20 @@ def test_the_plain_pipeline_gives_what_the_flow_gives(flow_output, tmp_path, cap
             for key, value in flow[name][part].items():
                 expected = pytest.approx(value, rel=FLOAT64_TOL, abs=FLOAT64_TOL)
                 assert plain[name][part][key] == expected, (name, part, key)
+
+
+def test_single_thread_flags_join_the_users_xla_flags(monkeypatch):
+    from qff_core.pipeline import SINGLE_THREAD_XLA, single_thread_xla
+
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    single_thread_xla()
+    assert os.environ["XLA_FLAGS"] == SINGLE_THREAD_XLA
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")  # kept, and the threads still set
+    single_thread_xla()
+    assert os.environ["XLA_FLAGS"] == f"--xla_force_host_platform_device_count=2 {SINGLE_THREAD_XLA}"
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")  # the user's own threading choice wins
+    single_thread_xla()
+    assert os.environ["XLA_FLAGS"] == "--xla_cpu_multi_thread_eigen=true intra_op_parallelism_threads=1"
 
 
 def test_missing_psi4_falls_back_to_pyscf_and_says_so(monkeypatch):
