@@ -169,9 +169,11 @@ def make_cluster(config: ClusterConfig):
         # A primitive job (minutes of Aer with device noise) can hold a worker's GIL past the scheduler's 5-minute
         # heartbeat limit on a loaded machine; the scheduler would then restart a healthy worker and lose its work.
         # Dead local workers are noticed by their nanny and closed connections anyway.
+        # No dashboard; the scheduler's HTTP endpoints (health, metrics) on a free port: on distributed's default
+        # 8787 a second qff command on the machine warned "Port 8787 is already in use".
         with dask.config.set({"distributed.scheduler.worker-ttl": LOCAL_WORKER_TTL}):
             return LocalCluster(n_workers=config.local.n_workers, threads_per_worker=1, processes=processes,
-                                dashboard_address=None)
+                                dashboard_address=None, scheduler_kwargs={"dashboard_address": ":0"})
     if config.kind not in _JOBQUEUE:
         raise InputError(f"kind {config.kind!r} has no cluster to start; it connects to {config.address}")
     check_submit_command(config)

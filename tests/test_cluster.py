@@ -132,7 +132,8 @@ def test_jobs_that_never_start_time_out(tmp_path, monkeypatch):
 def test_address_kind_connects_and_fails_clearly(tmp_path):
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster, \
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None,
+                      scheduler_kwargs={"dashboard_address": ":0"}) as cluster, \
             dask_client(ClusterConfig(kind="address", address=cluster.scheduler_address)) as client:
         assert client.submit(sum, [1, 2]).result(timeout=30) == 3
     with pytest.raises(ClusterUnavailableError, match="no Dask scheduler answers"), \
@@ -214,6 +215,28 @@ def test_a_busy_local_worker_is_not_restarted_after_five_minutes():
 
     with dask_client(n_workers=1, processes=False) as client:
         assert client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.worker_ttl) == 3600
+
+
+def test_two_local_clusters_at_once_start_quietly():
+    """Two qff commands on one machine: the second local cluster's scheduler found distributed's default HTTP port
+    8787 taken and warned about it ("Perhaps you already have a cluster running?")."""
+    import socket
+    import warnings
+
+    from qff_core.distributed import dask_client
+
+    with socket.socket() as held, dask_client(n_workers=1, processes=False) as first:
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            held.bind(("0.0.0.0", 8787))  # the port the warning is about (unless another cluster holds it already)
+            held.listen()
+        except OSError:
+            pass
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            with dask_client(n_workers=1, processes=False) as second:
+                assert second.submit(sum, [1, 2]).result(timeout=30) == 3
+        assert first.submit(sum, [3, 4]).result(timeout=30) == 7
 
 
 def test_a_jobqueue_cluster_leaves_ctrl_c_to_the_command():

@@ -381,7 +381,8 @@ def test_chunks_lost_with_a_killed_dask_worker_run_again(tmp_path, rng):
     expected, _ = run_plan(plan, aer, program)
     killer = WorkerKiller(str(tmp_path / "killed"), kills=2, inner=aer)
     store = ChunkResults(tmp_path / "chunks")
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      scheduler_kwargs={"dashboard_address": ":0"}) as cluster, \
             Client(cluster) as client:
         evs, _ = run_plan(plan, killer, program, client=client, retry=RetryPolicy(attempts=1, delays_s=(0.0,)),
                           results=store)
