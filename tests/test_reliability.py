@@ -21,6 +21,7 @@ from prefect import flow, task
 
 from qff_core.cli import main
 from qff_core.interrupts import interruptible
+from qff_core.processes import pid_alive
 from qff_core.store.checkpoint import latest_checkpoint, read_checkpoint
 from qff_core.store.dataset import Dataset
 
@@ -251,9 +252,9 @@ def test_prefect_mode_ctrl_c_is_quick_and_a_killed_command_leaves_no_server(lih,
     os.kill(killed.pid, signal.SIGKILL)
     killed.wait()
     deadline = time.time() + 20
-    while any(_alive(p) for p in servers) and time.time() < deadline:
+    while any(pid_alive(p) for p in servers) and time.time() < deadline:
         time.sleep(0.1)
-    assert not any(_alive(p) for p in servers), "a killed command left its Prefect server running"
+    assert not any(pid_alive(p) for p in servers), "a killed command left its Prefect server running"
 
 
 class _SwallowsCtrlC:
@@ -368,12 +369,18 @@ def _servers_of(pid: int) -> list[int]:
     return out
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+def test_a_killed_process_that_was_not_reaped_is_not_alive():
+    """A zombie (killed, its parent has not waited for it yet) holds no lock, claim or scratch folder."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    assert pid_alive(child.pid) and pid_alive(os.getpid())
+    child.kill()
+    deadline = time.time() + 10
+    while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":  # not waited for yet
+        assert time.time() < deadline
+        time.sleep(0.01)
+    assert not pid_alive(child.pid)
+    child.wait()
+    assert not pid_alive(child.pid)
 
 
 def test_evaluating_some_sets_prints_their_table(files, capsys):
