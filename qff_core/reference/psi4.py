@@ -54,7 +54,6 @@ def remove_stale_scratch() -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-
 @cache
 def _cli(executable: str) -> tuple[str, str]:
     """(version, JSON flag) of a psi4 executable (run in a scratch directory: psi4 leaves timer.dat)."""
