@@ -25,6 +25,13 @@ MAX_DRAWS_PER_SAMPLE = 50
 """``thermal_samples`` gives up when fewer than 1 in this many draws keep the distance bound."""
 HESSIAN_STEP_A = 5e-3
 """Cartesian step (Angstrom) of the finite-difference Hessian."""
+DEGENERACY_RTOL = 1e-3
+"""Modes whose omega^2 agree to this relative tolerance span one degenerate subspace (finite-difference
+Hessians split exact degeneracies by about 1e-4: NH3's E modes by 0.08 cm^-1 of 1727)."""
+REFERENCE_SEED = 20261204
+"""Seed of the fixed reference directions that pick the sign and degenerate basis of every mode."""
+SIDE_TIE_EV = 1e-5
+"""Two sides of a saddle closer in energy than this are a tie (mirror images, equal up to SCF noise)."""
 
 EnergyGradient = Callable[[np.ndarray], tuple[float, np.ndarray]]
 """positions (atoms, 3) Angstrom -> (energy eV, gradient eV/Angstrom)."""
@@ -103,7 +110,37 @@ def vibrations(positions_a: np.ndarray, masses: np.ndarray,
     q, _ = np.linalg.qr(np.hstack([rigid, np.eye(n3)]))
     vib = q[:, rigid.shape[1] : n3]  # orthonormal complement of the rigid motions
     omega2, local = np.linalg.eigh(vib.T @ hm @ vib)
-    return omega2, vib @ local
+    return canonical_modes(omega2, vib @ local)
+
+
+def canonical_modes(omega2: np.ndarray, modes: np.ndarray,
+                    rtol: float = DEGENERACY_RTOL) -> tuple[np.ndarray, np.ndarray]:
+    """The same modes in a basis fixed by the Hessian alone, not by the eigensolver.
+
+    An eigensolver may return either sign of a mode and any basis of a degenerate subspace, and
+    which one differs between LAPACK builds, i.e. between machines: the same seed then drew other
+    geometries (psi4 water dimers generated on two CPUs were mirror images). Here each degenerate
+    subspace (``omega2`` equal to ``rtol``) is spanned by the projections of fixed pseudo-random
+    reference directions, orthonormalised in order, and every mode has a positive overlap with its
+    reference. Within a subspace omega^2 becomes each vector's Rayleigh quotient (all equal to
+    ``rtol``). ``omega2`` ascending, ``modes`` (3N, n) orthonormal columns.
+    """
+    omega2, modes = np.asarray(omega2, dtype=float), np.asarray(modes, dtype=float)
+    reference = np.random.default_rng(REFERENCE_SEED).standard_normal(modes.shape)
+    out_omega2, out_modes = omega2.copy(), modes.copy()
+    start = 0
+    while start < omega2.size:
+        stop = start + 1
+        while stop < omega2.size and abs(omega2[stop] - omega2[start]) <= rtol * max(abs(omega2[stop]),
+                                                                                       abs(omega2[start])):
+            stop += 1
+        v = modes[:, start:stop]
+        q, r = np.linalg.qr(v @ (v.T @ reference[:, start:stop]))
+        q = q * np.where(np.diag(r) < 0, -1.0, 1.0)
+        out_modes[:, start:stop] = q
+        out_omega2[start:stop] = ((v.T @ q) ** 2 * omega2[start:stop, None]).sum(axis=0)
+        start = stop
+    return out_omega2, out_modes
 
 
 def _is_imaginary(omega2: np.ndarray) -> bool:
@@ -234,8 +271,9 @@ def minimum_normal_modes(energy_gradient: EnergyGradient, positions_a: np.ndarra
                          hessian_step_a: float = HESSIAN_STEP_A, max_restarts: int = 2, kick_a: float = 0.1,
                          fmax_ev_per_a: float = 1e-4) -> NormalModes:
     """Optimise, then the normal modes of the finite-difference Hessian; at a saddle point, step
-    along the imaginary mode (largest atom displacement ``kick_a``, to the side of lower energy)
-    and optimise again, at most ``max_restarts`` times, before giving up with InputError.
+    along the imaginary mode (largest atom displacement ``kick_a``, to the side of lower energy;
+    on a tie, as between mirror images, to the side of the mode's canonical sign) and optimise
+    again, at most ``max_restarts`` times, before giving up with InputError.
 
     Gradient-only BFGS keeps any symmetry the start has, so from a symmetric start it can stop
     on a saddle that only a symmetry-breaking step leaves: the S22 water dimer is Cs, and at
@@ -254,7 +292,10 @@ def minimum_normal_modes(energy_gradient: EnergyGradient, positions_a: np.ndarra
             break
         step = (modes[:, 0] / np.repeat(np.sqrt(masses), 3)).reshape(x.shape)
         step *= kick_a / np.linalg.norm(step, axis=1).max()
-        x = min((x + step, x - step), key=lambda y: energy_gradient(y)[0])  # downhill: the lower side
+        # Downhill: the lower side, unless the two are equal up to noise (a mirror-symmetric saddle), where noise
+        # would pick the side and so the dataset's enantiomer; then the side of the mode's canonical sign.
+        e_plus, e_minus = energy_gradient(x + step)[0], energy_gradient(x - step)[0]
+        x = x - step if e_minus < e_plus - SIDE_TIE_EV else x + step
         x = optimize_geometry(energy_gradient, x, fmax_ev_per_a=fmax_ev_per_a)
     raise InputError(
         f"the geometry is not a minimum (imaginary mode of {history[-1]} cm^-1) after {max_restarts} downhill "

@@ -9,7 +9,9 @@ from qff_core.errors import ConvergenceError, InputError
 from qff_core.molecules import builtin_molecule
 from qff_core.reference import CalculationRequest, get_engine
 from qff_core.sampling import (
+    NormalModes,
     bond_scan,
+    canonical_modes,
     finite_difference_hessian,
     masses_amu,
     minimum_normal_modes,
@@ -17,6 +19,7 @@ from qff_core.sampling import (
     optimize_geometry,
     rigid_rotations,
     thermal_samples,
+    vibrations,
 )
 from qff_core.units import BOLTZMANN_EV_PER_K
 
@@ -152,3 +155,73 @@ def test_a_saddle_is_left_downhill_and_reoptimised_to_the_minimum():
     assert angle == pytest.approx(104.5, abs=0.05)
     assert np.linalg.norm(u) == pytest.approx(1.0, abs=1e-3) and np.linalg.norm(v) == pytest.approx(1.0, abs=1e-3)
     assert modes.omega2.size == 3 and modes.omega2.min() > 1e-3  # bent: 3 real vibrations, no imaginary one
+
+
+def test_a_mirror_symmetric_saddle_is_left_to_the_same_side_whatever_the_noise():
+    """The two downhill sides of a symmetric saddle are mirror images with equal energies, so the
+    lower one was chosen by SCF noise, and psi4 on two CPUs made water dimers of opposite hand."""
+    linear = np.array([[0.0, 0.0, 0.0], [1.1, 0.0, 0.0], [-0.95, 0.0, 0.0]])
+    masses = masses_amu(("O", "H", "H"))
+
+    def noisy(eta):  # noise that favours one side: a uniform force, which the optimiser projects out
+        def energy_gradient(x):
+            e, g = bent_triatomic(x)
+            return e + eta * x[:, 1:].sum(), g + eta * np.array([0.0, 1.0, 1.0])
+        return energy_gradient
+
+    minima = [minimum_normal_modes(noisy(eta), linear, masses).positions_a for eta in (1e-9, -1e-9)]
+    assert np.abs(minima[0] - minima[1]).max() < 1e-6
+    # Not trivially: the two bent minima it can reach are far apart.
+    assert np.abs(minima[0][1:, 1:]).max() > 0.1
+
+
+def test_normal_modes_do_not_depend_on_the_eigensolvers_choices():
+    """Signs and degenerate bases (which LAPACK builds choose differently) do not reach the modes,
+    and so not the seeded samples: the same seed draws the same geometries on every machine."""
+    rng = np.random.default_rng(7)
+    omega2 = np.array([-0.2, 0.5, 0.5, 0.5, 1.3, 2.0, 2.0])  # an imaginary mode, a triple, a pair
+    groups = [slice(1, 4), slice(5, 7)]
+    basis, _ = np.linalg.qr(rng.standard_normal((12, omega2.size)))
+    ref_omega2, ref_modes = canonical_modes(omega2, basis)
+    for _ in range(4):  # another, equally valid, eigendecomposition of the same Hessian
+        other = basis * rng.choice([-1.0, 1.0], size=omega2.size)
+        for g in groups:
+            rotation, _ = np.linalg.qr(rng.standard_normal((g.stop - g.start,) * 2))
+            other[:, g] = other[:, g] @ rotation
+        o2, m = canonical_modes(omega2, other)
+        assert np.allclose(m, ref_modes, atol=1e-12) and np.allclose(o2, ref_omega2, atol=1e-12)
+    assert np.allclose(ref_omega2, omega2, atol=1e-12)  # exact degeneracy: nothing mixed that differs
+    assert np.allclose(ref_modes.T @ ref_modes, np.eye(omega2.size), atol=1e-12)
+    assert not np.allclose(np.abs(ref_modes[:, groups[0]]), np.abs(basis[:, groups[0]]), atol=1e-3)
+
+    # Through vibrations(): a finite-difference-like Hessian splits the degeneracy by noise, and its
+    # eigenvectors follow the noise; the canonical modes and the samples drawn with them do not.
+    positions = np.array([[0.0, 0.0, 0.0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63], [-0.63, 0.63, -0.63],
+                          [0.63, -0.63, -0.63]])  # CH4: a triple, a pair, a triple and a single
+    ch4_masses = masses_amu(("C", "H", "H", "H", "H"))
+
+    def springs_hessian(x):
+        """Harmonic bond springs between every pair at their current lengths (Td: degenerate modes)."""
+        h = np.zeros((x.size, x.size))
+        for i in range(len(x)):
+            for j in range(i + 1, len(x)):
+                u = (x[j] - x[i]) / np.linalg.norm(x[j] - x[i])
+                k = 30.0 if i == 0 else 3.0
+                block = k * np.outer(u, u)
+                for a, b, sign in ((i, i, 1), (j, j, 1), (i, j, -1), (j, i, -1)):
+                    h[3 * a : 3 * a + 3, 3 * b : 3 * b + 3] += sign * block
+        return h
+
+    h = springs_hessian(positions)
+    found = []
+    for seed in (1, 2):
+        noise = np.random.default_rng(seed).standard_normal(h.shape) * 1e-6
+        omega2_noisy, modes_noisy = vibrations(positions, ch4_masses, h + noise + noise.T)
+        raw = np.linalg.eigh(h + noise + noise.T)[1]
+        found.append((omega2_noisy, modes_noisy, raw))
+    (o1, m1, raw1), (o2, m2, raw2) = found
+    assert np.allclose(o1, o2, rtol=1e-5) and np.allclose(m1, m2, atol=1e-5)
+    assert not np.allclose(np.abs(raw1), np.abs(raw2), atol=1e-2)  # the premise: eigh itself follows the noise
+    modes = [NormalModes(positions, ch4_masses, o, m) for o, m in ((o1, m1), (o2, m2))]
+    assert np.allclose(thermal_samples(modes[0], 500.0, 50, seed=3), thermal_samples(modes[1], 500.0, 50, seed=3),
+                       atol=1e-5)
