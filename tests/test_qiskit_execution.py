@@ -322,6 +322,38 @@ def test_ibm_executor_in_local_testing_mode(backend, rng):
         assert np.all(np.isfinite(res.forces)) and np.abs(res.energies - E0).max() < 0.5 * abs(theta[sim.model.scale])
 
 
+def test_local_testing_mode_runs_one_job_at_a_time(rng):
+    """Local testing-mode jobs are threads of this process: a plan's jobs submitted all at once ran all at once
+    (hundreds of simulations for 50 H2O geometries with TREX, and a Ctrl-C waited for every one to finish)."""
+    from dataclasses import dataclass, field
+
+    from qff_core.execution.qiskit.compiler import compile_qiskit
+    from qff_core.execution.qiskit.ibm import IbmEvaluator, ibm_backend
+    from qff_core.execution.shift.fanout import run_plan
+    from qff_core.execution.shift.planner import Batching, plan_shifts
+
+    @dataclass(frozen=True)
+    class Watched(IbmEvaluator):  # the real evaluator, noting how many of its jobs run when it submits one
+        jobs: list = field(default_factory=list, compare=False)
+        running_at_submit: list = field(default_factory=list, compare=False)
+
+        def submit(self, program, values, seed):
+            self.running_at_submit.append(sum(not job.done() for job in self.jobs))
+            self.jobs.append(super().submit(program, values, seed))
+            return self.jobs[-1]
+
+    sim = simulator_for("lih", depth=1)
+    theta = init_parameters(sim.model, seed=4, strategy="random")
+    X = random_geometries(sim.model, 2, rng)
+    qmodel = compile_qiskit(sim.model)
+    plan = plan_shifts(qmodel, theta, X, Request(forces=True), Batching(rows_per_pub=8))
+    watched = Watched(backend=ibm_backend("FakeManilaV2"), options={"resilience_level": 0, "default_shots": 200})
+    assert watched.runs_here and plan.n_chunks > 2
+    evs, _ = run_plan(plan, watched, watched.prepare(qmodel), seed=1)
+    assert len(watched.jobs) == plan.n_chunks and watched.running_at_submit == [0] * plan.n_chunks
+    assert np.all(np.isfinite(evs))
+
+
 def test_runtime_session_is_closed_on_success_and_on_error():
     """Real Session and Batch objects of the runtime (local mode: a fake backend, no network)."""
     from qiskit_ibm_runtime.fake_provider import FakeManilaV2

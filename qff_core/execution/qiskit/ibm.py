@@ -4,8 +4,9 @@ The top-level ``qiskit_ibm_runtime.Estimator`` / ``EstimatorV2`` is the deprecat
 one in 0.51 (api-facts section 1), so the new class is imported explicitly. ``mode`` is a
 backend (job mode; a fake backend or an AerSimulator is qiskit-ibm-runtime's local testing
 mode: the same code path with no network), or an open ``Session`` (training loops) or
-``Batch`` (evaluation) from ``runtime_mode``. Every chunk is one job; all jobs of a plan are
-submitted before any result is awaited, and their ids are kept. Credentials: qiskit-ibm-runtime
+``Batch`` (evaluation) from ``runtime_mode``. Every chunk is one job; on IBM's devices all jobs of a
+plan are submitted before any result is awaited, and their ids are kept; in local testing mode they
+run one at a time (``runs_here``). Credentials: qiskit-ibm-runtime
 reads ``QISKIT_IBM_TOKEN`` (``_INSTANCE``, ``_CHANNEL``, ``_URL``) or its saved account; a key
 from a secret store is passed to ``runtime_service`` and kept only inside the service object.
 """
@@ -141,6 +142,15 @@ class IbmEvaluator:
         if _is_fake_device(self.backend):
             return local_device_program(qmodel, self.backend)
         return transpile_for(qmodel, self.backend)
+
+    @property
+    def runs_here(self) -> bool:
+        """Local testing mode (an AerSimulator or a fake device): every job runs in a thread of this process, so a
+        plan's jobs go one at a time (all at once they are hundreds of simulations sharing the cores and memory,
+        and a Ctrl-C waits for every one to finish)."""
+        from qiskit_aer import AerSimulator
+
+        return isinstance(self.backend, AerSimulator) or _is_fake_device(self.backend)
 
     def submit(self, program: IsaProgram | LocalDeviceProgram, values: list[np.ndarray], seed: int | None):
         """Submit one job for a chunk's PUBs; returns the job."""

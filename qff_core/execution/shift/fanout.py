@@ -74,7 +74,8 @@ class Evaluator(Protocol):
 @runtime_checkable
 class RemoteEvaluator(Protocol):
     """An evaluator whose jobs run elsewhere and have ids (IBM Runtime): submitted first, collected later,
-    re-attached by id after an interruption."""
+    re-attached by id after an interruption. One that says ``runs_here`` (IBM's local testing mode: its jobs are
+    threads of this process) runs its chunks one at a time, like a local evaluator."""
 
     def submit(self, program, values: list[np.ndarray], seed: int | None):
         """Submit one job for a chunk's PUBs; returns the job."""
@@ -197,7 +198,8 @@ def run_plan(plan: Plan, evaluator: Evaluator, program, *, client=None, seed: in
 
     With a dask.distributed ``client`` each chunk is one task (the program is scattered to the
     workers once). Without one, an evaluator that can ``submit`` and ``collect`` (remote jobs:
-    IBM Runtime) gets every chunk's job submitted before any is awaited; others run here, in order.
+    IBM Runtime) gets every chunk's job submitted before any is awaited; others (and IBM's local
+    testing mode, whose jobs would all run at once in this process) run here, in order.
     A chunk whose job fails with ``TransientError`` is run again under ``retry``. With a
     ``journal`` (remote jobs only) every job id is recorded as soon as it is submitted, and a
     rerun of the same plan (same rows, same ``tag``) re-attaches to the recorded jobs; a job the
@@ -205,7 +207,7 @@ def run_plan(plan: Plan, evaluator: Evaluator, program, *, client=None, seed: in
     With ``results`` (any evaluator) every chunk's numbers are kept as it finishes, and a rerun of
     the same plan runs only the chunks that did not finish.
     """
-    remote = isinstance(evaluator, RemoteEvaluator)
+    remote = isinstance(evaluator, RemoteEvaluator) and not getattr(evaluator, "runs_here", False)
     if journal is not None and (client is not None or not remote):
         raise InputError("a job journal needs an evaluator with remote jobs (submit/attach) and no Dask client")
     pieces = [[plan.values[a:b] for a, b in (plan.pubs[p] for p in chunk)] for chunk in plan.chunks]
