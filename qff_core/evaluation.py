@@ -11,6 +11,7 @@ per-atom error vector) across sets, or the component MAE on the rotated set.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -29,6 +30,8 @@ from qff_core.symmetry import permute_atoms, random_rotation
 if TYPE_CHECKING:
     from qff_core.distributed import ClusterConfig
     from qff_core.execution.exact import ExactSimulator
+
+logger = logging.getLogger(__name__)
 
 TRANSFORMS = ("rotated", "translated", "permuted", "inverted")
 
@@ -358,7 +361,10 @@ def write_plots(run: Run, arrays: dict, sets: dict[str, TrainingData], predictio
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     steps, loss = arrays.get("history/step", []), arrays.get("history/loss", [])
-    if len(loss):
+    if len(loss) != len(steps):  # runs interrupted between the history's updates before that was rolled back
+        logger.warning(f"the run's loss history has {len(loss)} entries for {len(steps)} steps (an interrupt landed "
+                       "between its updates); the loss curve is left out of the plot")
+    elif len(loss):
         ax1.semilogy(steps, loss, lw=0.5, alpha=0.5, label="minibatch loss")
         w = max(1, len(loss) // 100)
         smooth = np.convolve(loss, np.ones(w) / w, mode="valid")

@@ -210,14 +210,13 @@ def _train_locked(run_dir: Path, config: TrainConfig, *, resume: bool, progress:
 
 
 def _roll_back(state: TrainState, step: int) -> None:
-    """The record of ``state`` as it was after ``step`` steps (an interrupt may land between its updates)."""
+    """The record of ``state`` as it was after ``step`` steps (an interrupt may land between its updates: a step
+    recorded in some of the history's lists and not yet in others is dropped from all, so they stay aligned)."""
     state.step = step
-    keep = sum(1 for s in state.history["step"] if s <= step)
-    for k in HISTORY_KEYS:
-        del state.history[k][keep:]
-    keep = sum(1 for s in state.history["val_step"] if s <= step)
-    for k in VAL_KEYS:
-        del state.history[k][keep:]
+    for keys, steps in ((HISTORY_KEYS, "step"), (VAL_KEYS, "val_step")):
+        keep = min(sum(1 for s in state.history[steps] if s <= step), *(len(state.history[k]) for k in keys))
+        for k in keys:
+            del state.history[k][keep:]
 
 
 def validate(sim: ExactSimulator, run: Run, opt_params: np.ndarray, val: TrainingData) -> tuple[float, dict]:
