@@ -120,10 +120,10 @@ def canonical_modes(omega2: np.ndarray, modes: np.ndarray,
     An eigensolver may return either sign of a mode and any basis of a degenerate subspace, and
     which one differs between LAPACK builds, i.e. between machines: the same seed then drew other
     geometries (psi4 water dimers generated on two CPUs were mirror images). Here each degenerate
-    subspace (``omega2`` equal to ``rtol``) is spanned by the projections of fixed pseudo-random
-    reference directions, orthonormalised in order, and every mode has a positive overlap with its
-    reference. Within a subspace omega^2 becomes each vector's Rayleigh quotient (all equal to
-    ``rtol``). ``omega2`` ascending, ``modes`` (3N, n) orthonormal columns.
+    subspace (``omega2`` equal within ``rtol``, relative) is spanned by the projections of fixed
+    pseudo-random reference directions, orthonormalised in order, and every mode has a positive
+    overlap with its reference. Within a subspace omega^2 becomes each vector's Rayleigh quotient
+    (so they stay equal within ``rtol``). ``omega2`` ascending, ``modes`` (3N, n) orthonormal columns.
     """
     omega2, modes = np.asarray(omega2, dtype=float), np.asarray(modes, dtype=float)
     reference = np.random.default_rng(REFERENCE_SEED).standard_normal(modes.shape)
