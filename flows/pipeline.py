@@ -33,6 +33,10 @@ def _reference_data(settings, cluster: ClusterConfig, catalog_dir: str) -> dict:
     return reference_data(settings, cluster=cluster.model_dump(), catalog_dir=catalog_dir)
 
 
+def _evaluate(run_dir: str) -> dict:
+    return evaluate_task(run_dir, krr=True)
+
+
 def _train(jobs: dict, cluster: ClusterConfig) -> dict[str, dict]:
     return train_task({k: (d, c.model_dump()) for k, (d, c) in jobs.items()}, cluster.model_dump())
 
@@ -42,7 +46,7 @@ def pipeline(config: PipelineConfig, output_dir: str, force: bool = False) -> di
     """Reference data, training and evaluation of every configured model; returns the evaluations."""
     cfg = config
     result = run_pipeline(cfg, output_dir, log=get_run_logger().info, force=force,
-                          stages=Stages(generate=_reference_data, train=_train, evaluate=evaluate_task))
+                          stages=Stages(generate=_reference_data, train=_train, evaluate=_evaluate))
     create_markdown_artifact(f"```\n{result['table']}\n```", key=f"{cfg.name.replace('_', '-')}-comparison",
                              description="test errors of the trained models (kcal/mol, kcal/mol/A)")
     return result

@@ -388,18 +388,36 @@ def write_plots(run: Run, arrays: dict, sets: dict[str, TrainingData], predictio
     return paths
 
 
+def _cell(value: float | None) -> str:
+    """A table cell: four decimals, or three significant digits below 0.01 (KRR's errors can be 1e-4)."""
+    if value is None:
+        return f"{'-':>14}"
+    return f"{value:>14.4f}" if abs(value) >= 0.01 or value == 0 else f"{value:>14.2e}"
+
+
 def summary_table(summaries: dict[str, dict]) -> str:
-    """A plain-text comparison of evaluation summaries (columns: models)."""
+    """A plain-text comparison of evaluation summaries: a column per model, then the baselines of the first
+    summary (kernel ridge regression when it was fitted, the constant-energy/zero-force predictor); "-" where a
+    baseline was not scored on that set."""
     names = list(summaries)
-    lines = [f"{'set':<11} {'metric':<28}" + "".join(f"{n:>14}" for n in names)]
+    baselines = next(iter(summaries.values()))["baselines"]
+    columns = {name: summaries[name] for name in names}
+    if "krr_inverse_distances" in baselines:
+        columns["KRR"] = baselines["krr_inverse_distances"]
+    columns["constant"] = {"test": baselines.get("constant_energy_zero_forces"),
+                           "rotated": baselines.get("constant_energy_zero_forces_rotated")}
+    lines = [f"{'set':<11} {'metric':<28}" + "".join(f"{n:>14}" for n in columns)]
     for part in (p for p in ("test", *TRANSFORMS) if all(p in summaries[n] for n in names)):  # the sets scored
         for key in ("energy_mae_kcal_mol", "forces_mae_kcal_mol_a", "forces_err_norm_kcal_mol_a"):
-            cells = (summaries[n][part][key] for n in names)
-            lines.append(f"{part:<11} {key:<28}" + "".join(f"{'-':>14}" if v is None else f"{v:>14.4f}" for v in cells))
-    base = next(iter(summaries.values()))["baselines"]["constant_energy_zero_forces"]
-    lines.append(f"baseline (constant energy, zero forces): energy MAE {base['energy_mae_kcal_mol']:.3f} kcal/mol, "
-                 f"force MAE {base['forces_mae_kcal_mol_a']:.2f} kcal/mol/A, "
-                 f"error norm {base['forces_err_norm_kcal_mol_a']:.2f}")
+            cells = ((column.get(part) or {}).get(key) for column in columns.values())
+            lines.append(f"{part:<11} {key:<28}" + "".join(_cell(v) for v in cells))
+    if "KRR" in columns:
+        krr = columns["KRR"]
+        lines.append(f"KRR: kernel ridge regression on inverse distances (gamma {krr['gamma']:g}, "
+                     f"alpha {krr['alpha']:g}, {krr['n_train']} training geometries); "
+                     "constant: the training mean energy and zero forces")
+    else:
+        lines.append("constant: the training mean energy and zero forces")
     return "\n".join(lines)
 
 

@@ -148,7 +148,8 @@ class Stages:
     """How ``run_pipeline`` runs its three stages: plain functions by default, Prefect tasks in the flow.
 
     ``generate(settings, cluster, catalog_dir) -> summary with "path"``; ``train(jobs, cluster) -> summaries``
-    with jobs ``{name: (run_dir, TrainConfig)}``; ``evaluate(run_dir) -> evaluation summary``.
+    with jobs ``{name: (run_dir, TrainConfig)}``; ``evaluate(run_dir) -> evaluation summary`` (with the KRR
+    baseline: every comparison the pipeline writes shows the classical model beside the quantum ones).
     """
 
     generate: Callable[[GenerateConfig, ClusterConfig, str], dict]
@@ -166,7 +167,7 @@ def _generate_here(settings: GenerateConfig, cluster: ClusterConfig, catalog_dir
 def _evaluate_here(run_dir: str) -> dict:
     from qff_core.evaluation import evaluate_run
 
-    return evaluate_run(run_dir)
+    return evaluate_run(run_dir, krr=True)
 
 
 PLAIN = Stages(generate=_generate_here, train=lambda jobs, cluster: train_models(jobs, cluster=cluster),

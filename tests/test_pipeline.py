@@ -52,6 +52,26 @@ def test_pipeline_flow_trains_and_compares_both_models(flow_output):
     assert (out / "comparison.md").exists() and (out / "data_catalog" / "tiny.yaml").exists()
 
 
+def test_the_comparison_shows_the_classical_baselines_beside_the_models(flow_output):
+    """KRR (fitted on the same training split) and the constant predictor are columns of comparison.md."""
+    result = json.loads((flow_output / "summary.json").read_text())
+    krr = result["invariant"]["baselines"]["krr_inverse_distances"]
+    assert krr["n_train"] == 14 and krr == result["generic"]["baselines"]["krr_inverse_distances"] | {
+        "fit_seconds": krr["fit_seconds"]}
+    for part in ("rotated", "translated", "permuted", "inverted"):  # an invariant energy on invariant features
+        assert krr[part]["energy_mae_kcal_mol"] == pytest.approx(krr["test"]["energy_mae_kcal_mol"], rel=1e-10)
+    table = (flow_output / "comparison.md").read_text().splitlines()
+    header = next(line for line in table if line.startswith("set "))
+    models = [name for name in result if name != "output_dir"]  # in the order of the configuration
+    assert header.split()[2:] == [*models, "KRR", "constant"]
+    row = next(line for line in table if line.startswith("test ") and "forces_mae_kcal_mol_a" in line).split()
+    expected = [*(result[name]["test"] for name in models), krr["test"],
+                result["invariant"]["baselines"]["constant_energy_zero_forces"]]
+    assert [float(v) for v in row[2:]] == [pytest.approx(e["forces_mae_kcal_mol_a"], abs=1e-4) for e in expected]
+    translated = next(line for line in table if line.startswith("translated ") and "energy_mae" in line).split()
+    assert translated[-1] == "-"  # the constant predictor is scored on the test and rotated sets only
+
+
 def test_the_plain_pipeline_gives_what_the_flow_gives(flow_output, tmp_path, capsys):
     """--no-prefect runs the same chain with plain functions: same data, same models, same numbers."""
     config = flow_output.parent / "tiny.yaml"

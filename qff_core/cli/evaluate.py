@@ -51,11 +51,6 @@ def _print_summary(summary: dict) -> None:
         forces = "not computed" if f_mae is None else f"{f_mae:.2e} kcal/mol/A"
         print(f"{summary['executor']['name']} executor against the exact simulator: energy MAE "
               f"{d['energy_mae_kcal_mol']:.2e} kcal/mol, force MAE {forces}")
-    if "krr_inverse_distances" in summary["baselines"]:
-        k = summary["baselines"]["krr_inverse_distances"]
-        rotated = k.get("rotated", k["test"])
-        print(f"KRR on inverse distances (classical baseline): test energy MAE {k['test']['energy_mae_kcal_mol']:.4f} "
-              f"kcal/mol, force MAE {rotated['forces_mae_kcal_mol_a']:.4f} kcal/mol/A")
     if "recalibration" in summary:
         r = summary["recalibration"]
         print(f"recalibrated on {r['n_geometries']} training/validation geometries: scale {r['trained']['scale']:.5g}"
