@@ -231,7 +231,9 @@ def _summary(config: MDConfig, trace: dict, wall_s: float, out: Path, plot: bool
 
 
 def plot_trace(trace: dict, path: Path, config: MDConfig) -> Path:
-    """Energies (potential, kinetic, total; eV relative to the first total) and temperature against time."""
+    """Potential and kinetic energy (eV, relative to the first total), the total's deviation from its first value
+    (meV, on its own scale: what energy conservation is judged by; with its fitted line in NVE) and the
+    temperature against time."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -240,17 +242,25 @@ def plot_trace(trace: dict, path: Path, config: MDConfig) -> Path:
     t = np.asarray(trace["time_fs"])
     pot, kin = np.asarray(trace["potential_ev"]), np.asarray(trace["kinetic_ev"])
     e0 = pot[0] + kin[0]
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    deviation_mev = (pot + kin - e0) * 1e3
+    fig, (ax1, ax2, ax3) = plt.subplots(3, 1, figsize=(8, 8), sharex=True, height_ratios=(3, 2, 3))
     ax1.plot(t, pot - e0, lw=0.8, label="potential")
     ax1.plot(t, kin, lw=0.8, label="kinetic")
-    ax1.plot(t, pot + kin - e0, lw=1.2, label="total")
-    ax1.set_ylabel("energy (eV, relative to initial total)")
+    ax1.set_ylabel("energy (eV, relative\nto initial total)")
     ax1.legend(fontsize=8)
-    ax2.plot(t, trace["temperature_k"], lw=0.8)
+    ax2.plot(t, deviation_mev, lw=0.8, color="C2", label="total - initial")
+    if config.ensemble == "nve" and t.size >= 3:
+        fit = np.polyval(np.polyfit(t, deviation_mev, 1), t)
+        ax2.plot(t, fit, lw=1.2, color="k", ls="--",
+                 label=f"fitted drift {(fit[-1] - fit[0]):+.2g} meV over {t[-1] - t[0]:g} fs")
+    ax2.axhline(0.0, color="0.6", lw=0.6)
+    ax2.set_ylabel("total energy\n(meV, minus initial)")
+    ax2.legend(fontsize=8, loc="upper left")
+    ax3.plot(t, trace["temperature_k"], lw=0.8)
     if config.ensemble != "nve":
-        ax2.axhline(config.temperature_k, color="0.5", ls="--", lw=1)
-    ax2.set_xlabel("time (fs)")
-    ax2.set_ylabel("temperature (K)")
+        ax3.axhline(config.temperature_k, color="0.5", ls="--", lw=1)
+    ax3.set_xlabel("time (fs)")
+    ax3.set_ylabel("temperature (K)")
     fig.suptitle(f"{config.ensemble} MD, {config.timestep_fs} fs steps: {config.run_dir}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
