@@ -256,15 +256,15 @@ def _recalibrated(run: Run, theta: np.ndarray, e_all: np.ndarray, f_all: np.ndar
 
 
 def _baselines(run: Run, sets: dict[str, TrainingData], krr: bool) -> dict:
-    """The constant-energy/zero-force predictor (on the test set, and rotated when scored) and, with ``krr``,
-    kernel ridge regression on inverse distances."""
+    """The constant-energy/zero-force predictor on every scored set (``constant_energy_zero_forces`` on the test
+    set, ``constant_energy_zero_forces_<set>`` on the others) and, with ``krr``, kernel ridge regression on
+    inverse distances."""
     mean_e = run.norm.energy_mean_ev
     out = {}
-    for name, key in (("test", "constant_energy_zero_forces"), ("rotated", "constant_energy_zero_forces_rotated")):
-        if name in sets:
-            data = sets[name]
-            out[key] = error_metrics(np.full(len(data.energies_ev), mean_e), data.energies_ev,
-                                     np.zeros_like(data.forces_ev_per_a), data.forces_ev_per_a)
+    for name, data in sets.items():
+        key = "constant_energy_zero_forces" + ("" if name == "test" else f"_{name}")
+        out[key] = error_metrics(np.full(len(data.energies_ev), mean_e), data.energies_ev,
+                                 np.zeros_like(data.forces_ev_per_a), data.forces_ev_per_a)
     if krr:
         out["krr_inverse_distances"] = krr_baseline(run, sets)
     return out
@@ -398,14 +398,14 @@ def _cell(value: float | None) -> str:
 def summary_table(summaries: dict[str, dict]) -> str:
     """A plain-text comparison of evaluation summaries: a column per model, then the baselines of the first
     summary (kernel ridge regression when it was fitted, the constant-energy/zero-force predictor); "-" where a
-    baseline was not scored on that set."""
+    value was not computed."""
     names = list(summaries)
     baselines = next(iter(summaries.values()))["baselines"]
     columns = {name: summaries[name] for name in names}
     if "krr_inverse_distances" in baselines:
         columns["KRR"] = baselines["krr_inverse_distances"]
-    columns["constant"] = {"test": baselines.get("constant_energy_zero_forces"),
-                           "rotated": baselines.get("constant_energy_zero_forces_rotated")}
+    columns["constant"] = {part: baselines.get("constant_energy_zero_forces" + ("" if part == "test" else f"_{part}"))
+                           for part in ("test", *TRANSFORMS)}
     lines = [f"{'set':<11} {'metric':<28}" + "".join(f"{n:>14}" for n in columns)]
     for part in (p for p in ("test", *TRANSFORMS) if all(p in summaries[n] for n in names)):  # the sets scored
         for key in ("energy_mae_kcal_mol", "forces_mae_kcal_mol_a", "forces_err_norm_kcal_mol_a"):

@@ -96,9 +96,11 @@ def vibrations_table(summary: dict) -> str:
     ref = summary["reference"]
     lines.append(f"{'mode':>4} {'model (cm-1)':>13}" + (f" {'reference':>10} {'diff':>8}" if ref else ""))
     for k, w in enumerate(summary["wavenumbers_cm1"]):
-        extra = f" {ref['wavenumbers_cm1'][k]:>10.1f} {100 * ref['relative_difference'][k]:>7.2f}%" if ref else ""
+        extra = f" {ref['wavenumbers_cm1'][k]:>10.1f} {100 * ref['relative_difference'][k]:>+7.2f}%" if ref else ""
         lines.append(f"{k + 1:>4} {w:>13.1f}{extra}")
-    if ref is None:
+    if ref is not None:
+        lines.append(f"reference: {ref['engine']}, harmonic at its own minimum (the dataset's sampler)")
+    else:
         lines.append("(the dataset records no reference wavenumbers: generated with the normal_modes sampler only)")
     return "\n".join(lines)
 
