@@ -110,8 +110,10 @@ def sample_geometries(settings: GenerateConfig, molecule: MoleculeSpec, n: int,
 def _file_geometries(settings: GenerateConfig, molecule: MoleculeSpec, n: int, offset: int) -> np.ndarray:
     """Frames ``offset .. offset + n`` of every ``every``-th frame of ``settings.geometries`` (atoms mapped onto the
     molecule's order)."""
-    from qff_core.interchange import read_frames
+    from qff_core.errors import GeometryError
+    from qff_core.interchange import check_not_bohr, read_frames
     from qff_core.molecules.matching import AtomsMismatchError, match_atoms
+    from qff_core.molecules.spec import validate_positions
 
     if settings.geometries is None:
         raise InputError("the file sampler needs --geometries FILE (an .xyz/.extxyz trajectory or ASE database)")
@@ -121,11 +123,13 @@ def _file_geometries(settings: GenerateConfig, molecule: MoleculeSpec, n: int, o
                          f"most that many --samples")
     out = []
     for k, atoms in enumerate(frames[offset: offset + n]):
+        where = f"frame {(offset + k) * settings.every} of {settings.geometries}"
         try:
             order = list(match_atoms(molecule, atoms.get_chemical_symbols(), atoms.positions))
-        except AtomsMismatchError as exc:
-            raise InputError(f"frame {(offset + k) * settings.every} of {settings.geometries}: {exc}") from None
-        out.append(atoms.positions[order])
+            out.append(validate_positions(atoms.positions, molecule.n_atoms)[order])
+        except (AtomsMismatchError, GeometryError) as exc:
+            raise InputError(f"{where}: {exc}") from None
+    check_not_bohr(out, list(molecule.symbols), str(settings.geometries))
     return np.stack(out)
 
 

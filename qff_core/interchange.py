@@ -13,6 +13,7 @@ nothing unless all pass; atoms in another order are mapped onto the molecule's o
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,25 +50,56 @@ def write_frame(fh, symbols, positions_a: np.ndarray, energy_ev: float, forces_e
         fh.write(f"{s} {' '.join(map(_fmt, p))} {' '.join(map(_fmt, f))}\n")
 
 
+RESERVED_KEYS = frozenset({"species", "pos", "properties", "lattice", "pbc", "qff_index", "level_of_theory", "time",
+                           "numbers", "positions", "mass", "masses", "momenta", "charges", "magmoms"})
+"""Names extended XYZ or the exported frames already use for something else."""
+
+
+def check_keys(energy_key: str, forces_key: str) -> None:
+    """InputError unless both keys are plain names that extended XYZ round-trips and that mean nothing else."""
+    for flag, key in (("--energy-key", energy_key), ("--forces-key", forces_key)):
+        if not key.isidentifier():
+            raise InputError(f"{flag} {key!r} is not a plain name (letters, digits, _; no spaces, quotes, ':' "
+                             "or '='): extended XYZ could not read it back")
+        if key.lower() in RESERVED_KEYS:
+            raise InputError(f"{flag} {key!r} is a name extended XYZ or the exported frames already use; choose "
+                             "another (energy/forces, or MACE's REF_energy/REF_forces)")
+    if energy_key == forces_key:
+        raise InputError(f"--energy-key and --forces-key are both {energy_key!r}; give them different names")
+
+
 def export_extxyz(dataset: Dataset, out: str | Path, *, energy_key: str = "energy",
                   forces_key: str = "forces") -> dict:
-    """Write the finished samples of ``dataset`` to ``out`` (extended XYZ); returns counts and the path."""
+    """Write the finished samples of ``dataset`` to ``out`` (extended XYZ, all or nothing); returns counts and
+    the path."""
+    check_keys(energy_key, forces_key)
     status = dataset.status()
     done = np.flatnonzero(status == DONE)
     if done.size == 0:
         raise InputError(f"{dataset.path} has no finished samples to export")
     positions, energies, forces = dataset.samples(done)
+    bad = ~(np.isfinite(energies) & np.isfinite(forces).all(axis=(1, 2)) & np.isfinite(positions).all(axis=(1, 2)))
+    if bad.any():
+        raise InputError(f"{dataset.path} is damaged: {int(bad.sum())} finished samples (first: sample "
+                         f"{int(done[np.argmax(bad)])}) hold NaN energies, forces or positions; nothing exported. "
+                         "Restore the dataset, or regenerate it")
     symbols = dataset.group.attrs["molecule"]["symbols"]
     level = dataset.group.attrs["level_of_theory"]
     lot = f"{level['engine']} {level['method']}/{level['basis']}"
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "w") as fh:
-        for k, index in enumerate(done):
-            write_frame(fh, symbols, positions[k], energies[k], forces[k], energy_key=energy_key,
-                        forces_key=forces_key, info={"qff_index": int(index), "level_of_theory": lot})
-    tmp.replace(out)
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    try:
+        if out.is_dir():
+            raise IsADirectoryError(f"{out} is a directory")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w") as fh:
+            for k, index in enumerate(done):
+                write_frame(fh, symbols, positions[k], energies[k], forces[k], energy_key=energy_key,
+                            forces_key=forces_key, info={"qff_index": int(index), "level_of_theory": lot})
+        tmp.replace(out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"cannot write {out}: {exc.strerror or exc}; choose another --out") from None
     return {"path": str(out), "n_frames": int(done.size), "n_skipped": int(status.size - done.size),
             "energy_key": energy_key, "forces_key": forces_key, "units": {"energy": "eV", "forces": "eV/angstrom",
                                                                           "positions": "angstrom"}}
@@ -105,21 +137,38 @@ class Frames:
     forces_ev_per_a: np.ndarray
 
 
-def _energy(atoms, key: str) -> float | None:
-    if key in atoms.info:
-        return float(atoms.info[key])
-    results = getattr(atoms.calc, "results", {}) if atoms.calc is not None else {}
-    return float(results["energy"]) if "energy" in results and key == "energy" else None
+def _calc_results(atoms) -> dict:
+    """What ASE's readers put in a single-point calculator (extxyz moves ``energy``, ``free_energy``, ``forces``...
+    out of the frame's info and arrays into it)."""
+    return getattr(atoms.calc, "results", {}) if atoms.calc is not None else {}
 
 
-def _forces(atoms, key: str) -> np.ndarray | None:
-    if key in atoms.arrays:
-        return np.asarray(atoms.arrays[key], dtype=np.float64)
-    results = getattr(atoms.calc, "results", {}) if atoms.calc is not None else {}
-    return np.asarray(results["forces"], dtype=np.float64) if "forces" in results and key == "forces" else None
+def _energy(atoms, key: str, where: str) -> float | None:
+    value = atoms.info.get(key, _calc_results(atoms).get(key))
+    if value is None:
+        return None
+    try:
+        return float(np.asarray(value, dtype=np.float64).item())
+    except (TypeError, ValueError):
+        raise FrameError(f"{where}: the energy ('{key}') is {value!r}, not one number; check --energy-key") from None
+
+
+def _forces(atoms, key: str, where: str) -> np.ndarray | None:
+    value = atoms.arrays.get(key, _calc_results(atoms).get(key) if key == "forces" else None)
+    if value is None:
+        return None
+    try:
+        f = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise FrameError(f"{where}: the forces ('{key}') are not numbers; check --forces-key") from None
+    if f.shape != (len(atoms), 3):
+        raise FrameError(f"{where}: the forces ('{key}') have shape {f.shape}, not ({len(atoms)}, 3) "
+                         "(atoms, x y z); check --forces-key")
+    return f
 
 
 def _looks_like_bohr(symbols, positions_a: np.ndarray) -> bool:
+    """Every atom's nearest neighbour farther than ``BOHR_SUSPECT_RATIO`` times their covalent-radius sum."""
     from ase.data import atomic_numbers, covalent_radii
 
     if len(symbols) < 2:
@@ -131,19 +180,39 @@ def _looks_like_bohr(symbols, positions_a: np.ndarray) -> bool:
     return bool(np.all(ratio.min(axis=1) > BOHR_SUSPECT_RATIO))
 
 
+def check_not_bohr(frames_positions_a: list[np.ndarray], symbols, source: str) -> None:
+    """FrameError when positions look like Bohr. With three or more atoms one frame tells (a stretched geometry
+    rarely moves every atom away from every neighbour); a diatomic's frame has one distance, and a bond scan
+    legitimately stretches it, so there the file is judged as a whole: refused when most frames look stretched."""
+    stretched = [k for k, x in enumerate(frames_positions_a) if _looks_like_bohr(symbols, x)]
+    if not stretched or (len(symbols) == 2 and 2 * len(stretched) <= len(frames_positions_a)):
+        return
+    many = f" (and {len(stretched) - 1} more frames)" if len(stretched) > 1 else ""
+    raise FrameError(f"frame {stretched[0]}{many} of {source}: every atom is over {BOHR_SUSPECT_RATIO}x its "
+                     f"bonding distance from its nearest neighbour; the positions look like Bohr. Convert them to "
+                     f"Angstrom (multiply by {BOHR_ANGSTROM}), or pass --allow-stretched if they are right")
+
+
 def validate_frames(frames: list, molecule: MoleculeSpec, *, energy_key: str = "energy",
-                    forces_key: str = "forces") -> Frames:
-    """Check every frame and put its atoms in the molecule's order; FrameError naming the first bad frame."""
+                    forces_key: str = "forces", source: str = "the file", allow_stretched: bool = False) -> Frames:
+    """Check every frame and put its atoms in the molecule's order; FrameError naming the first bad frame.
+    ``allow_stretched``: skip the Bohr check (for geometries far from any bonding distance on purpose)."""
+    from qff_core.errors import GeometryError
+    from qff_core.molecules.spec import validate_positions
+
     pos, ens, fos = [], [], []
     for k, atoms in enumerate(frames):
-        where = f"frame {k}"
+        where = f"frame {k} of {source}"
         symbols = atoms.get_chemical_symbols()
+        if np.any(atoms.pbc):
+            raise FrameError(f"{where} is periodic (pbc {atoms.pbc.tolist()}): qff models isolated molecules; "
+                             "write the frames without a cell")
         try:
             order = list(match_atoms(molecule, symbols, atoms.positions))
         except AtomsMismatchError:
             raise FrameError(f"{where} has {formula(symbols)} ({len(symbols)} atoms); the molecule "
                              f"{molecule.name} is {formula(molecule.symbols)} ({molecule.n_atoms} atoms)") from None
-        e, f = _energy(atoms, energy_key), _forces(atoms, forces_key)
+        e, f = _energy(atoms, energy_key, where), _forces(atoms, forces_key, where)
         if e is None:
             raise FrameError(f"{where} has no energy (info key '{energy_key}'; set --energy-key)")
         if f is None:
@@ -151,14 +220,35 @@ def validate_frames(frames: list, molecule: MoleculeSpec, *, energy_key: str = "
         x = np.asarray(atoms.positions, dtype=np.float64)
         if not (np.isfinite(e) and np.all(np.isfinite(f)) and np.all(np.isfinite(x))):
             raise FrameError(f"{where} holds NaN or infinite values (energy, forces or positions)")
-        if _looks_like_bohr(symbols, x):
-            raise FrameError(f"{where}: every atom is over {BOHR_SUSPECT_RATIO}x its bonding distance from its "
-                             f"nearest neighbour; the positions look like Bohr. Convert them to Angstrom (multiply "
-                             f"by {BOHR_ANGSTROM})")
+        try:
+            validate_positions(x, molecule.n_atoms)
+        except GeometryError as exc:
+            raise FrameError(f"{where}: {exc}") from None
         pos.append(x[order])
         ens.append(e)
         fos.append(f[order])
+    if not allow_stretched:
+        check_not_bohr(pos, list(molecule.symbols), source)
     return Frames(np.stack(pos), np.asarray(ens, dtype=np.float64), np.stack(fos))
+
+
+ENERGY_OFFSET_LIMIT_EV = 10.0
+"""Imported energies whose median lies farther than this from the median of the samples they join are refused:
+one molecule at one level of theory spans a few eV, another unit (Hartree, kcal/mol) or reference does not."""
+
+
+def check_energies_join(dataset: Dataset, energies_ev: np.ndarray, source: str) -> None:
+    """FrameError when energies appended to ``dataset`` sit on another scale than its finished samples."""
+    done = np.flatnonzero(dataset.status() == DONE)
+    if done.size == 0:
+        return
+    have = float(np.median(dataset.samples(done)[1]))
+    new = float(np.median(energies_ev))
+    if abs(new - have) > ENERGY_OFFSET_LIMIT_EV:
+        raise FrameError(f"the energies of {source} (median {new:.4f}) are {abs(new - have):.1f} eV from those of "
+                         f"{dataset.path} (median {have:.4f} eV): another unit (Hartree: x {HARTREE_EV:.4f}; "
+                         "kcal/mol) or another reference energy; import them in eV at the dataset's level of theory "
+                         "or into a new dataset")
 
 
 def _level(text: str | None) -> LevelOfTheory:
@@ -170,15 +260,22 @@ def _level(text: str | None) -> LevelOfTheory:
 
 
 def import_frames(path: str | Path, molecule: MoleculeSpec, out: str | Path, *, level_of_theory: str | None = None,
-                  energy_key: str = "energy", forces_key: str = "forces") -> dict:
+                  energy_key: str = "energy", forces_key: str = "forces", allow_stretched: bool = False) -> dict:
     """A dataset at ``out`` holding the frames of ``path`` (created, or appended to when it exists at the same
-    level of theory); nothing is written unless every frame is valid. A file already imported is not added twice."""
+    level of theory); nothing is written unless every frame is valid (and, appended, on the dataset's energy
+    scale). A file already imported is not added twice."""
+    check_keys(energy_key, forces_key)
     path = Path(path)
-    frames = validate_frames(read_frames(path), molecule, energy_key=energy_key, forces_key=forces_key)
+    frames = validate_frames(read_frames(path), molecule, energy_key=energy_key, forces_key=forces_key,
+                             source=path.name, allow_stretched=allow_stretched)
     sha = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
     out = Path(out)
     if not (out / "zarr.json").exists():
         check_writable(out)
+    else:
+        existing = Dataset.open(out)
+        if not any(seg.get("sha256") == sha for seg in existing.segments()):
+            check_energies_join(existing, frames.energies_ev, path.name)
     segment = {"kind": "imported", "file": path.name, "sha256": sha, "level_of_theory": level_of_theory or "unknown",
                "energy_key": energy_key, "forces_key": forces_key}
     dataset = Dataset.create(out, molecule, _level(level_of_theory), sampler=segment)
@@ -201,5 +298,6 @@ def _counts(dataset: Dataset) -> dict:
     return {k: info[k] for k in ("n_samples", "n_done", "n_failed", "n_pending")}
 
 
-__all__ = ["BOHR_SUSPECT_RATIO", "FrameError", "Frames", "export_extxyz", "import_frames", "read_frames",
+__all__ = ["BOHR_SUSPECT_RATIO", "ENERGY_OFFSET_LIMIT_EV", "RESERVED_KEYS", "FrameError", "Frames",
+           "check_energies_join", "check_keys", "check_not_bohr", "export_extxyz", "import_frames", "read_frames",
            "validate_frames", "write_frame"]

@@ -88,16 +88,28 @@ def _frames_with(problem: str, x: np.ndarray, e: np.ndarray, f: np.ndarray) -> l
         bad.arrays["forces"][1, 2] = np.nan
     elif problem == "bohr":
         bad.positions = bad.positions / 0.529177210903
+    elif problem == "forces_columns":
+        bad.arrays["forces"] = f[2][:, :2].copy()
+    elif problem == "energy_text":
+        bad.info["energy"] = "abc"
+    elif problem == "overlap":
+        bad.positions[2] = bad.positions[1]
+    elif problem == "periodic":
+        bad.cell, bad.pbc = np.eye(3) * 10.0, True
     return frames
 
 
 @pytest.mark.parametrize(("problem", "message"), [
-    ("count", "frame 2 has HO .2 atoms.; the molecule h2o is H2O"),
-    ("species", "frame 2 has H2N"),
-    ("energy", "frame 2 has no energy"),
-    ("forces", "frame 2 has no forces"),
-    ("nan", "frame 2 holds NaN"),
-    ("bohr", "frame 2: .* look like Bohr"),
+    ("count", "frame 2 of bad.extxyz has HO .2 atoms.; the molecule h2o is H2O"),
+    ("species", "frame 2 of bad.extxyz has H2N"),
+    ("energy", "frame 2 of bad.extxyz has no energy"),
+    ("forces", "frame 2 of bad.extxyz has no forces"),
+    ("nan", "frame 2 of bad.extxyz holds NaN"),
+    ("bohr", "frame 2 of bad.extxyz: .* look like Bohr"),
+    ("forces_columns", r"frame 2 of bad.extxyz: the forces .'forces'. have shape \(3, 2\), not \(3, 3\)"),
+    ("energy_text", "frame 2 of bad.extxyz: the energy .'energy'. is 'abc', not one number"),
+    ("overlap", "frame 2 of bad.extxyz: atoms 1 and 2 are 0.0000 Angstrom apart"),
+    ("periodic", "frame 2 of bad.extxyz is periodic"),
 ])
 def test_bad_frames_are_refused_and_nothing_is_written(h2o, tmp_path, problem, message):
     from ase.io import write
@@ -108,6 +120,74 @@ def test_bad_frames_are_refused_and_nothing_is_written(h2o, tmp_path, problem, m
     with pytest.raises(FrameError, match=message):
         import_frames(path, builtin_molecule("h2o"), tmp_path / "bad.zarr")
     assert not (tmp_path / "bad.zarr").exists()
+
+
+def test_energies_on_another_scale_are_not_appended(h2o, exported, tmp_path):
+    """Hartree energies (forces in eV/A) appended to an eV dataset: refused, the dataset untouched."""
+    from ase.io import write
+
+    from qff_core.units import HARTREE_EV
+
+    out = tmp_path / "h2o.zarr"
+    import_frames(exported, builtin_molecule("h2o"), out)
+    frames = read(exported, "0:3")
+    for atoms in frames:
+        atoms.info["energy"] = atoms.get_potential_energy() / HARTREE_EV
+        atoms.arrays["forces"] = atoms.get_forces()
+        atoms.calc = None
+    write(tmp_path / "hartree.extxyz", frames, format="extxyz")
+    before = Dataset.open(out).n_samples
+    with pytest.raises(FrameError, match=r"eV from those of .* another unit \(Hartree"):
+        import_frames(tmp_path / "hartree.extxyz", builtin_molecule("h2o"), out)
+    assert Dataset.open(out).n_samples == before
+
+
+def test_a_diatomic_bond_scan_is_not_mistaken_for_bohr(tmp_path):
+    """One LiH distance per frame: a scan's stretched end is fine, a file that is stretched throughout is not."""
+    from ase.io import write
+
+    def scan(distances):
+        frames = []
+        for d in distances:
+            atoms = Atoms("LiH", positions=[[0, 0, 0], [0, 0, d]])
+            atoms.info["energy"], atoms.arrays["forces"] = -217.0 + d, np.zeros((2, 3))
+            frames.append(atoms)
+        return frames
+
+    write(tmp_path / "scan.extxyz", scan(np.linspace(1.2, 3.0, 10)), format="extxyz")  # 4 of 10 past 1.5x
+    assert import_frames(tmp_path / "scan.extxyz", builtin_molecule("lih"), tmp_path / "scan.zarr")["imported"] == 10
+    write(tmp_path / "bohr.extxyz", scan(np.linspace(1.2, 3.0, 10) / 0.529177210903), format="extxyz")  # its first, 2.27, is not past 1.5x
+    with pytest.raises(FrameError, match=r"frame 1 \(and 8 more frames\) of bohr.extxyz: .* look like Bohr"):
+        import_frames(tmp_path / "bohr.extxyz", builtin_molecule("lih"), tmp_path / "bohr.zarr")
+    assert not (tmp_path / "bohr.zarr").exists()
+    out = tmp_path / "allowed.zarr"  # the user says they are right
+    assert import_frames(tmp_path / "bohr.extxyz", builtin_molecule("lih"), out, allow_stretched=True)["imported"] == 10
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--energy-key", "my energy"], "not a plain name"),
+    (["--forces-key", "pos"], "already use"),
+    (["--energy-key", "qff_index"], "already use"),
+    (["--energy-key", "x", "--forces-key", "x"], "different names"),
+])
+def test_export_refuses_keys_it_could_not_read_back(h2o, tmp_path, capsys, args, message):
+    assert main(["dataset", "export", h2o, "--out", str(tmp_path / "x.extxyz"), *args]) == 2
+    assert message in capsys.readouterr().err and not list(tmp_path.iterdir())
+
+
+def test_export_to_a_directory_says_so_and_leaves_nothing(h2o, tmp_path, capsys):
+    assert main(["dataset", "export", h2o, "--out", str(tmp_path)]) == 2
+    assert "cannot write" in capsys.readouterr().err and not list(tmp_path.iterdir())
+
+
+def test_a_dataset_with_lost_energies_is_not_exported(h2o, tmp_path, capsys):
+    import shutil
+
+    damaged = tmp_path / "damaged.zarr"
+    shutil.copytree(h2o, damaged)
+    shutil.rmtree(damaged / "energies" / "c")  # the energy chunks are gone: zarr reads its fill value, NaN
+    assert main(["dataset", "export", str(damaged), "--out", str(tmp_path / "x.extxyz")]) == 2
+    assert "is damaged" in capsys.readouterr().err and not (tmp_path / "x.extxyz").exists()
 
 
 def test_file_sampler_labels_trajectory_frames_with_a_real_engine(exported, tmp_path):

@@ -94,7 +94,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     catalog = catalog_dir(args.catalog)
     check_writable_dir(catalog, "--catalog")
     summary = import_frames(args.file, load_molecule(args.molecule), args.out, level_of_theory=args.level_of_theory,
-                            energy_key=args.energy_key, forces_key=args.forces_key)
+                            energy_key=args.energy_key, forces_key=args.forces_key,
+                            allow_stretched=args.allow_stretched)
     summary["catalog_record"] = str(catalog_dataset(Dataset.open(args.out), catalog))
     text = (f"{args.file} was imported into {args.out} before; nothing added" if summary["already_imported"] else
             f"imported {summary['imported']} frames into {summary['path']} ({summary['n_done']} samples); "
@@ -137,4 +138,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     imp.add_argument("--level-of-theory", default=None, help="what the energies are, e.g. 'B3LYP/6-31G* (ORCA 5)'")
     imp.add_argument("--catalog", type=Path, default=None,
                      help="catalog directory for the record (default $QFF_CATALOG, else data_catalog)")
+    imp.add_argument("--allow-stretched", action="store_true",
+                     help="skip the check refusing positions that look like Bohr (every atom far from its neighbours)")
     imp.set_defaults(func=cmd_import)
