@@ -156,7 +156,8 @@ def test_a_diatomic_bond_scan_is_not_mistaken_for_bohr(tmp_path):
 
     write(tmp_path / "scan.extxyz", scan(np.linspace(1.2, 3.0, 10)), format="extxyz")  # 4 of 10 past 1.5x
     assert import_frames(tmp_path / "scan.extxyz", builtin_molecule("lih"), tmp_path / "scan.zarr")["imported"] == 10
-    write(tmp_path / "bohr.extxyz", scan(np.linspace(1.2, 3.0, 10) / 0.529177210903), format="extxyz")  # its first, 2.27, is not past 1.5x
+    bohr = scan(np.linspace(1.2, 3.0, 10) / 0.529177210903)  # its first, 2.27, is not past 1.5x
+    write(tmp_path / "bohr.extxyz", bohr, format="extxyz")
     with pytest.raises(FrameError, match=r"frame 1 \(and 8 more frames\) of bohr.extxyz: .* look like Bohr"):
         import_frames(tmp_path / "bohr.extxyz", builtin_molecule("lih"), tmp_path / "bohr.zarr")
     assert not (tmp_path / "bohr.zarr").exists()
