@@ -138,9 +138,10 @@ def prepare_dataset(settings: GenerateConfig) -> Dataset:
 
     Everything that can be wrong with the request fails before the dataset is written: an
     unwritable path (or one naming a file), a missing engine, a dataset at another level of
-    theory, and (through the first real calculation, the geometry optimisation) an unknown
-    method or basis. The number of samples is decided and the new ones appended under the
-    dataset's lock: two runs started at once on one ``--out`` add the geometries once.
+    theory, and (through the first real calculation: the geometry optimisation, or for a file or
+    scan the first geometry, whose result is kept) an unknown method or basis. The number of
+    samples is decided and the new ones appended under the dataset's lock: two runs started at
+    once on one ``--out`` add the geometries once.
     """
     molecule = load_molecule(settings.molecule)
     path = Path(settings.out)
@@ -154,6 +155,10 @@ def prepare_dataset(settings: GenerateConfig) -> Dataset:
         if missing > 0 and settings.sampler == "bond_scan" and have:
             raise InputError("a bond scan is fixed by its range and count; write a new --out to change it")
         new, minimum = sample_geometries(settings, molecule, missing, have) if missing > 0 else (None, None)
+        # normal_modes and rotations have run real calculations (the minimum); a file or scan has not: its first
+        # geometry is computed now, so an unknown method, basis or charge fails before anything is written
+        first = _first_calculation(settings, molecule, new[0]) if new is not None and not exists and \
+            minimum is None else None
         sampler = {"kind": settings.sampler, "seed": settings.seed, "temperature_k": settings.temperature_k,
                    "max_distance_change": settings.max_distance_change,
                    "scan_range_a": list(settings.scan_range_a), **({"minimum": minimum} if minimum else {}),
@@ -163,8 +168,26 @@ def prepare_dataset(settings: GenerateConfig) -> Dataset:
         # with its settings and index range, so a top-up at another temperature is recorded as such.
         dataset = Dataset.create(path, molecule, settings.level(), sampler=sampler)
         if new is not None:
-            dataset.add_geometries(new, segment=sampler)
+            indices = dataset.add_geometries(new, segment=sampler)
+            if first is not None:
+                dataset.record([(int(indices[0]), first)])
     return dataset
+
+
+def _first_calculation(settings: GenerateConfig, molecule: MoleculeSpec,
+                       positions_a: np.ndarray) -> CalculationResult | QffError:
+    """The first sample's result, or its failure when the request is fine and the geometry is not (no SCF
+    convergence, a timeout: that sample fails, as any other would); an InputError (unknown method or basis,
+    impossible charge) is raised."""
+    engine = get_engine(settings.engine)
+    try:
+        return engine.compute(settings.request(molecule, positions_a))
+    except InputError:
+        raise
+    except QffError as exc:
+        return exc
+    finally:
+        engine.close()
 
 
 Outcome = tuple[int, CalculationResult | QffError]

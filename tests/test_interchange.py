@@ -202,3 +202,14 @@ def test_file_sampler_labels_trajectory_frames_with_a_real_engine(exported, tmp_
     x, e, _ = dataset.samples(np.arange(4))
     assert np.array_equal(x[1], frames[10].positions)
     assert np.allclose(e, [frames[k].get_potential_energy() for k in (0, 10, 20, 30)], atol=1e-6)  # same engine
+
+
+def test_file_sampler_refuses_an_unknown_method_before_writing(exported, tmp_path):
+    from qff_core.datagen import GenerateConfig, prepare_dataset
+    from qff_core.errors import InputError
+
+    config = GenerateConfig(molecule="h2o", engine="pyscf", method="nonsense", basis="sto-3g", sampler="file",
+                            geometries=str(exported), samples=2, out=str(tmp_path / "md.zarr"), timeout_s=None)
+    with pytest.raises(InputError, match="unknown method 'nonsense'"):
+        prepare_dataset(config)
+    assert not (tmp_path / "md.zarr").exists()

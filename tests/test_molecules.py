@@ -187,13 +187,29 @@ def test_yaml_spec_with_fragments_and_xyz(tmp_path):
         ("name: x\nsymbols: [H, H]\npositions_a: [[0,0,0],[0,0,1]]\ncolour: red\n", "colour"),
         ("name: [unclosed\n", "not valid YAML"),
         ("name: x\nsymbols: [H, H, H]\npositions_a: [[0,0,0],[0,0,1],[0,1,0]]\nfragments: [[0,1]]\n", "partition"),
+        ("name: x\nsymbols: [O, H, H]\npositions_a: [[0,0,0],[0,0,1],[0,1,0]]\ncharge: 1\n",
+         "multiplicity 1 is impossible with 9 electrons"),
+        ("name: x\nsymbols: [O, H, H]\npositions_a: [[0,0,0],[0,0,1],[0,1,0]]\nmultiplicity: 2\n",
+         "multiplicity 2 is impossible with 10 electrons"),
+        ("name: x\nsymbols: [O, H, H]\npositions_a: [[0,0,0],[0,0,1],[0,1,0]]\ncharge: 20\n", "leaves -10 electrons"),
+        ("name: x\nsymbols: [O, H, Xx]\npositions_a: [[0,0,0],[0,0,1],[0,1,0]]\n", "unknown element 'Xx'"),
     ],
 )
 def test_bad_yaml_specs(tmp_path, text, message):
     path = tmp_path / "m.yaml"
     path.write_text(text)
-    with pytest.raises((GeometryFileError, SymmetryError), match=message):
+    with pytest.raises(InputError, match=message) as caught:
         molecule_from_yaml(path)
+    assert str(path) in str(caught.value)  # the message names the file
+
+
+def test_a_radical_with_its_multiplicity_is_accepted():
+    from qff_core.molecules.spec import make_molecule
+
+    oh = make_molecule("oh", ["O", "H"], [[0, 0, 0], [0, 0, 0.97]], multiplicity=2)
+    assert oh.multiplicity == 2
+    cation = make_molecule("h2o+", ["O", "H", "H"], [[0, 0, 0], [0, 0, 1], [0, 1, 0]], charge=1, multiplicity=2)
+    assert cation.charge == 1
 
 
 def test_unknown_builtin_lists_the_choices():

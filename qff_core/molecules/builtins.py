@@ -61,7 +61,8 @@ def builtin_molecule(name: str) -> MoleculeSpec:
             "h2o_dimer", ["O", "H", "H", "O", "H", "H"], _WATER_DIMER,
             center="centroid", fragments=[[0, 1, 2], [3, 4, 5]],
         )
-    raise InputError(f"unknown built-in molecule {name!r}; choose one of {', '.join(BUILTIN_NAMES)}")
+    raise InputError(f"unknown built-in molecule {name!r}; choose one of {', '.join(BUILTIN_NAMES)}, or give a "
+                     "molecule file ending in .xyz, .yaml or .yml")
 
 
 BUILTIN_NAMES = ("lih", "h2o", "nh3", "ch4", "h2o_dimer")

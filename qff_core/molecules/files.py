@@ -10,7 +10,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from qff_core.errors import GeometryError, GeometryFileError, UnknownElementError
+from qff_core.errors import GeometryError, GeometryFileError, InputError, UnknownElementError
 from qff_core.molecules.spec import CenterRule, MoleculeSpec, make_molecule, normalize_symbol
 
 
@@ -109,7 +109,10 @@ def molecule_from_yaml(path: str | Path) -> MoleculeSpec:
         raise GeometryFileError(f"{path}: give 'symbols' and 'positions_a' (Angstrom), or 'xyz'")
     else:
         symbols, positions = spec.symbols, spec.positions_a
-    return make_molecule(
-        spec.name, symbols, positions, center=spec.center, fragments=spec.fragments,
-        permutations=spec.permutations, charge=spec.charge, multiplicity=spec.multiplicity,
-    )
+    try:
+        return make_molecule(
+            spec.name, symbols, positions, center=spec.center, fragments=spec.fragments,
+            permutations=spec.permutations, charge=spec.charge, multiplicity=spec.multiplicity,
+        )
+    except InputError as exc:  # the same kind of error, saying which file
+        raise type(exc)(f"{path}: {exc}") from None

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from ase.data import atomic_numbers, chemical_symbols
 
-from qff_core.errors import GeometryError, SymmetryError, UnknownElementError
+from qff_core.errors import GeometryError, InputError, SymmetryError, UnknownElementError
 from qff_core.symmetry import Permutation, PermutationGroup, check_permutation
 
 MIN_DISTANCE_A = 0.1
@@ -219,6 +219,20 @@ def _resolve_center(symbols: Sequence[str], group: PermutationGroup, center: Cen
     return index
 
 
+def check_spin(symbols: Sequence[str], charge: int, multiplicity: int) -> None:
+    """InputError unless ``charge`` leaves electrons and ``multiplicity`` fits their count (odd count: even
+    multiplicity, and the reverse): what every reference engine would refuse, said before it is asked."""
+    from ase.data import atomic_numbers
+
+    electrons = sum(atomic_numbers[s] for s in symbols) - charge
+    if electrons < 0:
+        raise InputError(f"charge {charge} leaves {electrons} electrons on {''.join(symbols)}; lower the charge")
+    if multiplicity < 1 or (electrons + multiplicity - 1) % 2:
+        raise InputError(f"multiplicity {multiplicity} is impossible with {electrons} electrons (charge {charge}): "
+                         f"{'an odd' if electrons % 2 else 'an even'} count needs "
+                         f"{'an even (2, 4, ...)' if electrons % 2 else 'an odd (1, 3, ...)'} multiplicity")
+
+
 def make_molecule(
     name: str,
     symbols: Sequence[str | int],
@@ -259,6 +273,7 @@ def make_molecule(
     else:
         group = species_group(syms)
     c = _resolve_center(syms, group, center)
+    check_spin(syms, int(charge), int(multiplicity))
     pos = pos.copy()
     pos.setflags(write=False)
     return MoleculeSpec(
