@@ -36,6 +36,11 @@ class ModelBuildError(InputError):
     """Model hyperparameters that cannot be realised for this molecule."""
 
 
+class DatasetDamagedError(InputError):
+    """A dataset's stored arrays contradict its status (finished samples without finite numbers: lost or
+    corrupted chunks); restore or regenerate it."""
+
+
 class ResourceError(QffError):
     """A program, package or resource is missing here; install it or run elsewhere."""
 

@@ -77,12 +77,8 @@ def export_extxyz(dataset: Dataset, out: str | Path, *, energy_key: str = "energ
     done = np.flatnonzero(status == DONE)
     if done.size == 0:
         raise InputError(f"{dataset.path} has no finished samples to export")
+    dataset.check_finite(done)
     positions, energies, forces = dataset.samples(done)
-    bad = ~(np.isfinite(energies) & np.isfinite(forces).all(axis=(1, 2)) & np.isfinite(positions).all(axis=(1, 2)))
-    if bad.any():
-        raise InputError(f"{dataset.path} is damaged: {int(bad.sum())} finished samples (first: sample "
-                         f"{int(done[np.argmax(bad)])}) hold NaN energies, forces or positions; nothing exported. "
-                         "Restore the dataset, or regenerate it")
     symbols = dataset.group.attrs["molecule"]["symbols"]
     level = dataset.group.attrs["level_of_theory"]
     lot = f"{level['engine']} {level['method']}/{level['basis']}"

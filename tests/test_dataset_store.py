@@ -137,3 +137,27 @@ def test_killed_writer_keeps_every_finished_sample(tmp_path):
     ds.record([(int(i), synthetic_result(float(i))) for i in rest])  # the resumed run
     assert (Dataset.open(path).status() == DONE).all()
     assert np.array_equal(Dataset.open(path).arrays()["energies"], np.arange(200.0))
+
+
+def test_a_lost_chunk_is_reported_and_refused_not_read_as_data(h2o, tmp_path, capsys):
+    """Deleting the energy chunks leaves `done` samples that zarr reads as NaN: info says DAMAGED (exit 1),
+    training refuses the dataset before any step instead of diverging on NaN labels."""
+    import shutil
+
+    from qff_core.cli import main
+    from qff_core.errors import DatasetDamagedError
+    from qff_core.run.directory import TrainingData
+
+    damaged = tmp_path / "damaged.zarr"
+    shutil.copytree(h2o, damaged)
+    data = Dataset.open(damaged)
+    assert data.damaged().size == 0
+    shutil.rmtree(damaged / "energies" / "c")
+    assert np.array_equal(data.damaged(), np.flatnonzero(data.status() == DONE))
+    assert main(["dataset", "info", str(damaged)]) == 1
+    assert "DAMAGED: " in capsys.readouterr().out
+    with pytest.raises(DatasetDamagedError, match="is damaged: 2 finished samples .* 3, 5"):
+        TrainingData.take(data, np.array([3, 5]))
+    assert main(["train", "--dataset", str(damaged), "--steps", "1", "--run-dir", str(tmp_path / "run"),
+                 "--no-prefect"]) == 2
+    assert "is damaged" in capsys.readouterr().err

@@ -67,9 +67,12 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"level of theory: {info['level_of_theory']}; engines: {', '.join(info['engine_versions']) or '-'}",
         f"units: {info['units']}",
         *[f"  failed sample {i}: {msg}" for i, msg in info["failures"].items()],
+        *([f"DAMAGED: {len(info['damaged'])} finished samples hold NaN or infinite numbers (samples "
+           f"{', '.join(map(str, info['damaged'][:10]))}{' ...' if len(info['damaged']) > 10 else ''}): a chunk was "
+           "lost or corrupted; restore the dataset or regenerate it"] if info["damaged"] else []),
     ])
     emit(args, info, text)
-    return 0
+    return 1 if info["damaged"] else 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from qff_core.cli.common import (
@@ -71,6 +72,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"({summary['wall_time_s']:.1f} s)")
     if args.json:
         print(json.dumps(summary, indent=2))
+    if summary["stop_reason"] == "non-finite loss":
+        print(f"qff: error: training diverged (a non-finite loss at step {summary['step']}); the best parameters "
+              f"(step {summary['best_step']}) are kept. Lower --learning-rate, or check the dataset with "
+              "`qff dataset info`", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -121,6 +121,7 @@ class TrainingData(TrainingArrays):
     @classmethod
     def take(cls, dataset: Dataset, indices: np.ndarray) -> TrainingData:
         """The samples ``indices`` of ``dataset``, with their clean labels (validation, test, anything scored)."""
+        dataset.check_finite(indices)
         return cls(*dataset.samples(indices))
 
     @classmethod
@@ -128,6 +129,7 @@ class TrainingData(TrainingArrays):
         """The training samples ``indices`` of ``dataset`` with the label noise of ``config`` added to the raw
         eV and eV/Angstrom labels (``qff_core.run.label_noise``): what the optimiser, the normalisation statistics
         and the KRR baseline see. Without noise, exactly ``take``."""
+        dataset.check_finite(indices)
         positions, energies, forces = dataset.samples(indices)
         energies, forces = noisy_labels(energies, forces, indices, energy_std_ev=config.label_noise_energy_ev,
                                         forces_std_ev_per_a=config.label_noise_forces_ev_per_a,

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from qff_core.errors import InputError
+from qff_core.errors import DatasetDamagedError, InputError
 from qff_core.molecules import MoleculeSpec, validate_positions
 from qff_core.processes import pid_alive
 from qff_core.reference.base import CalculationResult
@@ -238,6 +238,27 @@ class Dataset:
             "status": status[keep]
         }
 
+    def damaged(self, indices: Sequence[int] | None = None) -> np.ndarray:
+        """Indices of finished samples (among ``indices``, default all) whose positions, energy or forces are not
+        finite: what a lost or corrupted chunk leaves (zarr reads a missing chunk as the fill value, NaN)."""
+        status = self.status()
+        idx = np.arange(status.size) if indices is None else np.asarray(indices, dtype=np.int64)
+        done = idx[status[idx] == DONE]
+        if done.size == 0:
+            return done
+        x, e, f = self.samples(done)
+        finite = np.isfinite(e) & np.isfinite(f).all(axis=(1, 2)) & np.isfinite(x).all(axis=(1, 2))
+        return done[~finite]
+
+    def check_finite(self, indices: Sequence[int]) -> None:
+        """DatasetDamagedError naming the samples among ``indices`` that are finished but hold non-finite numbers."""
+        bad = self.damaged(indices)
+        if bad.size:
+            shown = ", ".join(str(int(i)) for i in bad[:10]) + (" ..." if bad.size > 10 else "")
+            raise DatasetDamagedError(
+                f"{self.path} is damaged: {bad.size} finished samples hold NaN or infinite numbers (samples "
+                f"{shown}); a chunk was lost or corrupted. Restore the dataset from a copy, or regenerate it")
+
     def errors(self) -> dict[int, str]:
         """Error messages of failed samples, by index."""
         failed = np.flatnonzero(self.status() == FAILED)
@@ -258,6 +279,7 @@ class Dataset:
             "n_done": int((status == DONE).sum()),
             "n_failed": int((status == FAILED).sum()),
             "n_pending": int((status == PENDING).sum()),
+            "damaged": [int(i) for i in self.damaged()],
             "units": attrs["units"],
             "level_of_theory": attrs["level_of_theory"],
             "engine_versions": attrs.get("engine_versions", []),
