@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from qff_core.errors import InputError, Interrupted, QffError
 from qff_core.interrupts import raise_if_interrupted
@@ -59,12 +59,20 @@ class GenerateConfig(BaseModel):
         0.25, gt=0, description="normal modes: redraw samples that change an interatomic distance by more than this "
                                 "fraction of the minimum's (soft modes of clusters); None keeps every draw")
     scan_range_a: tuple[float, float] = (1.2, 2.6)
-    seed: int = Field(2024, description="seed of the sampler")
+    seed: int = Field(2024, ge=0, description="seed of the sampler")
     chunk_size: int = Field(8, ge=1, description="samples per Dask task")
     max_iterations: int = Field(100, ge=1, description="SCF iteration limit")
-    timeout_s: float | None = Field(600.0, description="seconds per calculation; a timeout fails that sample only")
+    timeout_s: float | None = Field(600.0, gt=0, description="seconds per calculation; a timeout fails that sample "
+                                                             "only; None: no limit")
     keywords: dict = Field(default_factory=dict)
     out: str = Field("data/h2o.zarr", description="Zarr dataset path (created, or resumed when it exists)")
+
+    @model_validator(mode="after")
+    def _geometries_only_with_the_file_sampler(self) -> GenerateConfig:
+        if self.geometries is not None and self.sampler != "file":
+            raise ValueError(f"geometries ({self.geometries}) are read by the file sampler only; add --sampler file, "
+                             f"or leave --geometries out to sample with {self.sampler}")
+        return self
 
     def level(self) -> LevelOfTheory:
         """The level of theory recorded in the dataset."""
