@@ -156,8 +156,42 @@ def test_a_lost_chunk_is_reported_and_refused_not_read_as_data(h2o, tmp_path, ca
     assert np.array_equal(data.damaged(), np.flatnonzero(data.status() == DONE))
     assert main(["dataset", "info", str(damaged)]) == 1
     assert "DAMAGED: " in capsys.readouterr().out
-    with pytest.raises(DatasetDamagedError, match="is damaged: 2 finished samples .* 3, 5"):
+    with pytest.raises(DatasetDamagedError, match=r"is damaged: 2 finished samples .* 3, 5"):
         TrainingData.take(data, np.array([3, 5]))
     assert main(["train", "--dataset", str(damaged), "--steps", "1", "--run-dir", str(tmp_path / "run"),
                  "--no-prefect"]) == 2
     assert "is damaged" in capsys.readouterr().err
+
+
+def _truncate_first_chunk(path):
+    chunk = sorted((path / "positions" / "c").rglob("*"))[-1]
+    chunk.write_bytes(chunk.read_bytes()[:100])
+
+
+def _drop_molecule(path):
+    import json
+
+    node = json.loads((path / "zarr.json").read_text())
+    del node["attributes"]["molecule"]
+    (path / "zarr.json").write_text(json.dumps(node))
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (_truncate_first_chunk, "positions, energies or forces cannot be read"),
+    (lambda path: __import__("shutil").rmtree(path / "forces"), "the array 'forces' cannot be read"),
+    (lambda path: (path / "energies" / "zarr.json").write_text("{"), "the array 'energies' cannot be read"),
+    (_drop_molecule, "its attributes lack molecule"),
+])
+def test_damaged_files_give_one_clear_error(h2o, tmp_path, capsys, damage, message):
+    import shutil
+
+    from qff_core.cli import main
+
+    damaged = tmp_path / "damaged.zarr"
+    shutil.copytree(h2o, damaged)
+    damage(damaged)
+    assert main(["dataset", "info", str(damaged)]) == 2
+    assert main(["dataset", "export", str(damaged), "--out", str(tmp_path / "x.extxyz")]) == 2
+    err = capsys.readouterr().err
+    assert f"{damaged} is damaged: " in err and message in err and "Traceback" not in err
+    assert not (tmp_path / "x.extxyz").exists()

@@ -22,21 +22,51 @@ import os
 import shutil
 import socket
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import zarr
 
-from qff_core.errors import DatasetDamagedError, InputError
+from qff_core.errors import DatasetDamagedError, InputError, QffError
 from qff_core.molecules import MoleculeSpec, validate_positions
 from qff_core.processes import pid_alive
 from qff_core.reference.base import CalculationResult
 from qff_core.store.locks import file_lock
 
 SCHEMA_VERSION = 1
+ARRAYS = ("positions", "energies", "forces", "status", "wall_time_s", "errors")
+REQUIRED_ATTRS = ("molecule", "level_of_theory", "units")
 PENDING, DONE, FAILED = 0, 1, 2
 UNITS = {"positions": "angstrom", "energies": "eV", "forces": "eV/angstrom", "wall_time_s": "s"}
+
+
+@contextmanager
+def _damage_said(path: Path, what: str):
+    """Turn a failure to read stored arrays (a truncated chunk, broken metadata) into DatasetDamagedError."""
+    try:
+        yield
+    except QffError:
+        raise
+    except Exception as exc:  # zarr and its codecs raise many kinds on damaged files
+        raise DatasetDamagedError(f"{path} is damaged: {what} cannot be read ({type(exc).__name__}: {exc}); "
+                                  "restore the dataset from a copy, or regenerate it") from None
+
+
+def _check_intact(path: Path, root: zarr.Group) -> None:
+    """DatasetDamagedError unless the attributes and arrays of a dataset are all there, with one sample count."""
+    missing = [name for name in REQUIRED_ATTRS if name not in root.attrs]
+    if missing:
+        raise DatasetDamagedError(f"{path} is damaged: its attributes lack {', '.join(missing)}; restore the "
+                                  "dataset from a copy, or regenerate it")
+    counts = {}
+    for name in ARRAYS:
+        with _damage_said(path, f"the array {name!r}"):
+            counts[name] = zarr.open_array(str(path / name), mode="r").shape[0]
+    if len(set(counts.values())) > 1:
+        raise DatasetDamagedError(f"{path} is damaged: its arrays hold different numbers of samples ({counts}); "
+                                  "restore the dataset from a copy, or regenerate it")
 
 
 @dataclass(frozen=True)
@@ -133,6 +163,7 @@ class Dataset:
             raise InputError(f"{path} is a Zarr group but not a qff reference dataset")
         if version > SCHEMA_VERSION:
             raise InputError(f"{path} has schema {version}; this qff reads up to {SCHEMA_VERSION}: upgrade qff")
+        _check_intact(path, root)
         return cls(path, root)
 
     def _check_compatible(self, molecule: MoleculeSpec, level: LevelOfTheory) -> None:
@@ -149,7 +180,8 @@ class Dataset:
 
     def _array(self, name: str) -> zarr.Array:
         # Re-open every time: another process may have resized the array meanwhile.
-        return zarr.open_array(str(self.path / name), mode="r+")
+        with _damage_said(self.path, name):
+            return zarr.open_array(str(self.path / name), mode="r+")
 
     @property
     def n_samples(self) -> int:
@@ -158,7 +190,8 @@ class Dataset:
 
     def status(self) -> np.ndarray:
         """Per-sample status codes (PENDING, DONE, FAILED)."""
-        return self._array("status")[:]
+        with _damage_said(self.path, "status"):
+            return self._array("status")[:]
 
     def todo(self) -> np.ndarray:
         """Indices still to compute: pending and failed."""
@@ -212,8 +245,9 @@ class Dataset:
         """Positions (Angstrom), energies (eV) and forces (eV/Angstrom) of the samples ``indices``."""
         idx = np.asarray(indices)
         g = self.group
-        return (np.asarray(g["positions"].oindex[idx]), np.asarray(g["energies"].oindex[idx]),
-                np.asarray(g["forces"].oindex[idx]))
+        with _damage_said(self.path, "positions, energies or forces"):
+            return (np.asarray(g["positions"].oindex[idx]), np.asarray(g["energies"].oindex[idx]),
+                    np.asarray(g["forces"].oindex[idx]))
 
     def checksum(self, indices: Sequence[int] | None = None) -> str:
         """``sha256:<hex>`` of the arrays (positions, energies, forces, status), independent of chunking: of every
