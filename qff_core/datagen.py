@@ -141,6 +141,23 @@ def _file_geometries(settings: GenerateConfig, molecule: MoleculeSpec, n: int, o
     return np.stack(out)
 
 
+def preflight(settings: GenerateConfig) -> MoleculeSpec:
+    """The checks that cost nothing, before any work (and before a workflow starts): the molecule, a writable
+    ``out`` (or an existing dataset there), the engine installed, the geometry file readable. Returns the molecule."""
+    molecule = load_molecule(settings.molecule)
+    path = Path(settings.out)
+    if not (path / "zarr.json").exists():
+        check_writable(path)
+    get_engine(settings.engine)  # ResourceError now, not after sampling
+    if settings.sampler == "file":
+        from qff_core.interchange import read_frames
+
+        if settings.geometries is None:
+            raise InputError("the file sampler needs --geometries FILE (an .xyz/.extxyz trajectory or ASE database)")
+        read_frames(settings.geometries)
+    return molecule
+
+
 def prepare_dataset(settings: GenerateConfig) -> Dataset:
     """Open or create the dataset and top it up to ``settings.samples`` geometries.
 
@@ -151,11 +168,8 @@ def prepare_dataset(settings: GenerateConfig) -> Dataset:
     samples is decided and the new ones appended under the dataset's lock: two runs started at
     once on one ``--out`` add the geometries once.
     """
-    molecule = load_molecule(settings.molecule)
+    molecule = preflight(settings)
     path = Path(settings.out)
-    if not (path / "zarr.json").exists():
-        check_writable(path)
-    get_engine(settings.engine)  # ResourceError now, not after sampling
     with dataset_lock(path):
         exists = (path / "zarr.json").exists()
         have = Dataset.create(path, molecule, settings.level()).n_samples if exists else 0  # checks compatibility

@@ -17,7 +17,7 @@ from qff_core.cli.common import (
     logger,
     validated,
 )
-from qff_core.datagen import GenerateConfig
+from qff_core.datagen import GenerateConfig, preflight
 from qff_core.store.catalog import catalog_dir
 
 _SKIP = ("keywords", "scan_range_a")  # set in the --config file
@@ -29,6 +29,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     settings = validated(GenerateConfig, values, "dataset settings")
     log = logger(args)
     cluster = cluster_config_from_args(args)  # a bad cluster file fails before any work
+    preflight(settings)  # and a bad molecule, path, engine or geometry file before a workflow starts
     t0 = time.perf_counter()
     if args.no_prefect:
         from qff_core.datagen import generate
