@@ -33,11 +33,17 @@ from qff_core.run import Run, open_run
 
 def executor_config(executor: str | dict | ExecutorConfig) -> ExecutorConfig:
     """An ExecutorConfig from a name (``"exact"``, ``"aer"``), a dict of its fields, or itself."""
+    from pydantic import ValidationError
+
     if isinstance(executor, ExecutorConfig):
         return executor
-    if isinstance(executor, str):
-        return ExecutorConfig(name=executor)
-    return ExecutorConfig.model_validate(executor)
+    try:
+        if isinstance(executor, str):
+            return ExecutorConfig(name=executor)
+        return ExecutorConfig.model_validate(executor)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'executor'}: {e['msg']}" for e in exc.errors())
+        raise InputError(f"executor {executor!r} is not usable: {problems}") from None
 
 
 class QFFCalculator(Calculator):

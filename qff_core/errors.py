@@ -41,6 +41,11 @@ class DatasetDamagedError(InputError):
     corrupted chunks); restore or regenerate it."""
 
 
+class CheckpointDamagedError(InputError):
+    """A checkpoint whose files are incomplete or altered (a chunk missing, truncated, or not matching the checksum
+    written with it); use another checkpoint of the run."""
+
+
 class ResourceError(QffError):
     """A program, package or resource is missing here; install it or run elsewhere."""
 

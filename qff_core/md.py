@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from qff_core.errors import QffError
+from qff_core.errors import InputError, Interrupted, QffError
 from qff_core.interrupts import raise_if_interrupted
 
 logger = logging.getLogger(__name__)
@@ -64,6 +64,9 @@ class MDConfig(BaseModel):
     def _berendsen_needs_temperature(self) -> MDConfig:
         if self.ensemble != "nve" and self.temperature_k <= 0:
             raise ValueError(f"the {self.ensemble} thermostat needs --temperature-k > 0")
+        if self.out is not None and Path(self.out).suffix.lower() not in (".xyz", ".extxyz"):
+            raise ValueError(f"--out {self.out}: the trajectory is extended XYZ; give a name ending in .extxyz "
+                             "(or .xyz)")
         return self
 
     def trajectory_path(self) -> Path:
@@ -77,11 +80,19 @@ def start_atoms(config: MDConfig, calc):
 
     if config.start is None:
         return calc.reference_atoms()
-    from qff_core.interchange import read_frames
+    from qff_core.errors import GeometryError
+    from qff_core.interchange import check_not_bohr, read_frames
+    from qff_core.molecules.spec import validate_positions
 
     frames = read_frames(config.start)
     last = frames[-1]
-    return Atoms(symbols=last.get_chemical_symbols(), positions=last.positions)
+    symbols = last.get_chemical_symbols()
+    try:
+        positions = validate_positions(last.positions, len(symbols))
+        check_not_bohr([positions], symbols, config.start)
+    except (GeometryError, QffError) as exc:
+        raise InputError(f"the start geometry (the last frame of {config.start}): {exc}") from None
+    return Atoms(symbols=symbols, positions=positions)
 
 
 def _integrator(config: MDConfig, atoms):
@@ -156,6 +167,12 @@ def run_md(config: MDConfig, *, calc=None, progress: Callable[[int, int], None] 
     try:
         atoms = start_atoms(config, calc)
         atoms.calc = calc
+        atoms.get_potential_energy()  # another molecule, or a geometry the model cannot take: refused before the
+        d = _pair_distances(atoms)  # trajectory file is opened (and an old one emptied)
+        if d.size and d.min() < MIN_DISTANCE_A:
+            raise InputError(f"the start geometry has two atoms {d.min():.3f} A apart (below {MIN_DISTANCE_A} A): "
+                             "not a geometry to start dynamics from; check --start and its units")
+        out = _writable(config.trajectory_path())
         if "H" in atoms.get_chemical_symbols() and config.timestep_fs > H_TIMESTEP_WARNING_FS:
             logger.warning(f"a {config.timestep_fs} fs time step is large for hydrogen's vibrations (above "
                            f"{H_TIMESTEP_WARNING_FS} fs the energy is rarely conserved)")
@@ -164,26 +181,32 @@ def run_md(config: MDConfig, *, calc=None, progress: Callable[[int, int], None] 
         ZeroRotation(atoms)
         dyn = _integrator(config, atoms)
         start_distances = _pair_distances(atoms)
-        out = config.trajectory_path()
-        out.parent.mkdir(parents=True, exist_ok=True)
         trace: dict[str, list[float]] = {"time_fs": [], "potential_ev": [], "kinetic_ev": [], "temperature_k": []}
         t0 = time.perf_counter()
         with open(out, "w") as fh:
+
+            def write(step: int, e_pot: float) -> None:
+                write_frame(fh, atoms.get_chemical_symbols(), atoms.positions, e_pot, atoms.get_forces(),
+                            info={"time_fs": float(step * config.timestep_fs),
+                                  "temperature_k": float(atoms.get_temperature())})
+                fh.flush()
 
             def record() -> None:
                 raise_if_interrupted()
                 step = dyn.nsteps
                 e_pot = atoms.get_potential_energy()
-                _check_frame(atoms, e_pot, step, start_distances, config.max_distance_factor)
+                try:
+                    _check_frame(atoms, e_pot, step, start_distances, config.max_distance_factor)
+                except MDBlowUpError:
+                    if math.isfinite(e_pot) and np.all(np.isfinite(atoms.positions)):
+                        write(step, e_pot)  # the frame that stopped it, for the post-mortem
+                    raise
                 trace["time_fs"].append(step * config.timestep_fs)
                 trace["potential_ev"].append(float(e_pot))
                 trace["kinetic_ev"].append(float(atoms.get_kinetic_energy()))
                 trace["temperature_k"].append(float(atoms.get_temperature()))
                 if step % config.write_every == 0:
-                    write_frame(fh, atoms.get_chemical_symbols(), atoms.positions, e_pot, atoms.get_forces(),
-                                info={"time_fs": float(step * config.timestep_fs),
-                                      "temperature_k": float(atoms.get_temperature())})
-                    fh.flush()
+                    write(step, e_pot)
                 if progress is not None and (step % max(1, config.steps // 20) == 0 or step == config.steps):
                     progress(step, config.steps)
 
@@ -191,12 +214,43 @@ def run_md(config: MDConfig, *, calc=None, progress: Callable[[int, int], None] 
             try:
                 dyn.run(config.steps)
             except MDBlowUpError as exc:
-                raise MDBlowUpError(f"{exc}; the {len(trace['time_fs'])} frames so far are in {out}") from None
+                raise MDBlowUpError(f"{exc}; the {len(trace['time_fs'])} frames so far and the one that stopped it are "
+                                    f"in {out}"
+                                    f"{_partial_plot(trace, out, config, plot)}") from None
+            except KeyboardInterrupt:
+                fh.flush()
+                reached_fs = trace["time_fs"][-1] if trace["time_fs"] else 0.0
+                raise Interrupted(f"kept {len(trace['time_fs'])} steps ({reached_fs:g} fs) in {out}"
+                                  f"{_partial_plot(trace, out, config, plot)}. qff md does not resume "
+                                  f"(running the same command starts again and overwrites {out.name}): continue "
+                                  f"from the last frame with --start {out} --out ANOTHER.extxyz (new velocities "
+                                  "are drawn)") from None
         wall = time.perf_counter() - t0
     finally:
         if own:
             calc.close()
     return _summary(config, trace, wall, out, plot)
+
+
+def _writable(out: Path) -> Path:
+    """``out`` with its folder made; InputError when it cannot be a file there (a folder, a path under a file)."""
+    if out.is_dir():
+        raise InputError(f"--out {out} is a directory; give a file name ending in .extxyz")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"--out {out}: cannot create its folder ({exc.strerror or exc})") from None
+    return out
+
+
+def _partial_plot(trace: dict, out: Path, config: MDConfig, plot: bool) -> str:
+    """The traces of a run that stopped early, when there are two points to draw (text to add to the message)."""
+    if not plot or len(trace["time_fs"]) < 2:
+        return ""
+    try:
+        return f" (traces: {plot_trace(trace, out.with_suffix('.png'), config)})"
+    except Exception:  # the message about the stop matters more than the picture
+        return ""
 
 
 def _fitted_drift_ev(total_ev: np.ndarray) -> float:

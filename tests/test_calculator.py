@@ -215,7 +215,44 @@ def test_md_without_a_checkpoint_and_a_blow_up(trained_h2o, tmp_path, capsys):
             break
     else:
         pytest.fail("no trajectory from 0.62 A collided")
-    assert 0 < kept == len(read(out, ":"))
+    frames = read(out, ":")
+    assert kept > 0 and len(frames) == kept + 1  # with the frame that stopped it, for the post-mortem
+    assert frames[-1].get_all_distances()[np.triu_indices(3, 1)].min() < 0.5
+
+
+def test_md_refuses_a_bad_start_before_touching_the_trajectory_file(trained_h2o, tmp_path):
+    """A start geometry with atoms too close (or of another molecule) fails before --out is opened: an existing
+    trajectory there is not emptied."""
+    from ase.io import write
+
+    from qff_core.errors import InputError
+    from qff_core.molecules.matching import AtomsMismatchError
+
+    out = tmp_path / "earlier.extxyz"
+    out.write_text("an earlier trajectory\n")
+    cases = [(Atoms("OH2", positions=[[0, 0, 0], [0, 0, 0.3], [0, 0.9, 0.2]]), InputError, "0.300 A apart"),
+             (Atoms("NH3", positions=[[0, 0, 0], [0, 0, 1], [0, 1, 0], [1, 0, 0]]), AtomsMismatchError, "H3N")]
+    for atoms, error, message in cases:
+        write(tmp_path / "start.xyz", atoms)
+        with pytest.raises(error, match=message):
+            run_md(MDConfig(run_dir=trained_h2o, steps=5, start=str(tmp_path / "start.xyz"), out=str(out)),
+                   plot=False)
+        assert out.read_text() == "an earlier trajectory\n"
+
+
+def test_an_interrupted_md_says_what_it_kept_and_that_it_does_not_resume(trained_h2o, tmp_path):
+    from ase.io import read
+
+    from qff_core.errors import Interrupted
+
+    def stop_at_30(done: int, total: int) -> None:
+        if done >= 30:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "cut.extxyz"
+    with pytest.raises(Interrupted, match=r"kept 31 steps \(15 fs\) in .*cut.extxyz .*does not resume.*--start"):
+        run_md(MDConfig(run_dir=trained_h2o, steps=100, out=str(out)), progress=stop_at_30)
+    assert len(read(out, ":")) == 31 and (tmp_path / "cut.png").exists()
 
 
 def test_readme_calculator_example_runs(trained_h2o, capsys):

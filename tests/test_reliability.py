@@ -416,3 +416,59 @@ def test_a_checkpoint_written_again_after_an_interrupted_write_of_the_same_step(
     np.testing.assert_array_equal(read_checkpoint(final).arrays["params"], np.arange(3.0))
     assert read_checkpoint(latest_checkpoint(tmp_path)).step == 40
     assert not list(tmp_path.glob("*.partial-*"))
+
+
+def _lose_chunk(path):
+    next((path / "best_params" / "c").rglob("*")).unlink()
+
+
+def _flip_a_byte(path):
+    chunk = next((path / "best_params" / "c").rglob("*"))
+    data = bytearray(chunk.read_bytes())
+    data[3] ^= 0x10
+    chunk.write_bytes(bytes(data))
+
+
+def _truncate(path):
+    chunk = next((path / "params" / "c").rglob("*"))
+    chunk.write_bytes(chunk.read_bytes()[:5])
+
+
+def _break_metadata(path):
+    (path / "zarr.json").write_text("{")
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (_lose_chunk, "'best_params' lost a chunk file"),
+    (_flip_a_byte, "best_params differ from what was written"),
+    (_truncate, "is damaged: "),
+    (_break_metadata, "is damaged: "),
+])
+def test_a_damaged_checkpoint_is_refused_not_read_as_zeros(tmp_path, damage, message):
+    """Zarr reads a missing chunk as its fill value (zeros): evaluating such a checkpoint once scored all-zero
+    parameters and overwrote a good evaluation.json."""
+    from qff_core.errors import CheckpointDamagedError
+    from qff_core.store.checkpoint import Checkpoint, write_checkpoint
+
+    arrays = {"params": np.linspace(0.1, 1.0, 34), "best_params": np.linspace(-1.0, 1.0, 34)}
+    final = write_checkpoint(tmp_path, Checkpoint(step=40, arrays=arrays))
+    assert all(np.array_equal(read_checkpoint(final).arrays[k], v) for k, v in arrays.items())
+    damage(final)
+    with pytest.raises(CheckpointDamagedError, match=message) as caught:
+        read_checkpoint(final)
+    assert "--checkpoint STEP" in str(caught.value)
+
+
+def test_a_latest_link_to_a_lost_checkpoint_names_the_kept_ones(tmp_path):
+    import shutil
+
+    from qff_core.errors import CheckpointDamagedError
+    from qff_core.store.checkpoint import Checkpoint, write_checkpoint
+
+    for step in (10, 20):
+        write_checkpoint(tmp_path, Checkpoint(step=step, arrays={"params": np.arange(3.0) + step}))
+    shutil.rmtree(tmp_path / "step_00000020.zarr")
+    with pytest.raises(CheckpointDamagedError, match=r"step_00000020\.zarr, which is gone; kept: step_00000010\.zarr"):
+        latest_checkpoint(tmp_path)
+    (tmp_path / "latest").unlink()  # what the message suggests
+    assert read_checkpoint(latest_checkpoint(tmp_path)).step == 10

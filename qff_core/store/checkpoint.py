@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from qff_core.errors import InputError
+from qff_core.errors import CheckpointDamagedError, InputError, QffError
 from qff_core.processes import pid_alive
 
 CHECKPOINT_SCHEMA = 1
@@ -48,6 +48,7 @@ def write_checkpoint(directory: str | Path, checkpoint: Checkpoint, *, keep: int
     # last staging folder while the interrupt handler writes the same step again.
     staging = directory / f"{final.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     root = zarr.open_group(str(staging), mode="w", zarr_format=3)
+    sums: dict[str, str] = {}
     for name, value in checkpoint.arrays.items():
         value = np.asarray(value)
         parent = root
@@ -58,8 +59,9 @@ def write_checkpoint(directory: str | Path, checkpoint: Checkpoint, *, keep: int
         a = parent.create_array(leaf, shape=value.shape, dtype=value.dtype, chunks=chunks,
                                 compressors=None, config={"write_empty_chunks": True})
         a[...] = value
+        sums[name] = _checksum(value)
     root.attrs.update({"schema_version": CHECKPOINT_SCHEMA, "kind": "qff-checkpoint", "step": checkpoint.step,
-                       **json.loads(json.dumps(checkpoint.attrs))})
+                       "checksums": sums, **json.loads(json.dumps(checkpoint.attrs))})
     _fsync_tree(staging)
     if final.exists():  # the same step written again (a resumed run): replace it
         shutil.rmtree(final)
@@ -72,6 +74,14 @@ def write_checkpoint(directory: str | Path, checkpoint: Checkpoint, *, keep: int
     os.replace(tmp_link, link)
     _prune(directory, keep)
     return final
+
+
+def _checksum(value: np.ndarray) -> str:
+    """sha256 of an array's dtype, shape and bytes: what a read must give back."""
+    import hashlib
+
+    value = np.ascontiguousarray(value)
+    return hashlib.sha256(f"{value.dtype.str}{value.shape}".encode() + value.tobytes()).hexdigest()
 
 
 def _fsync_tree(path: Path) -> None:
@@ -100,7 +110,13 @@ def latest_checkpoint(directory: str | Path) -> Path | None:
     link = Path(directory) / LATEST
     if link.is_symlink():
         target = link.parent / os.readlink(link)
-        return target if (target / "zarr.json").exists() else None
+        if (target / "zarr.json").exists():
+            return target
+        kept = sorted(p.name for p in Path(directory).glob("step_*.zarr") if (p / "zarr.json").exists())
+        if not kept:
+            return None
+        raise CheckpointDamagedError(f"{link} points at {target.name}, which is gone; kept: {', '.join(kept)}. Pick "
+                                     f"one with --checkpoint STEP, or remove {link} to use the newest kept one")
     steps = sorted(p for p in Path(directory).glob("step_*.zarr") if (p / "zarr.json").exists())
     return steps[-1] if steps else None
 
@@ -121,6 +137,8 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         root = zarr.open_group(str(path), mode="r", use_consolidated=False)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):
         raise InputError(f"{path} holds no checkpoint") from None
+    except Exception as exc:  # broken metadata
+        raise CheckpointDamagedError(f"{path} is damaged: {type(exc).__name__}: {exc}; {_USE_ANOTHER}") from None
     attrs = dict(root.attrs)
     if attrs.get("kind") != "qff-checkpoint":
         raise InputError(f"{path} is not a qff checkpoint")
@@ -134,10 +152,28 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
             if isinstance(member, zarr.Group):
                 walk(member, key + "/")
             else:
+                if member.nchunks_initialized < member.nchunks:  # written with every chunk: one is gone
+                    raise CheckpointDamagedError(f"{path} is damaged: the array {key!r} lost a chunk file (zarr would "
+                                                 f"read zeros); {_USE_ANOTHER}")
                 arrays[key] = member[...]
 
-    walk(root, "")
+    try:
+        walk(root, "")
+    except QffError:
+        raise
+    except Exception as exc:  # zarr and numpy raise many kinds on truncated or garbled files
+        raise CheckpointDamagedError(f"{path} is damaged: {type(exc).__name__}: {exc}; {_USE_ANOTHER}") from None
+    sums = attrs.pop("checksums", None) or {}  # checkpoints written before checksums have none
+    altered = sorted(k for k, digest in sums.items() if k not in arrays or _checksum(arrays[k]) != digest)
+    if altered:
+        raise CheckpointDamagedError(f"{path} is damaged: {', '.join(altered)} differ from what was written "
+                                     f"(checksum); {_USE_ANOTHER}")
     step = int(attrs.pop("step"))
     for k in ("schema_version", "kind"):
         attrs.pop(k, None)
     return Checkpoint(step=step, arrays=arrays, attrs=attrs, path=path)
+
+
+_USE_ANOTHER = ("remove it and the 'latest' link beside it to fall back to the newest kept checkpoint (qff train "
+                "--resume continues from there), or pick a kept one with --checkpoint STEP (qff md, qff vibrations, "
+                "QFFCalculator)")
