@@ -43,14 +43,15 @@ class PipelineConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = "h2o"
+    name: str = Field("h2o", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                      description="names the output folder and the dataset: letters, digits, _ . - (no paths)")
     dataset: GenerateConfig = Field(default_factory=lambda: GenerateConfig(
         molecule="h2o", engine="psi4", method="b3lyp", basis="6-31g*", samples=120, temperature_k=500.0,
         seed=2024, chunk_size=10))
     models: dict[str, ModelConfig] = Field(default_factory=lambda: {
         "invariant": ModelConfig(model="invariant", depth=6, rep=2),
         "generic": ModelConfig(model="generic", depth=1, rep=2),  # 34 parameters, as many as the invariant
-    })
+    }, min_length=1, description="the models to train and compare, by name (at least one)")
     train: dict = Field(default_factory=lambda: {
         "steps": 1500, "batch_size": 64, "learning_rate": 1e-2, "final_learning_rate": 1e-3,
         "force_weight": 10.0, "test_size": 30, "val_size": 15, "eval_every": 250, "checkpoint_every": 250,
@@ -112,6 +113,15 @@ def choose_engine(requested: str, log=print) -> str:
         return "pyscf"
     get_engine(requested)  # raises ResourceError with the reason
     return requested
+
+
+def check_inputs(config: PipelineConfig) -> None:
+    """What can be checked for nothing before an output folder is claimed: the molecule and the engine's name."""
+    from qff_core.molecules import load_molecule
+    from qff_core.reference import get_engine
+
+    load_molecule(config.dataset.molecule)
+    get_engine(config.dataset.engine, require=False)
 
 
 def _train_worker(run_dir: str, config: dict, cache_dir: str | None, label: str) -> dict:
@@ -237,10 +247,11 @@ def run_pipeline(config: PipelineConfig, output_dir: str | Path, *, stages: Stag
 
     log = log or (lambda line: print(line, flush=True))
     out = Path(output_dir)
+    check_inputs(config)  # a bad molecule or engine name claims no output folder
+    engine = choose_engine(config.dataset.engine, log=log)
     if start_output_dir(config, out, force=force):
         log(f"{out} holds an earlier run of this pipeline: resuming it")
     try:
-        engine = choose_engine(config.dataset.engine, log=log)
         settings = config.dataset_settings(out, engine)
         log(f"reference data: {settings.samples} {config.name} geometries, {engine} {settings.method}/"
             f"{settings.basis}, {settings.sampler} at {settings.temperature_k:g} K")
@@ -258,6 +269,6 @@ def run_pipeline(config: PipelineConfig, output_dir: str | Path, *, stages: Stag
     return {**evaluations, "output_dir": str(out), "engine": engine, "dataset": data["path"], "table": table}
 
 
-__all__ = ["MARKER", "PLAIN", "PipelineConfig", "Stages", "choose_engine", "run_pipeline", "start_output_dir",
-           "train_models"]
+__all__ = ["MARKER", "PLAIN", "PipelineConfig", "Stages", "check_inputs", "choose_engine", "run_pipeline",
+           "start_output_dir", "train_models"]
 

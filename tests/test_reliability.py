@@ -48,7 +48,10 @@ def files(tmp_path_factory, lih) -> dict[str, Path]:
     plain.write_text("not a dataset\n")
     zarr.create_array(str(root / "array.zarr"), shape=(3,), dtype="f8")
     for name, text in {"list.yaml": "- 1\n- 2\n", "scalar.yaml": "7\n", "broken.yaml": "train: [1, 2\n",
-                       "empty_section.yaml": "train:\n", "bad_train.yaml": "pipeline:\n  train: {steps: -5}\n"}.items():
+                       "empty_section.yaml": "train:\n", "bad_train.yaml": "pipeline:\n  train: {steps: -5}\n",
+                       "no_models.yaml": "pipeline:\n  models: {}\n",
+                       "bad_molecule.yaml": "pipeline:\n  dataset: {molecule: xyzzy}\n",
+                       "escape.yaml": "pipeline:\n  name: ../escape\n"}.items():
         (root / name).write_text(text)
     run = root / "run"
     train(run, TrainConfig(dataset=lih, model={"depth": 1}, steps=2, batch_size=2, test_size=2, val_size=2,
@@ -99,6 +102,23 @@ BAD_INPUT = [
      "invalid pipeline settings", "{root}/p1"),
     ("pipeline", "demo --out-dir {foreign} --no-prefect", "holds no qff pipeline run.*--force",
      "{foreign}/pipeline.json"),
+    ("pipeline", "pipeline --config {root}/no_models.yaml --out-dir {root}/p2 --no-prefect", "models: .*at least 1",
+     "{root}/p2"),
+    ("pipeline", "pipeline --config {root}/bad_molecule.yaml --out-dir {root}/p3 --no-prefect",
+     "unknown built-in molecule 'xyzzy'", "{root}/p3"),
+    ("pipeline", "pipeline --config {root}/escape.yaml --no-prefect", "name: String should match", None),
+    ("train", "train --dataset {lih} --run-dir {root}/r3 --init-from {root}/nothing --no-prefect",
+     "not a qff run directory", "{root}/r3"),
+    ("train", "train --dataset {lih} --run-dir {root}/r3 --init-from {run} --depth 2 --no-prefect",
+     "holds another model .* than this run's", "{root}/r3"),
+    ("train", "train --dataset {lih} --run-dir {root}/r3 --test-size 2.5 --no-prefect", "must be a whole number",
+     "{root}/r3"),
+    ("train", "train --dataset {lih} --run-dir {root}/r3 --energy-weight 0 --force-weight 0 --no-prefect",
+     "both 0", "{root}/r3"),
+    ("train", "train --dataset {lih} --run-dir {lih}/run --no-prefect", "lies inside the Zarr store", "{lih}/run"),
+    ("md", "md {run} --steps 2 --out {root}/o.traj", "ending in .extxyz", "{root}/o.traj"),
+    ("dataset", "dataset generate --engine pyscf --method hf --basis sto-3g --samples 2 --geometries {plain} "
+                "--out {root}/d2.zarr --no-prefect", "file sampler only", "{root}/d2.zarr"),
 ]
 
 

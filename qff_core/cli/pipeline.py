@@ -14,9 +14,10 @@ from qff_core.pipeline import PipelineConfig
 
 def _run(config: PipelineConfig, args: argparse.Namespace) -> int:
     """Run the pipeline (the Prefect flow, or with ``--no-prefect`` the plain functions) and print the comparison."""
-    from qff_core.pipeline import run_pipeline, start_output_dir
+    from qff_core.pipeline import check_inputs, run_pipeline, start_output_dir
 
     out = Path(args.out_dir) if args.out_dir else config.resolved_output_dir()
+    check_inputs(config)
     start_output_dir(config, out, force=args.force)  # before anything is written there (Prefect's database too)
     log = logger(args)
     log(f"qff {args.command}: {config.name}, models {', '.join(config.models)}; everything goes under {out}",

@@ -51,6 +51,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     def progress(p: dict) -> None:
         log("  " + format_progress(p), flush=True)
 
+    if args.resume and not (Path(args.run_dir) / "run.json").exists():
+        print(f"qff: warning: --resume, but {args.run_dir} holds no run yet: starting a new one there",
+              file=sys.stderr)
     log(f"training {config.model.model} model (D={config.model.depth}) on {config.dataset} with the "
         f"{config.executor.name} executor -> {args.run_dir}")
     if args.no_prefect:

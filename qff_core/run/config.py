@@ -82,5 +82,16 @@ class TrainConfig(BaseModel):
             raise ValueError(EXACT_ONLY)
         return self
 
+    @model_validator(mode="after")
+    def _a_loss_and_whole_counts(self) -> TrainConfig:
+        if self.energy_weight == 0 and self.force_weight == 0:
+            raise ValueError("energy_weight and force_weight are both 0: the loss would be 0 whatever the model; give "
+                             "at least one a positive weight")
+        for name in ("test_size", "val_size"):
+            size = getattr(self, name)
+            if size >= 1 and size != int(size):
+                raise ValueError(f"{name} {size:g}: a count (1 or more) must be a whole number; a fraction is below 1")
+        return self
+
 
 __all__ = ["TrainConfig"]

@@ -76,6 +76,9 @@ def make_split(status: np.ndarray, config: TrainConfig) -> Split:
         raise InputError(f"the dataset has {done.size} finished samples; training needs at least 3")
     order = np.random.default_rng([config.seed, 7919]).permutation(done)
     n_test = _count(config.test_size, done.size)
+    if n_test >= done.size:
+        raise InputError(f"test ({n_test}) samples leave nothing of the {done.size} finished samples to train on; "
+                         "lower --test-size")
     n_val = _count(config.val_size, done.size - n_test)
     if n_test + n_val >= done.size:
         raise InputError(f"test ({n_test}) and validation ({n_val}) samples leave nothing of the "
@@ -253,9 +256,19 @@ def create_run(path: str | Path, config: TrainConfig, split: Split | None = None
     import zarr
 
     path = Path(path)
+    inside = next((p for p in (path, *path.resolve().parents) if (p / "zarr.json").exists()), None)
+    if inside is not None:
+        raise InputError(f"--run-dir {path} lies inside the Zarr store {inside}; a run needs a folder of its own "
+                         "(runs/NAME, say)")
     dataset = Dataset.open(config.dataset)
     molecule = molecule_of(dataset, config.molecule)
     model = build_model(molecule, config.model)
+    if config.init_from is not None:  # before anything is written: a bad warm start leaves no half-made run
+        source = open_run(config.init_from)
+        if source.model.summary() != model.summary():
+            raise InputError(f"--init-from {config.init_from} holds another model ({source.model.kind}, "
+                             f"{source.model.n_parameters} parameters) than this run's ({model.kind}, "
+                             f"{model.n_parameters} parameters); a warm start needs the same one")
     status = dataset.status()
     if split is None:
         split = make_split(status, config)
