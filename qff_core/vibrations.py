@@ -35,13 +35,39 @@ def _is_linear(positions_a: np.ndarray) -> bool:
     return len(positions_a) == 2 or np.linalg.svd(centred, compute_uv=False)[1] < 1e-6
 
 
+ZERO_MODE_WARNING_CM1 = 50.0
+"""Translations and rotations of an invariant surface have zero frequency (a few cm^-1 from finite differences);
+larger ones mean the surface is not invariant and its "vibrations" mix with rotations."""
+MINIMUM_SHIFT_WARNING = 0.1
+"""A model minimum whose interatomic distances differ from the reference minimum's by more than this fraction is not
+the reference's minimum: its wavenumbers compare different structures."""
+
+
+def _signed(frequencies: np.ndarray) -> np.ndarray:
+    f = np.asarray(frequencies)
+    return np.where(np.abs(f.imag) > np.abs(f.real), -np.abs(f.imag), np.abs(f.real))
+
+
 def vibrational_wavenumbers(frequencies: np.ndarray, linear: bool) -> np.ndarray:
     """The vibrational wavenumbers (cm^-1, imaginary ones as negative) of all 3N from ASE: the 5 or 6
     of smallest magnitude (translations, rotations) dropped, sorted ascending."""
-    f = np.asarray(frequencies)
-    signed = np.where(np.abs(f.imag) > np.abs(f.real), -np.abs(f.imag), np.abs(f.real))
+    signed = _signed(frequencies)
     keep = np.argsort(np.abs(signed))[5 if linear else 6:]
     return np.sort(signed[keep])
+
+
+def zero_modes(frequencies: np.ndarray, linear: bool) -> np.ndarray:
+    """The 5 or 6 wavenumbers ``vibrational_wavenumbers`` drops (cm^-1): near zero on an invariant surface."""
+    signed = _signed(frequencies)
+    return np.sort(signed[np.argsort(np.abs(signed))[:5 if linear else 6]])
+
+
+def _distance_shift(positions_a: np.ndarray, reference_a: np.ndarray) -> float:
+    """Largest relative change of an interatomic distance between two geometries of one molecule."""
+    iu = np.triu_indices(len(positions_a), 1)
+    d = np.linalg.norm(positions_a[:, None] - positions_a[None], axis=-1)[iu]
+    r = np.linalg.norm(reference_a[:, None] - reference_a[None], axis=-1)[iu]
+    return float(np.max(np.abs(d - r) / r))
 
 
 def vibrations(config: VibrationsConfig, *, calc=None) -> dict:
@@ -65,17 +91,36 @@ def vibrations(config: VibrationsConfig, *, calc=None) -> dict:
     try:
         vib = Vibrations(atoms, name=str(work / "vib"), delta=config.delta_a, nfree=4)
         vib.run()
-        model = vibrational_wavenumbers(vib.get_frequencies(), _is_linear(atoms.positions))
+        linear = _is_linear(atoms.positions)
+        frequencies = vib.get_frequencies()
+        model = vibrational_wavenumbers(frequencies, linear)
+        zeros = zero_modes(frequencies, linear)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     sampler = calc.run.dataset().group.attrs.get("sampler", {}) or {}
     reference = sampler.get("minimum", {}).get("frequencies_cm1")
+    reference_minimum = sampler.get("minimum", {}).get("positions_a")
     level = calc.run.dataset().group.attrs.get("level_of_theory", {})
+    warnings: list[str] = []
+    if np.max(np.abs(zeros)) > ZERO_MODE_WARNING_CM1:
+        warnings.append(f"the translations and rotations are not at zero frequency ({np.max(np.abs(zeros)):.0f} "
+                        f"cm-1): the {calc.run.model.kind} model's surface is not rotation-invariant, and its "
+                        "wavenumbers mix vibrations with rotations")
+    shift = None
+    if reference_minimum is not None:
+        # reference_atoms() are in the molecule's order, as the sampler's minimum is
+        shift = _distance_shift(atoms.positions, np.asarray(reference_minimum, dtype=float))
+        if shift > MINIMUM_SHIFT_WARNING:
+            warnings.append(f"the model's minimum is not the reference's: an interatomic distance differs by "
+                            f"{100 * shift:.0f} %, so the wavenumbers compare different structures")
     out: dict = {
         "run_dir": config.run_dir, "molecule": calc.molecule.name,
         "minimum": {"positions_a": atoms.positions.tolist(), "energy_ev": float(atoms.get_potential_energy()),
-                    "max_force_ev_per_a": fmax, "optimiser_steps": int(opt.nsteps)},
+                    "max_force_ev_per_a": fmax, "optimiser_steps": int(opt.nsteps),
+                    "max_distance_change_from_reference": shift},
         "wavenumbers_cm1": [round(float(w), 2) for w in model],
+        "zero_modes_cm1": [round(float(w), 2) for w in zeros],
+        "warnings": warnings,
         "reference": None,
     }
     if reference is not None and len(reference) == len(model):
@@ -102,6 +147,7 @@ def vibrations_table(summary: dict) -> str:
         lines.append(f"reference: {ref['engine']}, harmonic at its own minimum (the dataset's sampler)")
     else:
         lines.append("(the dataset records no reference wavenumbers: generated with the normal_modes sampler only)")
+    lines.extend(f"WARNING: {w}" for w in summary.get("warnings", []))
     return "\n".join(lines)
 
 

@@ -163,6 +163,10 @@ def test_vibrations_agree_with_the_autodiff_hessian(trained_h2o):
     hessian = np.asarray(jax.hessian(lambda p: sim.energy_fn(theta, p))(x)).reshape(9, 9)
     exact = normal_modes(x, masses_amu(run.model.molecule.symbols), hessian).frequencies_cm1
     assert np.allclose(np.sort(summary["wavenumbers_cm1"]), np.sort(exact), rtol=1e-3)
+    # an invariant surface: translations and rotations at zero frequency, so no warning
+    from qff_core.vibrations import ZERO_MODE_WARNING_CM1
+
+    assert summary["warnings"] == [] and np.max(np.abs(summary["zero_modes_cm1"])) < ZERO_MODE_WARNING_CM1
 
 
 @pytest.mark.parametrize(("flags", "message"), [
