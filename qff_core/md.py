@@ -64,6 +64,10 @@ class MDConfig(BaseModel):
     def _berendsen_needs_temperature(self) -> MDConfig:
         if self.ensemble != "nve" and self.temperature_k <= 0:
             raise ValueError(f"the {self.ensemble} thermostat needs --temperature-k > 0")
+        if self.ensemble == "langevin" and self.friction_per_fs * self.timestep_fs >= 1:
+            raise ValueError(f"friction {self.friction_per_fs:g}/fs x time step {self.timestep_fs:g} fs = "
+                             f"{self.friction_per_fs * self.timestep_fs:g}: Langevin needs this well below 1 (0.01/fs "
+                             "is typical)")
         if self.out is not None and Path(self.out).suffix.lower() not in (".xyz", ".extxyz"):
             raise ValueError(f"--out {self.out}: the trajectory is extended XYZ; give a name ending in .extxyz "
                              "(or .xyz)")

@@ -65,6 +65,10 @@ class PipelineConfig(BaseModel):
     @model_validator(mode="after")
     def _every_training_config_is_valid(self) -> PipelineConfig:
         """The ``train:`` section with each model, validated now: before any reference data is computed."""
+        owned = sorted({"dataset", "model"} & set(self.train))
+        if owned:
+            raise ValueError(f"train: {', '.join(owned)} are set by the pipeline (its dataset; the models: section); "
+                             "leave them out of train:")
         for name in self.models:
             self.train_config(name, self.dataset.out)
         return self

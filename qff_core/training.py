@@ -111,6 +111,18 @@ def warm_start(run: Run) -> np.ndarray:
     return (np.asarray(theta) - pmap.shift) / pmap.multiplier
 
 
+def _differences(old: dict, new: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    """(dotted key, old value, new value) of every setting that differs, nested sections followed."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.extend(_differences(a, b, f"{prefix}{key}."))
+        elif a != b:
+            out.append((f"{prefix}{key}", a, b))
+    return out
+
+
 def _open_or_create(run_dir: Path, config: TrainConfig, resume: bool, split: Split | None = None) -> Run:
     """The run in ``run_dir`` (checked against ``config``) with ``resume``, else a new one (on ``split``)."""
     if not (run_dir / "run.json").exists():
@@ -119,9 +131,10 @@ def _open_or_create(run_dir: Path, config: TrainConfig, resume: bool, split: Spl
         raise TrainingError(f"{run_dir} already holds a run; pass --resume to continue it or choose a new --run-dir")
     run = open_run(run_dir)
     if run.config.fingerprint() != config.fingerprint():
-        changed = sorted(k for k, v in config.fingerprint().items() if run.config.fingerprint().get(k) != v)
-        raise TrainingError(f"--resume with different settings ({', '.join(changed)}) than the run in {run_dir}; "
-                            "resume with the original settings or start a new --run-dir")
+        changed = "; ".join(f"{k}: {was!r} in the run, {now!r} now"
+                            for k, was, now in _differences(run.config.fingerprint(), config.fingerprint()))
+        raise TrainingError(f"--resume with different settings than the run in {run_dir} ({changed}); resume with "
+                            "the original settings or start a new --run-dir")
     if Path(config.dataset).resolve() != Path(run.config.dataset).resolve():  # the same samples, elsewhere?
         from qff_core.store.dataset import Dataset
 

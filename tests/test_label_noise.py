@@ -130,9 +130,10 @@ def test_cli_records_the_noise_and_refuses_to_resume_with_other_noise(noisy_run,
     capsys.readouterr()
     assert main([*resume, "--label-noise-energy-ev", str(2 * ENERGY_NOISE_EV)]) == 2
     err = capsys.readouterr().err
-    assert "--resume with different settings (label_noise_energy_ev)" in err and "new --run-dir" in err
+    assert (f"--resume with different settings than the run in {noisy_run} (label_noise_energy_ev: "
+            f"{ENERGY_NOISE_EV!r} in the run, {2 * ENERGY_NOISE_EV!r} now)") in err and "new --run-dir" in err
     assert main([*resume, "--label-noise-energy-ev", str(ENERGY_NOISE_EV), "--label-noise-seed", "12"]) == 2
-    assert "(label_noise_seed)" in capsys.readouterr().err
+    assert "(label_noise_seed: " in capsys.readouterr().err
     # The default seed spelled out is the same noise: accepted (the run is complete, nothing more to do).
     assert main([*resume, "--label-noise-energy-ev", str(ENERGY_NOISE_EV),
                  "--label-noise-seed", str(SEED + NOISE_SEED_OFFSET)]) == 0

@@ -51,7 +51,8 @@ def files(tmp_path_factory, lih) -> dict[str, Path]:
                        "empty_section.yaml": "train:\n", "bad_train.yaml": "pipeline:\n  train: {steps: -5}\n",
                        "no_models.yaml": "pipeline:\n  models: {}\n",
                        "bad_molecule.yaml": "pipeline:\n  dataset: {molecule: xyzzy}\n",
-                       "escape.yaml": "pipeline:\n  name: ../escape\n"}.items():
+                       "escape.yaml": "pipeline:\n  name: ../escape\n",
+                       "train_dataset.yaml": "pipeline:\n  train: {dataset: other.zarr}\n"}.items():
         (root / name).write_text(text)
     run = root / "run"
     train(run, TrainConfig(dataset=lih, model={"depth": 1}, steps=2, batch_size=2, test_size=2, val_size=2,
@@ -107,6 +108,8 @@ BAD_INPUT = [
     ("pipeline", "pipeline --config {root}/bad_molecule.yaml --out-dir {root}/p3 --no-prefect",
      "unknown built-in molecule 'xyzzy'", "{root}/p3"),
     ("pipeline", "pipeline --config {root}/escape.yaml --no-prefect", "name: String should match", None),
+    ("pipeline", "pipeline --config {root}/train_dataset.yaml --out-dir {root}/p4 --no-prefect",
+     "train: dataset are set by the pipeline", "{root}/p4"),
     ("train", "train --dataset {lih} --run-dir {root}/r3 --init-from {root}/nothing --no-prefect",
      "not a qff run directory", "{root}/r3"),
     ("train", "train --dataset {lih} --run-dir {root}/r3 --init-from {run} --depth 2 --no-prefect",
@@ -117,6 +120,8 @@ BAD_INPUT = [
      "both 0", "{root}/r3"),
     ("train", "train --dataset {lih} --run-dir {lih}/run --no-prefect", "lies inside the Zarr store", "{lih}/run"),
     ("md", "md {run} --steps 2 --out {root}/o.traj", "ending in .extxyz", "{root}/o.traj"),
+    ("md", "md {run} --steps 2 --ensemble langevin --friction-per-fs 1000 --out {root}/f.extxyz",
+     "needs this well below 1", "{root}/f.extxyz"),
     ("dataset", "dataset generate --engine pyscf --method hf --basis sto-3g --samples 2 --geometries {plain} "
                 "--out {root}/d2.zarr --no-prefect", "file sampler only", "{root}/d2.zarr"),
 ]

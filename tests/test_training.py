@@ -184,8 +184,10 @@ def test_runs_refuse_to_be_overwritten_or_resumed_differently(dataset, tmp_path)
     train(tmp_path / "run", cfg)
     with pytest.raises(TrainingError, match="--resume"):
         train(tmp_path / "run", cfg)
-    with pytest.raises(TrainingError, match="force_weight"):
+    with pytest.raises(TrainingError, match=r"force_weight: 10\.0 in the run, 1\.0 now"):
         train(tmp_path / "run", config(dataset, steps=5, force_weight=1.0), resume=True)
+    with pytest.raises(TrainingError, match=r"model\.depth: 2 in the run, 3 now"):  # a nested setting, by name
+        train(tmp_path / "run", config(dataset, steps=5, model={"depth": 3}), resume=True)
     with pytest.raises(TrainingError, match="--steps 5"):
         train(tmp_path / "run", config(dataset, steps=9), resume=True)
     with pytest.raises(InputError, match="n-train"):
