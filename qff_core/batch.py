@@ -8,6 +8,7 @@ The job runs the plain functions (``--no-prefect``): a batch job has no Prefect 
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from qff_core.distributed import ClusterConfig
 from qff_core.errors import ClusterUnavailableError, InputError
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "deploy" / "slurm" / "qff-job.sbatch"
+JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -36,16 +38,27 @@ def render_job(command: list[str], cluster: ClusterConfig, *, name: str, workdir
     if cluster.kind != "slurm":
         raise InputError(f"qff submit writes SLURM batch jobs; the cluster file is of kind {cluster.kind!r}: give a "
                          "kind: slurm file (deploy/dask/slurm.yaml)")
+    from qff_core.distributed import check_memory, check_walltime
+
+    if not JOB_NAME.match(name):
+        raise InputError(f"job name {name!r}: use letters, digits, _ . - (it names the log file and the script)")
+    try:
+        memory, walltime = check_memory(memory), check_walltime(walltime) if walltime else None
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
     jq = cluster.jobqueue
     workdir = Path(workdir).resolve()
     log_dir = (workdir / (jq.log_directory or "logs/slurm")).resolve()
+    if any(c.isspace() or c in "%\"'$`\\" for c in str(log_dir)):
+        raise InputError(f"the log folder {log_dir} holds a space or one of % \" ' $ ` \\, which #SBATCH --output "
+                         "cannot take; run qff submit from another folder or set jobqueue: log_directory")
     directives = [*(["#SBATCH --partition=" + jq.queue] if jq.queue else []),
                   *(["#SBATCH --account=" + jq.account] if jq.account else []),
                   *(f"#SBATCH {d}" for d in jq.job_extra_directives)]
     values = {"job_name": name, "log_dir": str(log_dir), "walltime": walltime or jq.walltime, "memory": memory,
               "directives": "\n".join(directives), "workdir": shlex.quote(str(workdir)),
               "prologue": "\n".join(jq.job_script_prologue), "python": shlex.quote(jq.python or sys.executable),
-              "command": " ".join(shlex.quote(c) for c in command), "description": description.replace('"', "'")}
+              "command": " ".join(shlex.quote(c) for c in command), "description": shlex.quote(description)}
     script = template.read_text()
     for key, value in values.items():
         script = script.replace("{{" + key + "}}", value)

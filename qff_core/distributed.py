@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -39,6 +40,26 @@ class LocalClusterConfig(BaseModel):
         None, description="worker processes (True) or threads of this process (False); None: chosen by the engine")
 
 
+WALLTIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
+MEMORY = re.compile(r"^\d+(\.\d+)?\s*([KMGT]i?)?B?$", re.IGNORECASE)
+
+
+def check_walltime(value: str) -> str:
+    """A batch-job duration as SLURM and PBS read it (MM, HH:MM:SS, D-HH:MM:SS, ...), not zero; ValueError else."""
+    text = str(value).strip()
+    if not WALLTIME.match(text) or not any(c not in "0:-" for c in text):
+        raise ValueError(f"walltime {value!r} is not a duration: give HH:MM:SS (or D-HH:MM:SS), above zero")
+    return text
+
+
+def check_memory(value: str) -> str:
+    """A batch-job memory amount (4GB, 500MB, 16G): a positive number with a unit; ValueError else."""
+    text = str(value).strip()
+    if not MEMORY.match(text) or float(re.match(r"[\d.]+", text).group()) <= 0:
+        raise ValueError(f"memory {value!r} is not an amount: give a positive number with a unit, e.g. 4GB")
+    return text
+
+
 class JobQueueConfig(BaseModel):
     """Batch-job settings of a SLURM or PBS cluster (dask-jobqueue's keyword arguments, per job)."""
 
@@ -63,8 +84,27 @@ class JobQueueConfig(BaseModel):
     def _sexagesimal(cls, value: object) -> object:
         """YAML 1.1 reads an unquoted 02:00:00 as 7200 (seconds); turn it back into HH:MM:SS."""
         if isinstance(value, int) and not isinstance(value, bool):
+            if value <= 0:
+                raise ValueError(f"walltime {value} s: give a positive duration, HH:MM:SS")
             return f"{value // 3600:02d}:{value // 60 % 60:02d}:{value % 60:02d}"
         return value
+
+    @field_validator("walltime")
+    @classmethod
+    def _a_duration(cls, value: str) -> str:
+        return check_walltime(value)
+
+    @field_validator("memory")
+    @classmethod
+    def _an_amount(cls, value: str) -> str:
+        return check_memory(value)
+
+    @model_validator(mode="after")
+    def _processes_fit_the_cores(self) -> JobQueueConfig:
+        if self.processes > self.cores:
+            raise ValueError(f"processes {self.processes} > cores {self.cores}: each Dask worker process needs a "
+                             "core of its own")
+        return self
 
 
 class ClusterConfig(BaseModel):

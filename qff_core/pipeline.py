@@ -211,16 +211,21 @@ MARKER = "pipeline.json"
 """The configuration of the pipeline an output folder holds (written first): a rerun of it resumes."""
 
 
-def start_output_dir(config: PipelineConfig, output_dir: str | Path, *, force: bool = False) -> bool:
-    """Claim ``output_dir`` for ``config`` before any work; returns whether it resumes a previous run of it.
+def _wanted(config: PipelineConfig) -> dict:
+    return config.model_dump(mode="json", exclude={"output_dir", "cluster", "workers"})  # where it runs may change
+
+
+def check_output_dir(config: PipelineConfig, output_dir: str | Path, *, force: bool = False) -> bool:
+    """Whether ``output_dir`` can take ``config`` (nothing written); returns whether it holds a run of it to resume.
 
     An empty or new folder, or one holding a run of the same configuration, is fine; any other
     non-empty folder is refused (its files would be overwritten) unless ``force``.
     """
     out = Path(output_dir)
-    check_writable_dir(out, "--out-dir")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out-dir {out} is a file; give a folder")
     marker = out / MARKER
-    wanted = config.model_dump(mode="json", exclude={"output_dir", "cluster", "workers"})  # where it runs may change
+    wanted = _wanted(config)
     if out.is_dir() and any(out.iterdir()):
         previous = json.loads(marker.read_text()) if marker.exists() else None
         if previous == wanted:  # resuming when it holds more than the marker and Prefect's database
@@ -231,6 +236,17 @@ def start_output_dir(config: PipelineConfig, output_dir: str | Path, *, force: b
                 else "is not empty and holds no qff pipeline run"
             raise InputError(f"--out-dir {out} {what}; choose a new or empty --out-dir, or pass --force to write into "
                              "it (comparison.md and summary.json there are replaced)")
+    return False
+
+
+def start_output_dir(config: PipelineConfig, output_dir: str | Path, *, force: bool = False) -> bool:
+    """Claim ``output_dir`` for ``config`` before any work (``check_output_dir``, then its marker written);
+    returns whether it resumes a previous run of it."""
+    out = Path(output_dir)
+    check_writable_dir(out, "--out-dir")
+    if check_output_dir(config, out, force=force):
+        return True
+    marker, wanted = out / MARKER, _wanted(config)
     out.mkdir(parents=True, exist_ok=True)
     tmp = marker.with_name(f"{MARKER}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(wanted, indent=2))
@@ -273,6 +289,6 @@ def run_pipeline(config: PipelineConfig, output_dir: str | Path, *, stages: Stag
     return {**evaluations, "output_dir": str(out), "engine": engine, "dataset": data["path"], "table": table}
 
 
-__all__ = ["MARKER", "PLAIN", "PipelineConfig", "Stages", "check_inputs", "choose_engine", "run_pipeline",
-           "start_output_dir", "train_models"]
+__all__ = ["MARKER", "PLAIN", "PipelineConfig", "Stages", "check_inputs", "check_output_dir", "choose_engine",
+           "run_pipeline", "start_output_dir", "train_models"]
 

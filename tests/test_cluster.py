@@ -170,11 +170,13 @@ def test_generate_on_slurm_without_sbatch_stops_before_any_work(tmp_path, monkey
     assert not out.exists()  # no sampling, no dataset, no Prefect server started
 
 
-def test_submit_renders_a_batch_job_of_the_whole_pipeline(tmp_path, capsys):
+def test_submit_renders_a_batch_job_of_the_whole_pipeline(tmp_path, capsys, lih):
     """The script qff submit would hand to sbatch, as text (dask-jobqueue tests its job scripts the same way)."""
     import yaml
 
     from qff_core.cli import main
+    from qff_core.run import TrainConfig
+    from qff_core.training import train
 
     cluster = tmp_path / "slurm.yaml"
     cluster.write_text(yaml.safe_dump({"kind": "slurm", "jobs": 2, "jobqueue": {
@@ -198,10 +200,34 @@ def test_submit_renders_a_batch_job_of_the_whole_pipeline(tmp_path, capsys):
     assert command.startswith("exec /opt/venv/bin/python -m qff_core.cli pipeline --config ")
     assert f"--cluster {cluster.resolve()}" in command and f"--out-dir {(tmp_path / 'out').resolve()}" in command
     assert command.endswith("--no-prefect --json")
-    # A retrain section submits `qff retrain`; a cluster that is not SLURM is refused.
-    config.write_text(yaml.safe_dump({"retrain": {"name": "h2o"}}))
+    # An output path is quoted wherever it appears: the echo of the description too
+    weird = tmp_path / "x_$(touch PWNED)"
+    assert main(["submit", "--config", str(config), "--cluster", str(cluster), "--out-dir", str(weird),
+                 "--dry-run"]) == 0
+    echo = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("echo "))
+    assert echo.endswith(f"'pipeline tiny -> {weird.resolve()}'")
+    # A retrain section submits `qff retrain` with every setting of the file, for a model that is registered.
+    run, catalog = tmp_path / "lih-run", tmp_path / "catalog"
+    train(run, TrainConfig(dataset=lih, model={"depth": 1}, steps=2, batch_size=2, test_size=2, val_size=2,
+                           eval_every=1, checkpoint_every=1))
+    assert main(["models", "register", str(run), "--name", "lih", "--promote", "--catalog", str(catalog)]) == 0
+    capsys.readouterr()
+    config.write_text(yaml.safe_dump({"retrain": {"name": "lih", "catalog": str(catalog), "steps": 5,
+                                                  "tolerance": 0.5, "from_scratch": True, "wait": False}}))
     assert main(["submit", "--config", str(config), "--cluster", str(cluster), "--dry-run"]) == 0
-    assert capsys.readouterr().out.splitlines()[-1].endswith("-m qff_core.cli retrain --model h2o --json")
+    assert capsys.readouterr().out.splitlines()[-1].endswith(
+        f"-m qff_core.cli retrain --model lih --json --catalog {catalog.resolve()} --from-scratch --steps 5 "
+        "--tolerance 0.5 --no-wait")
+    config.write_text(yaml.safe_dump({"retrain": {"name": "h2o", "catalog": str(catalog)}}))
+    assert main(["submit", "--config", str(config), "--cluster", str(cluster), "--dry-run"]) == 2
+    assert "no model 'h2o'" in capsys.readouterr().err
+    # Names and resources a batch system would choke on (or a shell would run) are refused.
+    config.write_text(yaml.safe_dump({"pipeline": {"name": "tiny", "workers": 1}}))
+    for flags, message in ((["--job-name", "a\nrm -rf ~"], "job name"), (["--walltime=-5"], "not a duration"),
+                           (["--memory", ""], "not an amount")):
+        assert main(["submit", "--config", str(config), "--cluster", str(cluster), "--dry-run", *flags]) == 2
+        assert message in capsys.readouterr().err
+    # A cluster that is not SLURM is refused.
     local = tmp_path / "local.yaml"
     local.write_text("kind: local\n")
     assert main(["submit", "--config", str(config), "--cluster", str(local), "--dry-run"]) == 2
@@ -256,3 +282,21 @@ def test_a_jobqueue_cluster_leaves_ctrl_c_to_the_command():
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["True", "False"], out.stderr
+
+
+@pytest.mark.parametrize(("field", "value", "ok"), [
+    ("walltime", "02:00:00", True), ("walltime", "1-12:00:00", True), ("walltime", "30", True),
+    ("walltime", 7200, True), ("walltime", "-01:00:00", False), ("walltime", -3600, False),
+    ("walltime", "banana", False), ("walltime", "00:00:00", False),
+    ("memory", "16GB", True), ("memory", "500MB", True), ("memory", "4G", True), ("memory", "-16GB", False),
+    ("memory", "", False), ("memory", "lots", False),
+])
+def test_job_resources_are_checked_when_the_cluster_file_is_read(field, value, ok):
+    """A walltime or memory sbatch would refuse is refused here, before a job is rendered or submitted."""
+    from pydantic import ValidationError
+
+    if ok:
+        JobQueueConfig(**{field: value})
+    else:
+        with pytest.raises(ValidationError, match=field):
+            JobQueueConfig(**{field: value})

@@ -9,24 +9,51 @@ from qff_core.cli.common import emit, load_config, validated
 from qff_core.errors import InputError
 
 
+def _retrain_command(retrain) -> list[str]:
+    """``qff retrain`` with every setting the file gave (the job must run what the file says)."""
+    command = ["retrain", "--model", retrain.name, "--json"]
+    for name in sorted(retrain.model_fields_set - {"name"}):
+        value, flag = getattr(retrain, name), "--" + name.replace("_", "-")
+        if name == "wait":
+            command += [] if value else ["--no-wait"]
+        elif isinstance(value, bool):
+            command += [flag] if value else []
+        elif value is None:
+            continue
+        elif name in ("catalog", "runs_dir"):
+            command += [flag, str(Path(value).resolve())]
+        else:
+            command += [flag, str(value)]
+    return command
+
+
 def _command(args: argparse.Namespace, cluster_file: Path) -> tuple[list[str], str, str]:
     """(qff command line, job name, description) of the config file: a ``retrain:`` section retrains, anything
-    else is a pipeline."""
+    else is a pipeline. What ``qff retrain`` or ``qff pipeline`` would refuse at once is refused here, before a job
+    waits in the queue to fail."""
     loaded = load_config(args.config)
     config_file = str(Path(args.config).resolve())
     if "retrain" in loaded:
+        from qff_core.registry import load
         from qff_core.retrain import RetrainConfig
 
+        others = sorted(set(loaded) - {"retrain"})
+        if others:
+            raise InputError(f"{args.config} has a retrain: section and {', '.join(others)}; a job runs one of them: "
+                             "split the file")
+        if args.out_dir:
+            raise InputError("--out-dir is the pipeline's output folder; a retrain puts its candidate in retrain: "
+                             "runs_dir (default: beside the production run)")
         retrain = validated(RetrainConfig, dict(loaded["retrain"] or {}), f"retrain settings in {args.config}")
-        command = ["retrain", "--model", retrain.name, "--json"]
-        if retrain.catalog:
-            command += ["--catalog", str(Path(retrain.catalog).resolve())]
-        return command, f"qff-retrain-{retrain.name}", f"retrain {retrain.name}"
-    from qff_core.pipeline import PipelineConfig
+        load(retrain.name, retrain.catalog)  # the model exists in that catalog
+        return _retrain_command(retrain), f"qff-retrain-{retrain.name}", f"retrain {retrain.name}"
+    from qff_core.pipeline import PipelineConfig, check_inputs, check_output_dir
 
     values = dict(loaded.get("pipeline", loaded))
     pipeline = validated(PipelineConfig, values, f"pipeline settings in {args.config}")
     out = Path(args.out_dir or pipeline.resolved_output_dir()).resolve()
+    check_inputs(pipeline)
+    check_output_dir(pipeline, out)
     command = ["pipeline", "--config", config_file, "--cluster", str(cluster_file), "--out-dir", str(out),
                "--no-prefect", "--json"]
     return command, f"qff-{pipeline.name}", f"pipeline {pipeline.name} -> {out}"
