@@ -171,8 +171,23 @@ def save(record: ModelRecord, catalog: str | Path | None = None) -> Path:
 def model_lock(name: str, catalog: str | Path | None = None, *, wait: bool = False, notice=None) -> Iterator[None]:
     """The lock of model ``name``'s record: one writer (register, promote, retrain) at a time."""
     path = record_path(name, catalog)
-    with holder_lock(path.with_suffix(".lock"), f"the model {name!r}", wait=wait, notice=notice):
+    with holder_lock(path.with_suffix(".lock"), f"the model {name!r}", wait=wait, notice=notice,
+                     hint="run this again when it is done (a retrain holds the model for its whole run; qff retrain "
+                          "waits by default)"):
         yield
+
+
+def check_finished(run) -> None:
+    """RegistryError unless the run's training ended: completed or stopped early, not diverged or cut short (its
+    parameters would not be the model its settings describe)."""
+    _, ckpt = run.final_parameters()
+    reason, steps = ckpt.attrs.get("stop_reason"), run.config.steps
+    if reason == "non-finite loss":
+        raise RegistryError(f"the run in {run.path} diverged (a non-finite loss at step {ckpt.step}); it is no model "
+                            "to register: retrain with a lower learning rate")
+    if reason is None and ckpt.step < steps:
+        raise RegistryError(f"the run in {run.path} stopped at step {ckpt.step} of {steps} (interrupted); finish it "
+                            f"with `qff train --resume --run-dir {run.path}` and its settings, then register it")
 
 
 def version_from_run(run_dir: str | Path, version: int, status: Status, reason: str,
@@ -182,6 +197,7 @@ def version_from_run(run_dir: str | Path, version: int, status: Status, reason: 
     from qff_core.run import open_run
 
     run = open_run(run_dir)
+    check_finished(run)
     test = run.split.test if test_indices is None else np.asarray(test_indices)
     if test.size == 0:
         raise RegistryError(f"the run in {run.path} has no test samples to pin; train it with --test-size > 0")
@@ -236,6 +252,10 @@ def promote(name: str, version: int, reason: str, *, catalog: str | Path | None 
         raise InputError("say why: --reason TEXT is recorded with the status change")
     with model_lock(name, catalog):
         record = load(name, catalog)
+        run_dir = Path(record.get(version).run_dir)
+        if not (run_dir / "run.json").exists():
+            raise RegistryError(f"{name}@{version} points at {run_dir}, which holds no run any more; production would "
+                                "have nothing to serve or retrain from. Restore the run, or promote another version")
         set_production(record, version, reason)
         save(record, catalog)
         return record.get(version)

@@ -39,7 +39,7 @@ from qff_core.registry import (
     set_production,
     version_from_run,
 )
-from qff_core.run import Run, Split, open_run
+from qff_core.run import Run, Split, TrainingError, open_run
 from qff_core.store.dataset import DONE
 
 logger = logging.getLogger(__name__)
@@ -135,7 +135,12 @@ def _train_candidate(prod_run: Run, run_dir: Path, split: Split, config: Retrain
     if config.steps is not None:
         updates["steps"] = config.steps
     candidate = prod_run.config.model_copy(update=updates)
-    train(run_dir, candidate, resume=(run_dir / "run.json").exists(), split=split, progress=progress, token=token)
+    summary = train(run_dir, candidate, resume=(run_dir / "run.json").exists(), split=split, progress=progress,
+                    token=token)
+    if summary["stop_reason"] == "non-finite loss":
+        raise TrainingError(f"the candidate in {run_dir} diverged (a non-finite loss at step {summary['step']}); "
+                            "nothing was registered. Retrain with fewer --steps or --from-scratch, or lower the "
+                            "production run's learning rate")
 
 
 def _judge(record: ModelRecord, production: ModelVersion, prod_run: Run, run_dir: Path, version: int, split: Split,

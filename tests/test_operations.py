@@ -173,6 +173,35 @@ def test_registry_faults_are_clear_and_change_nothing(project, tmp_path, capsys)
     assert "cannot be opened" in capsys.readouterr().err
 
 
+def test_only_finished_runs_are_registered_and_only_present_ones_promoted(project, tmp_path, capsys):
+    """A run cut short or diverged is not the model its settings describe; a version whose run is gone cannot
+    serve production."""
+    from qff_core.run import TrainConfig
+    from qff_core.training import train
+
+    c = ["--catalog", str(tmp_path / "catalog")]
+    cfg = TrainConfig(dataset=str(project["data"]), model={"depth": 1}, steps=10, batch_size=8, test_size=6,
+                      val_size=3, eval_every=5, checkpoint_every=1)
+    train(tmp_path / "cut", cfg, stop_after=2)  # what an interrupt leaves
+    assert main(["models", "register", str(tmp_path / "cut"), "--name", "cut", *c]) == 2
+    assert "stopped at step 2 of 10 (interrupted)" in capsys.readouterr().err
+    wild = cfg.model_copy(update={"learning_rate": 1e300, "final_learning_rate": 1e300})
+    assert train(tmp_path / "wild", wild)["stop_reason"] == "non-finite loss"
+    assert main(["models", "register", str(tmp_path / "wild"), "--name", "wild", *c]) == 2
+    assert "diverged" in capsys.readouterr().err
+    assert not (tmp_path / "catalog" / "models" / "cut.yaml").exists()
+    # Finished, registered twice, then the second run deleted: it cannot go to production.
+    train(tmp_path / "cut", cfg, resume=True)
+    shutil.copytree(tmp_path / "cut", tmp_path / "copy")
+    for run in ("cut", "copy"):
+        assert main(["models", "register", str(tmp_path / run), "--name", "cut", *c]) == 0
+    shutil.rmtree(tmp_path / "copy")
+    capsys.readouterr()
+    assert main(["models", "promote", "cut@2", "--reason", "test", *c]) == 2
+    assert "holds no run any more" in capsys.readouterr().err
+    assert main(["models", "promote", "cut@1", "--reason", "test", *c]) == 0
+
+
 def test_the_retrain_flow_runs_under_prefect(project, prefect_server):
     from flows.retrain import retrain_flow
     from qff_core.retrain import RetrainConfig

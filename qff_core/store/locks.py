@@ -81,10 +81,12 @@ def describe_holder(info: dict) -> str:
 
 @contextmanager
 def holder_lock(lock_path: str | Path, what: str, *, wait: bool = False,
-                notice: Callable[[str], None] | None = None) -> Iterator[None]:
+                notice: Callable[[str], None] | None = None,
+                hint: str = "pass --wait to queue behind it") -> Iterator[None]:
     """Hold the lock of ``what`` (a run directory...) and record this process in it.
 
-    Busy: ``BusyError`` naming the holder, or with ``wait`` block until it is free. A record of a
+    Busy: ``BusyError`` naming the holder and ``hint`` (how to wait, where the command can), or with ``wait``
+    block until it is free. A record of a
     process that is gone (killed: the kernel released its lock) is taken over, with ``notice``.
     """
     lock_path = Path(lock_path)
@@ -95,8 +97,8 @@ def holder_lock(lock_path: str | Path, what: str, *, wait: bool = False,
         with open(lock_path) as peek:
             info = _holder(peek)
         if not wait:
-            raise BusyError(f"{what} is busy: {describe_holder(info)} holds it. Wait for it to finish, or pass "
-                            "--wait to queue behind it") from None
+            raise BusyError(f"{what} is busy: {describe_holder(info)} holds it. Wait for it to finish, or "
+                            f"{hint}") from None
         if notice:
             notice(f"{what} is busy ({describe_holder(info)}); waiting for it")
         cm = file_lock(lock_path, wait=True)
