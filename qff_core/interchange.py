@@ -228,6 +228,21 @@ def validate_frames(frames: list, molecule: MoleculeSpec, *, energy_key: str = "
     return Frames(np.stack(pos), np.asarray(ens, dtype=np.float64), np.stack(fos))
 
 
+def check_not_duplicates(dataset: Dataset, positions_a: np.ndarray, source: str) -> None:
+    """FrameError when frames are geometries the dataset already holds (up to rotation, translation and
+    permutation): a copy adds no information, and a copy of a test sample in training would flatter the model."""
+    from qff_core.molecules.matching import same_geometries
+
+    if dataset.n_samples == 0:
+        return
+    copies = same_geometries(dataset.positions(), positions_a)
+    if copies:
+        first = min(copies)
+        raise FrameError(f"{len(copies)} frames of {source} are samples the dataset {dataset.path} already holds "
+                         f"(frame {first} is sample {copies[first]}, up to rotation, translation and permutation); "
+                         "leave them out of the file")
+
+
 ENERGY_OFFSET_LIMIT_EV = 10.0
 """Imported energies whose median lies farther than this from the median of the samples they join are refused:
 one molecule at one level of theory spans a few eV, another unit (Hartree, kcal/mol) or reference does not."""
@@ -272,6 +287,7 @@ def import_frames(path: str | Path, molecule: MoleculeSpec, out: str | Path, *, 
         existing = Dataset.open(out)
         if not any(seg.get("sha256") == sha for seg in existing.segments()):
             check_energies_join(existing, frames.energies_ev, path.name)
+            check_not_duplicates(existing, frames.positions_a, path.name)
     segment = {"kind": "imported", "file": path.name, "sha256": sha, "level_of_theory": level_of_theory or "unknown",
                "energy_key": energy_key, "forces_key": forces_key}
     dataset = Dataset.create(out, molecule, _level(level_of_theory), sampler=segment)
@@ -295,5 +311,5 @@ def _counts(dataset: Dataset) -> dict:
 
 
 __all__ = ["BOHR_SUSPECT_RATIO", "ENERGY_OFFSET_LIMIT_EV", "RESERVED_KEYS", "FrameError", "Frames",
-           "check_energies_join", "check_keys", "check_not_bohr", "export_extxyz", "import_frames", "read_frames",
-           "validate_frames", "write_frame"]
+           "check_energies_join", "check_keys", "check_not_bohr", "check_not_duplicates", "export_extxyz",
+           "import_frames", "read_frames", "validate_frames", "write_frame"]

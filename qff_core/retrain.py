@@ -72,6 +72,23 @@ def extend_split(old: Split, done: np.ndarray, seed: int) -> Split:
                  test=np.sort(np.concatenate([old.test, order[:n_test]])))
 
 
+def fresh_samples(dataset, used: np.ndarray, log: Callable[[str], None] = logger.info) -> np.ndarray:
+    """Finished samples of ``dataset`` outside ``used`` that are not copies of a used one (up to rotation,
+    translation and permutation): a copy of a pinned test geometry in the training split would flatter the
+    candidate. Copies are left out, and said so."""
+    from qff_core.molecules.matching import same_geometries
+
+    done = np.flatnonzero(dataset.status() == DONE)
+    new = np.setdiff1d(done, used)
+    if new.size == 0 or used.size == 0:
+        return new
+    copies = same_geometries(dataset.samples(np.sort(used))[0], dataset.samples(new)[0])
+    if copies:
+        log(f"{len(copies)} new samples are copies of samples the production run used (e.g. sample "
+            f"{int(new[min(copies)])}); they are left out")
+    return np.delete(new, sorted(copies))
+
+
 def decide(candidate: dict, production: dict, tolerance: float) -> tuple[bool, str]:
     """Promote iff the candidate is not worse within ``tolerance`` in each primary metric, in order; the reason."""
     for set_name, metric in PRIMARY_METRICS:
@@ -97,20 +114,19 @@ def retrain(config: RetrainConfig, *, progress: Callable[[dict], None] | None = 
         prod_run = _open_production(production)
         dataset = prod_run.dataset()
         checksum = dataset.checksum()
-        if checksum == production.dataset["checksum"]:
-            return {"action": "skipped", "reason": "the dataset has not changed since version "
-                    f"{production.version} was trained", "name": config.name, "production": production.version}
-        tried = next((v for v in record.versions if v.dataset["checksum"] == checksum), None)
+        new = fresh_samples(dataset, prod_run.split.used(), log)
+        if new.size == 0:  # what the run used, not the dataset at registration: samples may come in between
+            return {"action": "skipped", "reason": "the dataset holds no finished samples beyond the "
+                    f"{prod_run.split.used().size} version {production.version} was trained on", "name": config.name,
+                    "production": production.version}
+        tried = next((v for v in record.versions if v.dataset["checksum"] == checksum
+                      and v.version != production.version), None)
         if tried is not None and not config.force:  # a candidate on exactly these data was judged already
             return {"action": "skipped", "reason": f"version {tried.version} was trained on exactly these data "
-                    f"({tried.status}: {tried.history[-1].reason})", "name": config.name,
-                    "production": production.version}
-        done = np.flatnonzero(dataset.status() == DONE)
-        split = extend_split(prod_run.split, done, prod_run.config.seed)
-        added = int(split.used().size - prod_run.split.used().size)
-        if added == 0:
-            return {"action": "skipped", "reason": "the dataset changed but holds no new finished samples",
+                    f"({tried.status}: {tried.history[-1].reason}); --force trains another",
                     "name": config.name, "production": production.version}
+        split = extend_split(prod_run.split, np.union1d(prod_run.split.used(), new), prod_run.config.seed)
+        added = int(split.used().size - prod_run.split.used().size)
         version = 1 + max(v.version for v in record.versions)
         run_dir = Path(config.runs_dir or Path(production.run_dir).parent) / f"{config.name}-v{version}"
         log(f"{config.name}: {added} new samples ({split.train.size - prod_run.split.train.size} train, "
@@ -165,4 +181,4 @@ def _judge(record: ModelRecord, production: ModelVersion, prod_run: Run, run_dir
             "candidate": {k: candidate.metrics[k] for k in candidate.metrics}, "previous": prod_metrics}
 
 
-__all__ = ["RetrainConfig", "decide", "extend_split", "retrain"]
+__all__ = ["RetrainConfig", "decide", "extend_split", "fresh_samples", "retrain"]

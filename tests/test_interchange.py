@@ -213,3 +213,27 @@ def test_file_sampler_refuses_an_unknown_method_before_writing(exported, tmp_pat
     with pytest.raises(InputError, match="unknown method 'nonsense'"):
         prepare_dataset(config)
     assert not (tmp_path / "md.zarr").exists()
+
+
+def test_frames_the_dataset_already_holds_are_not_imported_again(exported, tmp_path):
+    """A rotated, translated, re-ordered copy of a sample is the same geometry: appending it is refused."""
+    from ase.io import write
+    from scipy.spatial.transform import Rotation
+
+    out = tmp_path / "h2o.zarr"
+    import_frames(exported, builtin_molecule("h2o"), out)
+    frames = read(exported, "0:2")
+    copy = frames[1].copy()
+    copy.positions = copy.positions @ Rotation.random(random_state=3).as_matrix().T + 2.0
+    copy = copy[[0, 2, 1]]
+    for atoms, source in ((frames[0], frames[0]), (copy, frames[1])):
+        atoms.info["energy"], atoms.arrays["forces"] = source.get_potential_energy(), source.get_forces()[:3]
+        atoms.calc = None
+    nudged = frames[0].copy()
+    nudged.positions[1] += 0.01  # a new geometry
+    nudged.info["energy"], nudged.arrays["forces"] = frames[0].info["energy"], frames[0].arrays["forces"]
+    write(tmp_path / "again.extxyz", [nudged, copy], format="extxyz")
+    before = Dataset.open(out).n_samples
+    with pytest.raises(FrameError, match=r"1 frames of again.extxyz are samples .* \(frame 1 is sample 1,"):
+        import_frames(tmp_path / "again.extxyz", builtin_molecule("h2o"), out)
+    assert Dataset.open(out).n_samples == before

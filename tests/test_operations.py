@@ -202,6 +202,33 @@ def test_only_finished_runs_are_registered_and_only_present_ones_promoted(projec
     assert main(["models", "promote", "cut@1", "--reason", "test", *c]) == 0
 
 
+def test_copies_of_used_geometries_do_not_enter_a_retrain(project, tmp_path):
+    """A dataset that holds a rotated copy of a pinned test sample (written before copies were refused, or by
+    another tool): the retrain's new samples leave it out, so it cannot land in the candidate's training split."""
+    from scipy.spatial.transform import Rotation
+
+    from qff_core.reference.base import CalculationResult
+    from qff_core.retrain import fresh_samples
+    from qff_core.run import open_run
+
+    data = tmp_path / "lih.zarr"
+    shutil.copytree(project["data"], data)
+    dataset, run = Dataset.open(data), open_run(project["run"])
+    used, test = run.split.used(), int(run.split.test[0])
+    x, e, f = dataset.samples(np.array([test]))
+    copy = x[0] @ Rotation.random(random_state=5).as_matrix().T + 1.5
+    stretched = x[0] * 1.05
+    indices = dataset.add_geometries(np.stack([copy, stretched]))
+    result = CalculationResult(energy_ev=float(e[0]), forces_ev_per_a=f[0], energy_hartree=0.0,
+                               gradient_hartree_per_bohr=np.zeros_like(f[0]), wall_time_s=0.0,
+                               provenance={"engine": "test"})
+    dataset.record([(int(i), result) for i in indices])
+    said: list[str] = []
+    fresh = fresh_samples(dataset, used, said.append).tolist()  # (earlier tests may have added samples too)
+    assert int(indices[1]) in fresh and int(indices[0]) not in fresh
+    assert "1 new samples are copies" in said[0]
+
+
 def test_the_retrain_flow_runs_under_prefect(project, prefect_server):
     from flows.retrain import retrain_flow
     from qff_core.retrain import RetrainConfig

@@ -76,6 +76,27 @@ def match_atoms(molecule: MoleculeSpec, symbols: Sequence[str], positions_a: np.
     return best_order
 
 
+SAME_GEOMETRY_A = 1e-6
+"""Two geometries whose sorted interatomic distances agree to this (Angstrom) are one geometry."""
+
+
+def same_geometries(known_a: np.ndarray, new_a: np.ndarray, tol_a: float = SAME_GEOMETRY_A) -> dict[int, int]:
+    """``{k: i}``: new geometry ``k`` is known geometry ``i`` up to rotation, translation and permutation of atoms
+    (equal sorted interatomic distances). Arrays are (samples, atoms, 3) in Angstrom."""
+    from scipy.spatial import cKDTree
+
+    def fingerprints(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64).reshape(-1, *np.shape(x)[-2:])
+        iu = np.triu_indices(x.shape[1], 1)
+        return np.sort(np.linalg.norm(x[:, :, None] - x[:, None], axis=-1)[:, iu[0], iu[1]], axis=1)
+
+    known, new = fingerprints(known_a), fingerprints(new_a)
+    if known.shape[0] == 0 or new.shape[0] == 0 or known.shape[1] == 0:
+        return {}
+    distance, index = cKDTree(known).query(new, distance_upper_bound=tol_a, p=np.inf)
+    return {int(k): int(i) for k, (d, i) in enumerate(zip(distance, index, strict=True)) if np.isfinite(d)}
+
+
 def inverse_order(order: Sequence[int]) -> np.ndarray:
     """The inverse of ``order``: model-ordered values ``v`` back in the given order are ``v[inverse]``."""
     inv = np.empty(len(order), dtype=int)
@@ -83,4 +104,5 @@ def inverse_order(order: Sequence[int]) -> np.ndarray:
     return inv
 
 
-__all__ = ["MAX_ASSIGNMENTS", "AtomsMismatchError", "check_species", "formula", "inverse_order", "match_atoms"]
+__all__ = ["MAX_ASSIGNMENTS", "SAME_GEOMETRY_A", "AtomsMismatchError", "check_species", "formula", "inverse_order",
+           "match_atoms", "same_geometries"]
