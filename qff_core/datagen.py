@@ -178,7 +178,9 @@ def prepare_dataset(settings: GenerateConfig) -> Dataset:
             raise InputError("a bond scan is fixed by its range and count; write a new --out to change it")
         new, minimum = sample_geometries(settings, molecule, missing, have) if missing > 0 else (None, None)
         if new is not None and exists and settings.sampler == "file":
-            _check_not_copies(Dataset.open(path), new, settings.geometries)
+            from qff_core.interchange import check_not_duplicates
+
+            check_not_duplicates(Dataset.open(path), new, str(settings.geometries))
         # normal_modes and rotations have run real calculations (the minimum); a file or scan has not: its first
         # geometry is computed now, so an unknown method, basis or charge fails before anything is written
         first = _first_calculation(settings, molecule, new[0]) if new is not None and not exists and \
@@ -196,19 +198,6 @@ def prepare_dataset(settings: GenerateConfig) -> Dataset:
             if first is not None:
                 dataset.record([(int(indices[0]), first)])
     return dataset
-
-
-def _check_not_copies(dataset: Dataset, positions_a: np.ndarray, source: str | None) -> None:
-    """InputError when frames to label are geometries the dataset already holds (up to rotation, translation and
-    permutation): labelling them again adds nothing, and a copy of a test sample would land in training."""
-    from qff_core.molecules.matching import same_geometries
-
-    copies = same_geometries(dataset.positions(), positions_a)
-    if copies:
-        first = min(copies)
-        raise InputError(f"{len(copies)} of the frames to label from {source} are samples {dataset.path} already "
-                         f"holds (the {first + 1}-th is sample {copies[first]}); label other frames, or write to a "
-                         "new --out")
 
 
 def _first_calculation(settings: GenerateConfig, molecule: MoleculeSpec,
