@@ -104,15 +104,24 @@ class ModelRecord(BaseModel):
 
 
 def _safe(name: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-        raise InputError(f"model name {name!r}: use letters, digits, '_', '.' and '-' (starting with a letter or "
-                         "digit)")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", name):
+        raise InputError(f"model name {name[:120]!r}: use up to 100 letters, digits, '_', '.' and '-' (starting with "
+                         "a letter or digit)")
     return name
+
+
+def _models_folder(catalog: str | Path | None) -> Path:
+    """The catalog's ``models`` folder (it may not exist yet); InputError when it or the catalog is a file."""
+    folder = catalog_dir(catalog) / "models"
+    for p in (folder.parent, folder):
+        if p.exists() and not p.is_dir():
+            raise InputError(f"the catalog path {p} is a file; give a catalog folder (--catalog DIR or QFF_CATALOG)")
+    return folder
 
 
 def record_path(name: str, catalog: str | Path | None = None) -> Path:
     """Where the record of model ``name`` lives."""
-    return catalog_dir(catalog) / "models" / f"{_safe(name)}.yaml"
+    return _models_folder(catalog) / f"{_safe(name)}.yaml"
 
 
 def parse_ref(ref: str) -> tuple[str, int | None]:
@@ -153,7 +162,7 @@ def load(name: str, catalog: str | Path | None = None) -> ModelRecord:
 
 def names(catalog: str | Path | None = None) -> list[str]:
     """Registered model names."""
-    folder = catalog_dir(catalog) / "models"
+    folder = _models_folder(catalog)
     return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
 
 
@@ -222,6 +231,12 @@ def register(run_dir: str | Path, name: str, *, catalog: str | Path | None = Non
     with model_lock(name, catalog):
         path = record_path(name, catalog)
         record = load(name, catalog) if path.exists() else ModelRecord(name=name)
+        here = str(Path(run_dir).resolve())
+        again = next((v for v in record.versions if v.run_dir == here), None)
+        if again is not None:
+            raise RegistryError(f"{run_dir} is registered already, as {name}@{again.version} ({again.status}); "
+                                f"promote that version (qff models promote {name}@{again.version}) instead of "
+                                "registering it twice")
         version = version_from_run(run_dir, 1 + max((v.version for v in record.versions), default=0), "candidate",
                                    reason or "registered")
         record.versions.append(version)

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from qff_core.errors import InputError
+from qff_core.errors import InputError, Interrupted
 from qff_core.registry import (
     PRIMARY_METRICS,
     ModelRecord,
@@ -151,8 +151,13 @@ def _train_candidate(prod_run: Run, run_dir: Path, split: Split, config: Retrain
     if config.steps is not None:
         updates["steps"] = config.steps
     candidate = prod_run.config.model_copy(update=updates)
-    summary = train(run_dir, candidate, resume=(run_dir / "run.json").exists(), split=split, progress=progress,
-                    token=token)
+    try:
+        summary = train(run_dir, candidate, resume=(run_dir / "run.json").exists(), split=split, progress=progress,
+                        token=token)
+    except Interrupted:  # `qff train --resume` would finish the candidate but never judge or register it
+        raise Interrupted(f"the candidate in {run_dir} is kept where it stopped; nothing was registered. Run the same "
+                          f"`qff retrain --model {config.name}` again: it resumes the candidate, then judges it"
+                          ) from None
     if summary["stop_reason"] == "non-finite loss":
         raise TrainingError(f"the candidate in {run_dir} diverged (a non-finite loss at step {summary['step']}); "
                             "nothing was registered. Retrain with fewer --steps or --from-scratch, or lower the "

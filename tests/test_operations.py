@@ -202,6 +202,40 @@ def test_only_finished_runs_are_registered_and_only_present_ones_promoted(projec
     assert main(["models", "promote", "cut@1", "--reason", "test", *c]) == 0
 
 
+def test_registry_input_that_used_to_end_in_tracebacks(project, tmp_path, capsys):
+    """The same run twice, a name too long for a file, a catalog that is a file, a run whose split is gone or
+    whose dataset was replaced by a shorter one: one clear error each, nothing written."""
+    c = ["--catalog", str(tmp_path / "catalog")]
+    assert main(["models", "register", str(project["run"]), "--name", "twice", *c]) == 0
+    assert main(["models", "register", str(project["run"]), "--name", "twice", *c]) == 2
+    assert "registered already, as twice@1" in capsys.readouterr().err
+    assert main(["models", "register", str(project["run"]), "--name", "x" * 300, *c]) == 2
+    assert "up to 100 letters" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("")
+    assert main(["models", "list", "--catalog", str(tmp_path / "afile")]) == 2
+    assert "is a file" in capsys.readouterr().err
+    run = tmp_path / "run"
+    shutil.copytree(project["run"], run, symlinks=True)
+    shutil.rmtree(run / "split.zarr")
+    assert main(["models", "register", str(run), "--name", "nosplit", *c]) == 2
+    assert "split.zarr cannot be read" in capsys.readouterr().err
+    # The run's dataset replaced by one holding only its first 10 samples.
+    project_copy = tmp_path / "project"
+    shutil.copytree(project["root"], project_copy, symlinks=True)
+    data = project_copy / "data" / "lih.zarr"
+    assert main(["dataset", "export", str(data), "--out", str(tmp_path / "all.extxyz")]) == 0
+    from ase.io import read, write
+
+    write(tmp_path / "first10.extxyz", read(tmp_path / "all.extxyz", ":10"), format="extxyz")
+    shutil.rmtree(data)
+    assert main(["dataset", "import", str(tmp_path / "first10.extxyz"), "--molecule", "lih", "--out", str(data),
+                 "--catalog", str(tmp_path / "cat2")]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(project_copy / "runs" / "lih-v1"), "--no-prefect"]) == 2
+    err = capsys.readouterr().err
+    assert "now holds 10 samples" in err and "Traceback" not in err
+
+
 def test_copies_of_used_geometries_do_not_enter_a_retrain(project, tmp_path):
     """A dataset that holds a rotated copy of a pinned test sample (written before copies were refused, or by
     another tool): the retrain's new samples leave it out, so it cannot land in the candidate's training split."""

@@ -220,9 +220,14 @@ def _resolve_dataset(path: Path, recorded: dict) -> Path:
 
 def verify_samples(dataset: Dataset, split: Split, recorded: str | None, where: Path) -> None:
     """DatasetChangedError when the samples the run uses differ from those it was created with."""
+    used = split.used()
+    if used.size and int(used.max()) >= dataset.n_samples:
+        raise DatasetChangedError(
+            f"the run in {where} uses sample {int(used.max())}, but {dataset.path} now holds {dataset.n_samples} "
+            "samples: it was replaced or cut short. Restore that dataset, or train a new run on this one")
     if recorded is None:  # a run written before checksums of used samples existed
         return
-    now = dataset.checksum(split.used())
+    now = dataset.checksum(used)
     if now != recorded:
         raise DatasetChangedError(
             f"the samples the run in {where} was trained on changed in {dataset.path} (checksum {recorded[:19]}... "
@@ -244,8 +249,12 @@ def open_run(path: str | Path) -> Run:
     config = TrainConfig.model_validate({**info["config"], "dataset": str(dataset_path)})
     dataset = Dataset.open(dataset_path)
     model = build_model(molecule_of(dataset, config.molecule), config.model)
-    g = zarr.open_group(str(path / "split.zarr"), mode="r")
-    split = Split(train=g["train"][:], val=g["val"][:], test=g["test"][:])
+    try:
+        g = zarr.open_group(str(path / "split.zarr"), mode="r")
+        split = Split(train=g["train"][:], val=g["val"][:], test=g["test"][:])
+    except Exception as exc:  # missing or damaged: zarr raises several kinds
+        raise InputError(f"{path}/split.zarr cannot be read ({type(exc).__name__}); the run's train/validation/test "
+                         "split is lost with it: restore the run directory from a copy") from None
     verify_samples(dataset, split, info["dataset"].get("samples_checksum"), path)
     return Run(path, config, model, split, Normalisation(**info["normalisation"]), info)
 
