@@ -497,3 +497,26 @@ def test_a_latest_link_to_a_lost_checkpoint_names_the_kept_ones(tmp_path):
         latest_checkpoint(tmp_path)
     (tmp_path / "latest").unlink()  # what the message suggests
     assert read_checkpoint(latest_checkpoint(tmp_path)).step == 10
+
+
+@pytest.mark.parametrize(("text", "flags", "message"), [
+    ("", [], "declares no deployments"),
+    ("deployments: []\n", [], "declares no deployments"),
+    ("deployments:\n- name: a\n", [], "deployment 1 of .* needs a name and an entrypoint"),
+    ("deployments:\n- {name: a, entrypoint: flows/nothing.py:f}\n", [], "entrypoint 'flows/nothing.py:f' is no"),
+    (None, ["--limit", "0"], "must be at least 1"),
+    ("cron", [], "a schedule is not valid"),
+])
+def test_qff_serve_refuses_a_bad_deployment_file_before_starting(tmp_path, capsys, text, flags, message):
+    """One line each, and no server started (the file is read first)."""
+    import re
+
+    from qff_core.cli.serve import DEFAULT_PREFECT_FILE
+
+    path = tmp_path / "prefect.yaml"
+    shipped = DEFAULT_PREFECT_FILE.read_text()
+    path.write_text(shipped if text is None else
+                    re.sub(r"cron: .*", 'cron: "not a cron"', shipped) if text == "cron" else text)
+    assert main(["serve", "--prefect-file", str(path), *flags]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and "Traceback" not in err, err

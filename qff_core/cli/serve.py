@@ -23,22 +23,38 @@ def served_deployments(prefect_file: Path, only: list[str] | None = None) -> lis
         spec = yaml.safe_load(Path(prefect_file).read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise InputError(f"cannot read the deployment file {prefect_file}: {exc}") from None
-    root = Path(prefect_file).resolve().parents[1]
+    declared = spec.get("deployments") if isinstance(spec, dict) else None
+    if not declared or not isinstance(declared, list):
+        raise InputError(f"{prefect_file} declares no deployments (a 'deployments:' list, as deploy/prefect.yaml)")
+    # Entrypoints are relative to the repository holding the file; a copy edited elsewhere uses qff's own flows.
+    roots = [Path(prefect_file).resolve().parents[1], DEFAULT_PREFECT_FILE.parents[1]]
     out = []
-    for d in spec.get("deployments", []):
+    for k, d in enumerate(declared):
+        if not isinstance(d, dict) or not d.get("name") or not d.get("entrypoint"):
+            raise InputError(f"deployment {k + 1} of {prefect_file} needs a name and an entrypoint "
+                             "(flows/FILE.py:FLOW)")
         if only and d["name"] not in only:
             continue
+        where = f"deployment {d['name']!r} of {prefect_file}"
+        path, _, flow_name = str(d["entrypoint"]).partition(":")
+        root = next((r for r in roots if (r / path).is_file()), None)
+        if root is None or not flow_name:
+            raise InputError(f"{where}: entrypoint {d['entrypoint']!r} is no flows/FILE.py:FLOW found beside the file "
+                             f"or in qff ({roots[-1]})")
         flow = load_flow_from_entrypoint(str(root / d["entrypoint"]))
-        schedules = []
-        for s in d.get("schedules") or []:
-            if "cron" in s:
-                schedules.append(Cron(s["cron"], timezone=s.get("timezone"), active=s.get("active", True)))
-            elif "interval" in s:
-                schedules.append(Interval(s["interval"], active=s.get("active", True)))
+        try:
+            schedules = []
+            for s in d.get("schedules") or []:
+                if "cron" in s:
+                    schedules.append(Cron(s["cron"], timezone=s.get("timezone"), active=s.get("active", True)))
+                elif "interval" in s:
+                    schedules.append(Interval(s["interval"], active=s.get("active", True)))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise InputError(f"{where}: a schedule is not valid ({exc})") from None
         out.append(flow.to_deployment(name=d["name"], parameters=d.get("parameters"), description=d.get("description"),
                                       schedules=schedules or None))
-    if only and len(out) != len(only):
-        known = ", ".join(d["name"] for d in spec.get("deployments", []))
+    if only and len(out) != len(set(only)):
+        known = ", ".join(d["name"] for d in declared)
         raise InputError(f"--only names deployments that {prefect_file} does not declare (it has {known})")
     return out
 
@@ -48,6 +64,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from qff_core.cli.prefect_api import prefect_api
 
     log = logger(args)
+    if args.limit is not None and args.limit < 1:
+        raise InputError(f"--limit {args.limit}: flow runs at once must be at least 1")
+    served_deployments(args.prefect_file, args.only)  # a bad file fails before a server starts
     with prefect_api() as url:
         import prefect
 
