@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from qff_core.errors import InputError
 from qff_core.store.catalog import CATALOG_ENV, catalog_dir
@@ -86,6 +86,14 @@ class ModelRecord(BaseModel):
     schema_version: int = RECORD_SCHEMA
     versions: list[ModelVersion] = Field(default_factory=list)
 
+    @model_validator(mode="after")
+    def _one_entry_per_version(self) -> ModelRecord:
+        numbers = [v.version for v in self.versions]
+        twice = sorted({n for n in numbers if numbers.count(n) > 1})
+        if twice:
+            raise ValueError(f"version {', '.join(map(str, twice))} appears more than once")
+        return self
+
     def get(self, version: int | None = None) -> ModelVersion:
         """Version ``version``, or the production one (else the newest) when None."""
         if not self.versions:
@@ -126,7 +134,9 @@ def record_path(name: str, catalog: str | Path | None = None) -> Path:
 
 def parse_ref(ref: str) -> tuple[str, int | None]:
     """``NAME`` or ``NAME@VERSION`` (``NAME@v3`` too)."""
-    name, _, version = ref.partition("@")
+    name, at, version = ref.partition("@")
+    if at and not version:
+        raise InputError(f"{ref!r}: give the version after @ (NAME@3), or the name alone for the production version")
     if not version:
         return _safe(name), None
     try:

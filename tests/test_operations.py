@@ -211,6 +211,19 @@ def test_registry_input_that_used_to_end_in_tracebacks(project, tmp_path, capsys
     assert "registered already, as twice@1" in capsys.readouterr().err
     assert main(["models", "register", str(project["run"]), "--name", "x" * 300, *c]) == 2
     assert "up to 100 letters" in capsys.readouterr().err
+    assert main(["models", "show", "twice@", *c]) == 2
+    assert "give the version after @" in capsys.readouterr().err
+    # A hand-edited record with a version twice is invalid; it does not hide the other models from `list`.
+    shutil.copy(tmp_path / "catalog" / "models" / "twice.yaml", tmp_path / "catalog" / "models" / "other.yaml")
+    record = yaml.safe_load((tmp_path / "catalog" / "models" / "twice.yaml").read_text())
+    record["versions"].append(record["versions"][0])
+    (tmp_path / "catalog" / "models" / "twice.yaml").write_text(yaml.safe_dump(record))
+    other = yaml.safe_load((tmp_path / "catalog" / "models" / "other.yaml").read_text())
+    (tmp_path / "catalog" / "models" / "other.yaml").write_text(yaml.safe_dump({**other, "name": "other"}))
+    capsys.readouterr()
+    assert main(["models", "list", *c]) == 2
+    out, err = capsys.readouterr()
+    assert "other" in out and "version 1 appears more than once" in err
     (tmp_path / "afile").write_text("")
     assert main(["models", "list", "--catalog", str(tmp_path / "afile")]) == 2
     assert "is a file" in capsys.readouterr().err

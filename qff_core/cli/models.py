@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from qff_core.cli.common import add_config_flags, emit, given_values, logger, token, validated
@@ -32,9 +33,15 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """Every registered model and version, production first."""
+    from qff_core.errors import QffError
     from qff_core.registry import load, names, summary
 
-    rows = {name: [summary(v) for v in load(name, args.catalog).versions] for name in names(args.catalog)}
+    rows, broken = {}, []
+    for name in names(args.catalog):
+        try:
+            rows[name] = [summary(v) for v in load(name, args.catalog).versions]
+        except QffError as exc:  # one unreadable record does not hide the others
+            broken.append(str(exc))
     lines = [f"{'model':<16}{'ver':>4}  {'status':<11}{'params':>7}  {'E MAE rot':>10}  {'F MAE rot':>10}  updated"]
     for name, versions in rows.items():
         for s in sorted(versions, key=lambda s: (s["status"] != "production", -s["version"])):
@@ -42,10 +49,12 @@ def cmd_list(args: argparse.Namespace) -> int:
             lines.append(f"{name:<16}{s['version']:>4}  {s['status']:<11}{s['n_parameters']:>7}  "
                          f"{s['energy_mae_rot_kcal_mol']:>10.4f}  {s['forces_mae_rot_kcal_mol_a']:>10.4f}  "
                          f"{s['updated']}{missing}")
-    if not rows:
+    if not rows and not broken:
         lines = ["no models registered; register one with `qff models register RUN --name NAME`"]
     emit(args, rows, "\n".join(lines))
-    return 0
+    for message in broken:
+        print(f"qff: error: {message}", file=sys.stderr)
+    return 2 if broken else 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
