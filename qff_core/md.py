@@ -189,7 +189,10 @@ def run_md(config: MDConfig, *, calc=None, progress: Callable[[int, int], None] 
         t0 = time.perf_counter()
         with open(out, "w") as fh:
 
+            written = [0, 0]  # frames written; 1 when the last is the frame that stopped a blow-up
+
             def write(step: int, e_pot: float) -> None:
+                written[0] += 1
                 write_frame(fh, atoms.get_chemical_symbols(), atoms.positions, e_pot, atoms.get_forces(),
                             info={"time_fs": float(step * config.timestep_fs),
                                   "temperature_k": float(atoms.get_temperature())})
@@ -204,6 +207,7 @@ def run_md(config: MDConfig, *, calc=None, progress: Callable[[int, int], None] 
                 except MDBlowUpError:
                     if math.isfinite(e_pot) and np.all(np.isfinite(atoms.positions)):
                         write(step, e_pot)  # the frame that stopped it, for the post-mortem
+                        written[1] = 1
                     raise
                 trace["time_fs"].append(step * config.timestep_fs)
                 trace["potential_ev"].append(float(e_pot))
@@ -218,13 +222,14 @@ def run_md(config: MDConfig, *, calc=None, progress: Callable[[int, int], None] 
             try:
                 dyn.run(config.steps)
             except MDBlowUpError as exc:
-                raise MDBlowUpError(f"{exc}; the {len(trace['time_fs'])} frames so far and the one that stopped it are "
-                                    f"in {out}"
+                also = " and the one that stopped it" if written[1] else ""
+                raise MDBlowUpError(f"{exc}; the {written[0] - written[1]} frames so far{also} are in {out}"
                                     f"{_partial_plot(trace, out, config, plot)}") from None
             except KeyboardInterrupt:
                 fh.flush()
                 reached_fs = trace["time_fs"][-1] if trace["time_fs"] else 0.0
-                raise Interrupted(f"kept {len(trace['time_fs'])} steps ({reached_fs:g} fs) in {out}"
+                raise Interrupted(f"kept {written[0]} frames ({len(trace['time_fs'])} steps, {reached_fs:g} fs) in "
+                                  f"{out}"
                                   f"{_partial_plot(trace, out, config, plot)}. qff md does not resume "
                                   f"(running the same command starts again and overwrites {out.name}): continue "
                                   f"from the last frame with --start {out} --out ANOTHER.extxyz (new velocities "

@@ -254,7 +254,8 @@ def test_an_interrupted_md_says_what_it_kept_and_that_it_does_not_resume(trained
             raise KeyboardInterrupt
 
     out = tmp_path / "cut.extxyz"
-    with pytest.raises(Interrupted, match=r"kept 31 steps \(15 fs\) in .*cut.extxyz .*does not resume.*--start"):
+    kept = r"kept 31 frames \(31 steps, 15 fs\) in .*cut.extxyz .*does not resume.*--start"
+    with pytest.raises(Interrupted, match=kept):
         run_md(MDConfig(run_dir=trained_h2o, steps=100, out=str(out)), progress=stop_at_30)
     assert len(read(out, ":")) == 31 and (tmp_path / "cut.png").exists()
 
