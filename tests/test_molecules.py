@@ -193,6 +193,8 @@ def test_yaml_spec_with_fragments_and_xyz(tmp_path):
          "multiplicity 2 is impossible with 10 electrons"),
         ("name: x\nsymbols: [O, H, H]\npositions_a: [[0,0,0],[0,0,1],[0,1,0]]\ncharge: 20\n", "leaves -10 electrons"),
         ("name: x\nsymbols: [O, H, Xx]\npositions_a: [[0,0,0],[0,0,1],[0,1,0]]\n", "unknown element 'Xx'"),
+        ("name: x\nsymbols: [H, H, H, H]\npositions_a: [[0,0,0],[0,0,1],[0,1,0],[1,0,0]]\n"
+         "fragments: [[0,1],[2,3]]\npermutations: [[1,0,2,3]]\n", "fragments or permutations, not both"),
     ],
 )
 def test_bad_yaml_specs(tmp_path, text, message):

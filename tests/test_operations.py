@@ -173,6 +173,7 @@ def test_registry_faults_are_clear_and_change_nothing(project, tmp_path, capsys)
     assert "cannot be opened" in capsys.readouterr().err
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")  # the diverging run, on purpose
 def test_only_finished_runs_are_registered_and_only_present_ones_promoted(project, tmp_path, capsys):
     """A run cut short or diverged is not the model its settings describe; a version whose run is gone cannot
     serve production."""

@@ -8,7 +8,7 @@ from typing import Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from qff_core.errors import GeometryError, GeometryFileError, InputError, UnknownElementError
 from qff_core.molecules.spec import CenterRule, MoleculeSpec, make_molecule, normalize_symbol
@@ -86,6 +86,13 @@ class MoleculeFile(BaseModel):
     permutations: list[list[int]] | None = None
     charge: int = 0
     multiplicity: Literal[1, 2, 3, 4, 5] = 1
+
+    @model_validator(mode="after")
+    def _one_symmetry_rule(self) -> MoleculeFile:
+        if self.fragments is not None and self.permutations is not None:
+            raise ValueError("give fragments or permutations, not both: permutations would silently replace the "
+                             "fragment group")
+        return self
 
 
 def molecule_from_yaml(path: str | Path) -> MoleculeSpec:
