@@ -57,6 +57,7 @@ def files(tmp_path_factory, lih) -> dict[str, Path]:
     run = root / "run"
     train(run, TrainConfig(dataset=lih, model={"depth": 1}, steps=2, batch_size=2, test_size=2, val_size=2,
                            eval_every=1, checkpoint_every=1))
+    (root / "cost_typo.yaml").write_text(f"train: {{dataset: {lih}, steps: 10}}\nqpu_tme: {{per_job_s: 2.0}}\n")
     foreign = root / "foreign"
     foreign.mkdir()
     (foreign / "notes.md").write_text("mine\n")
@@ -120,6 +121,7 @@ BAD_INPUT = [
      "both 0", "{root}/r3"),
     ("train", "train --dataset {lih} --run-dir {lih}/run --no-prefect", "lies inside the Zarr store", "{lih}/run"),
     ("md", "md {run} --steps 2 --out {root}/o.traj", "ending in .extxyz", "{root}/o.traj"),
+    ("cost", "cost --config {root}/cost_typo.yaml", "unknown top-level qpu_tme", None),
     ("md", "md {run} --steps 2 --ensemble langevin --friction-per-fs 1000 --out {root}/f.extxyz",
      "needs this well below 1", "{root}/f.extxyz"),
     ("dataset", "dataset generate --engine pyscf --method hf --basis sto-3g --samples 2 --geometries {plain} "

@@ -25,6 +25,9 @@ from qff_core.errors import InputError, Interrupted
 from qff_core.models import ModelConfig
 from qff_core.run import TrainConfig
 
+CONFIG_SECTIONS = frozenset({"dataset", "evaluate", "executor", "model", "pipeline", "qpu_time", "retrain", "train"})
+"""Top-level keys of a sectioned config file (one file may hold the settings of several commands)."""
+
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     """TrainConfig from ``--config`` (its ``train:`` section, or the whole file; executor settings also from a
@@ -97,7 +100,12 @@ def cmd_cost(args: argparse.Namespace) -> int:
     (nothing runs): an ``evaluate:`` section prices ``qff evaluate``, else the ``train:`` settings are priced."""
     from qff_core.cost import training_cost
 
-    if "evaluate" in load_config(args.config):
+    loaded = load_config(args.config)
+    unknown = sorted(set(loaded) - CONFIG_SECTIONS) if loaded.keys() & {"train", "evaluate"} else []
+    if unknown:  # a misspelt qpu_time: would be priced with the default QPU-time model, silently
+        raise InputError(f"{args.config}: unknown top-level {', '.join(unknown)}; the sections qff reads are "
+                         f"{', '.join(sorted(CONFIG_SECTIONS))}")
+    if "evaluate" in loaded:
         from qff_core.cli.evaluate import evaluate_config_from_args
         from qff_core.evaluation import evaluation_cost
 
