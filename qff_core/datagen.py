@@ -69,6 +69,8 @@ class GenerateConfig(BaseModel):
 
     @model_validator(mode="after")
     def _geometries_only_with_the_file_sampler(self) -> GenerateConfig:
+        if self.sampler == "file" and self.geometries is None:
+            raise ValueError("the file sampler needs --geometries FILE (an .xyz/.extxyz trajectory or ASE database)")
         if self.geometries is not None and self.sampler != "file":
             raise ValueError(f"geometries ({self.geometries}) are read by the file sampler only; add --sampler file, "
                              f"or leave --geometries out to sample with {self.sampler}")
@@ -123,8 +125,6 @@ def _file_geometries(settings: GenerateConfig, molecule: MoleculeSpec, n: int, o
     from qff_core.molecules.matching import AtomsMismatchError, match_atoms
     from qff_core.molecules.spec import validate_positions
 
-    if settings.geometries is None:
-        raise InputError("the file sampler needs --geometries FILE (an .xyz/.extxyz trajectory or ASE database)")
     frames = read_frames(settings.geometries)[:: settings.every]
     if settings.samples > len(frames):
         raise InputError(f"{settings.geometries} has {len(frames)} frames (every {settings.every}-th); ask for at "
@@ -152,8 +152,6 @@ def preflight(settings: GenerateConfig) -> MoleculeSpec:
     if settings.sampler == "file":
         from qff_core.interchange import read_frames
 
-        if settings.geometries is None:
-            raise InputError("the file sampler needs --geometries FILE (an .xyz/.extxyz trajectory or ASE database)")
         read_frames(settings.geometries)
     return molecule
 

@@ -88,7 +88,7 @@ def same_geometries(known_a: np.ndarray, new_a: np.ndarray, tol_a: float = SAME_
     def fingerprints(x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64).reshape(-1, *np.shape(x)[-2:])
         iu = np.triu_indices(x.shape[1], 1)
-        return np.sort(np.linalg.norm(x[:, :, None] - x[:, None], axis=-1)[:, iu[0], iu[1]], axis=1)
+        return np.sort(np.array([_distances(g)[iu] for g in x]).reshape(len(x), len(iu[0])), axis=1)
 
     known, new = fingerprints(known_a), fingerprints(new_a)
     if known.shape[0] == 0 or new.shape[0] == 0 or known.shape[1] == 0:
