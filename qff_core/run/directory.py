@@ -124,16 +124,18 @@ class TrainingData(TrainingArrays):
     @classmethod
     def take(cls, dataset: Dataset, indices: np.ndarray) -> TrainingData:
         """The samples ``indices`` of ``dataset``, with their clean labels (validation, test, anything scored)."""
-        dataset.check_finite(indices)
-        return cls(*dataset.samples(indices))
+        x, e, f = dataset.samples(indices)
+        if not (np.isfinite(e).all() and np.isfinite(f).all() and np.isfinite(x).all()):
+            dataset.check_finite(indices)  # names the damaged samples (finished ones holding NaN)
+        return cls(x, e, f)
 
     @classmethod
     def training(cls, dataset: Dataset, indices: np.ndarray, config: TrainConfig) -> TrainingData:
         """The training samples ``indices`` of ``dataset`` with the label noise of ``config`` added to the raw
         eV and eV/Angstrom labels (``qff_core.run.label_noise``): what the optimiser, the normalisation statistics
         and the KRR baseline see. Without noise, exactly ``take``."""
-        dataset.check_finite(indices)
-        positions, energies, forces = dataset.samples(indices)
+        clean = cls.take(dataset, indices)
+        positions, energies, forces = clean.positions_a, clean.energies_ev, clean.forces_ev_per_a
         energies, forces = noisy_labels(energies, forces, indices, energy_std_ev=config.label_noise_energy_ev,
                                         forces_std_ev_per_a=config.label_noise_forces_ev_per_a,
                                         seed=config.noise_seed)
