@@ -27,7 +27,7 @@ import numpy as np
 
 from qff_core.errors import ExecutionError, InputError, Interrupted, TransientError
 from qff_core.execution import executor_spec
-from qff_core.interrupts import raise_if_interrupted
+from qff_core.interrupts import deferred_interrupts, raise_if_interrupted
 from qff_core.loss import Loss
 from qff_core.metrics import error_metrics
 from qff_core.models import init_parameters
@@ -289,15 +289,18 @@ class _Loop:
                         raise  # a bug of the exact simulator: nothing was submitted, nothing to re-attach
                     checkpoint()  # the steps done so far; the failed one changed nothing
                     raise self._failure(state.step, exc) from exc
-                done = (new_params, new_state, state.step + 1)
-                state.step = done[2]
-                state.history["step"].append(state.step)
-                state.history["loss"].append(float(loss))
-                state.history["learning_rate"].append(lr)
-                if not np.isfinite(float(loss)):
-                    state.stop_reason = "non-finite loss"
-                if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
-                    self._validate(state, np.asarray(done[0]), float(loss), lr, resumed_from, limit)
+                # A step's record (history, validation, best parameters) is written whole: Ctrl-C here is acted
+                # on at the next step, else a resumed run would lack the record of the step it resumes from.
+                with deferred_interrupts():
+                    done = (new_params, new_state, state.step + 1)
+                    state.step = done[2]
+                    state.history["step"].append(state.step)
+                    state.history["loss"].append(float(loss))
+                    state.history["learning_rate"].append(lr)
+                    if not np.isfinite(float(loss)):
+                        state.stop_reason = "non-finite loss"
+                    if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
+                        self._validate(state, np.asarray(done[0]), float(loss), lr, resumed_from, limit)
                 if state.step % cfg.checkpoint_every == 0 and state.step < limit:
                     checkpoint()
         except KeyboardInterrupt:

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import zarr
 
-from qff_core.errors import ConvergenceError, InputError
+from qff_core.errors import ConvergenceError, DatasetDamagedError, InputError
 from qff_core.molecules import builtin_molecule
 from qff_core.reference import CalculationRequest, get_engine
 from qff_core.reference.base import CalculationResult
-from qff_core.store.dataset import DONE, FAILED, PENDING, Dataset, LevelOfTheory
+from qff_core.store.dataset import DONE, FAILED, PENDING, Dataset, LevelOfTheory, dataset_lock
 
 H2O = builtin_molecule("h2o")
 HF = LevelOfTheory("pyscf", "hf", "6-31g")
@@ -108,6 +108,35 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     assert np.array_equal(data["energies"] - 1000 * workers, np.arange(ds.n_samples))
     assert np.allclose(data["forces"][:, 0, 0], data["energies"])
     assert sorted(np.bincount(workers)) == [24, 24, 24]
+
+
+def _half_resized(path: str, resized) -> None:
+    """Add a sample as ``add_geometries`` does, stopping for a second when one array is resized and the others not."""
+    with dataset_lock(path):
+        a = zarr.open_array(f"{path}/positions", mode="r+")
+        a.resize((a.shape[0] + 1, *a.shape[1:]))
+        resized.set()
+        time.sleep(1.0)
+        for name in ("energies", "forces", "status", "wall_time_s", "errors"):
+            b = zarr.open_array(f"{path}/{name}", mode="r+")
+            b.resize((b.shape[0] + 1, *b.shape[1:]))
+
+
+def test_opening_while_another_process_adds_samples_is_not_damage(tmp_path):
+    """Seen in CI: a process opened the dataset while another was part way through resizing its arrays, and was
+    told the dataset was damaged. Unequal counts are judged again under the lock, where writers finish first."""
+    path = str(tmp_path / "shared.zarr")
+    Dataset.create(path, H2O, HF).add_geometries(geometries(2))
+    ctx = mp.get_context("spawn")
+    resized = ctx.Event()
+    proc = ctx.Process(target=_half_resized, args=(path, resized))
+    proc.start()
+    assert resized.wait(60)
+    assert Dataset.open(path).n_samples == 3  # waited for the writer
+    proc.join(60)
+    zarr.open_array(f"{path}/forces", mode="r+").resize((2, 3, 3))  # unequal with nobody writing: damage
+    with pytest.raises(DatasetDamagedError, match="different numbers of samples"):
+        Dataset.open(path)
 
 
 def _slow_recorder(path: str) -> None:

@@ -324,6 +324,56 @@ def test_a_ctrl_c_that_a_finaliser_swallowed_still_stops_training_with_a_checkpo
         assert train(tmp_path / "run", config, resume=True, stop_after=20)["step"] == 20
 
 
+class _SignalsWhenRead:
+    """A step's loss that sends Ctrl-C to this process when first read as a float: the interrupt lands between
+    the statements that record the step (after its parameters are kept, before its loss is)."""
+
+    def __init__(self, loss) -> None:
+        self.loss, self.sent = loss, False
+
+    def __float__(self) -> float:
+        if not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGINT)
+        return float(self.loss)
+
+
+def test_ctrl_c_while_a_step_is_recorded_resumes_bit_for_bit(lih, tmp_path, monkeypatch):
+    """Seen in CI: Ctrl-C between keeping a step's parameters and recording its loss; the checkpoint held step k
+    with the history of k - 1 steps, and the resumed run's loss history lacked an entry."""
+    from qff_core.errors import Interrupted
+    from qff_core.execution.exact.executor import ExactExecutor
+    from qff_core.interrupts import interrupt_handlers
+    from qff_core.run import TrainConfig
+    from qff_core.training import train
+
+    config = TrainConfig(dataset=lih, model={"depth": 1}, steps=12, batch_size=4, test_size=2, val_size=2,
+                         eval_every=3, checkpoint_every=4, seed=2)
+    train(tmp_path / "straight", config)
+    real = ExactExecutor.training_step
+
+    def interrupted_at_step_6(self, *args):
+        step_fn = real(self, *args)
+
+        def step(params, opt_state, idx, step: int):
+            new_params, new_state, loss = step_fn(params, opt_state, idx, step)
+            return new_params, new_state, _SignalsWhenRead(loss) if step == 5 else loss
+
+        return step
+
+    monkeypatch.setattr(ExactExecutor, "training_step", interrupted_at_step_6)
+    with interrupt_handlers(), pytest.raises(Interrupted, match="kept 6 of 12 steps"):
+        train(tmp_path / "run", config)
+    monkeypatch.undo()
+    with interrupt_handlers():
+        assert train(tmp_path / "run", config, resume=True)["resumed_from"] == 6
+    a = read_checkpoint(latest_checkpoint(tmp_path / "straight" / "checkpoints")).arrays
+    b = read_checkpoint(latest_checkpoint(tmp_path / "run" / "checkpoints")).arrays
+    assert a.keys() == b.keys()
+    for key in a:
+        assert np.array_equal(a[key], b[key], equal_nan=True), key
+
+
 @task(name="reliability-note")
 @interruptible
 def _note(log: str, item: str) -> None:

@@ -54,16 +54,28 @@ def _damage_said(path: Path, what: str):
                                   "restore the dataset from a copy, or regenerate it") from None
 
 
+def _sample_counts(path: Path) -> dict[str, int]:
+    counts = {}
+    for name in ARRAYS:
+        with _damage_said(path, f"the array {name!r}"):
+            counts[name] = zarr.open_array(str(path / name), mode="r").shape[0]
+    return counts
+
+
 def _check_intact(path: Path, root: zarr.Group) -> None:
     """DatasetDamagedError unless the attributes and arrays of a dataset are all there, with one sample count."""
     missing = [name for name in REQUIRED_ATTRS if name not in root.attrs]
     if missing:
         raise DatasetDamagedError(f"{path} is damaged: its attributes lack {', '.join(missing)}; restore the "
                                   "dataset from a copy, or regenerate it")
-    counts = {}
-    for name in ARRAYS:
-        with _damage_said(path, f"the array {name!r}"):
-            counts[name] = zarr.open_array(str(path / name), mode="r").shape[0]
+    counts = _sample_counts(path)
+    if len(set(counts.values())) > 1:
+        # Another process may be adding samples right now: it resizes the arrays one by one under the lock.
+        try:
+            with dataset_lock(path):
+                counts = _sample_counts(path)
+        except OSError:  # no lock can be taken (a read-only folder): nobody is writing there either
+            pass
     if len(set(counts.values())) > 1:
         raise DatasetDamagedError(f"{path} is damaged: its arrays hold different numbers of samples ({counts}); "
                                   "restore the dataset from a copy, or regenerate it")
