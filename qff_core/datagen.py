@@ -11,6 +11,7 @@ tasks; nothing here imports Prefect.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -64,7 +65,8 @@ class GenerateConfig(BaseModel):
     max_iterations: int = Field(100, ge=1, description="SCF iteration limit")
     timeout_s: float | None = Field(600.0, gt=0, description="seconds per calculation; a timeout fails that sample "
                                                              "only; None: no limit")
-    keywords: dict = Field(default_factory=dict)
+    keywords: dict = Field(default_factory=dict, description="engine options: psi4 option names (psi4 refuses "
+                                                             "unknown ones); pyscf knows only grid: [radial, angular]")
     out: str = Field("data/h2o.zarr", description="Zarr dataset path (created, or resumed when it exists)")
 
     @model_validator(mode="after")
@@ -89,13 +91,14 @@ class GenerateConfig(BaseModel):
         )
 
 
-def sample_geometries(settings: GenerateConfig, molecule: MoleculeSpec, n: int,
-                      offset: int) -> tuple[np.ndarray, dict | None]:
+def sample_geometries(settings: GenerateConfig, molecule: MoleculeSpec, n: int, offset: int,
+                      from_file: int = 0) -> tuple[np.ndarray, dict | None]:
     """``n`` new geometries, seeded by ``seed + offset`` (offset = samples already in the dataset), and
-    the minimum they were drawn around (positions in Angstrom, harmonic wavenumbers), None for a scan."""
+    the minimum they were drawn around (positions in Angstrom, harmonic wavenumbers), None for a scan and a file
+    (``from_file``: frames of the file the dataset holds already; the new ones follow them)."""
     seed = settings.seed + offset
     if settings.sampler == "file":
-        return _file_geometries(settings, molecule, n, offset), None
+        return _file_geometries(settings, molecule, n, from_file, have=offset), None
     if settings.sampler == "bond_scan":
         r0, r1 = settings.scan_range_a
         return bond_scan(molecule, r0, r1, settings.samples)[offset : offset + n], None
@@ -117,18 +120,20 @@ def sample_geometries(settings: GenerateConfig, molecule: MoleculeSpec, n: int,
                      "frequencies_cm1": [round(float(f), 2) for f in modes.frequencies_cm1]}
 
 
-def _file_geometries(settings: GenerateConfig, molecule: MoleculeSpec, n: int, offset: int) -> np.ndarray:
+def _file_geometries(settings: GenerateConfig, molecule: MoleculeSpec, n: int, offset: int, have: int) -> np.ndarray:
     """Frames ``offset .. offset + n`` of every ``every``-th frame of ``settings.geometries`` (atoms mapped onto the
-    molecule's order)."""
+    molecule's order); ``have``: the samples of the dataset, for the message when the file has too few."""
     from qff_core.errors import GeometryError
     from qff_core.interchange import check_not_bohr, read_frames
     from qff_core.molecules.matching import AtomsMismatchError, match_atoms
     from qff_core.molecules.spec import validate_positions
 
     frames = read_frames(settings.geometries)[:: settings.every]
-    if settings.samples > len(frames):
-        raise InputError(f"{settings.geometries} has {len(frames)} frames (every {settings.every}-th); ask for at "
-                         f"most that many --samples")
+    if offset + n > len(frames):
+        held = f", {offset} of which the dataset holds already" if offset else ""
+        total = f" (the total: the dataset holds {have} samples)" if have else ""
+        raise InputError(f"{settings.geometries} has {len(frames)} frames (every {settings.every}-th){held}; ask "
+                         f"for at most {have + len(frames) - offset} --samples{total}")
     out = []
     for k, atoms in enumerate(frames[offset: offset + n]):
         where = f"frame {(offset + k) * settings.every} of {settings.geometries}"
@@ -174,7 +179,8 @@ def prepare_dataset(settings: GenerateConfig) -> Dataset:
         missing = settings.samples - have
         if missing > 0 and settings.sampler == "bond_scan" and have:
             raise InputError("a bond scan is fixed by its range and count; write a new --out to change it")
-        new, minimum = sample_geometries(settings, molecule, missing, have) if missing > 0 else (None, None)
+        from_file = _frames_held(Dataset.open(path), settings) if exists and settings.sampler == "file" else 0
+        new, minimum = sample_geometries(settings, molecule, missing, have, from_file) if missing > 0 else (None, None)
         if new is not None and exists and settings.sampler == "file":
             from qff_core.interchange import check_not_duplicates
 
@@ -186,8 +192,8 @@ def prepare_dataset(settings: GenerateConfig) -> Dataset:
         sampler = {"kind": settings.sampler, "seed": settings.seed, "temperature_k": settings.temperature_k,
                    "max_distance_change": settings.max_distance_change,
                    "scan_range_a": list(settings.scan_range_a), **({"minimum": minimum} if minimum else {}),
-                   **({"geometries": settings.geometries, "every": settings.every}
-                      if settings.sampler == "file" else {})}
+                   **({"geometries": settings.geometries, "every": settings.every,
+                       "sha256": _sha256(settings.geometries)} if settings.sampler == "file" else {})}
         # ``sampler`` describes how the dataset was created; every append (the first too) is a segment of its own
         # with its settings and index range, so a top-up at another temperature is recorded as such.
         dataset = Dataset.create(path, molecule, settings.level(), sampler=sampler)
@@ -196,6 +202,22 @@ def prepare_dataset(settings: GenerateConfig) -> Dataset:
             if first is not None:
                 dataset.record([(int(indices[0]), first)])
     return dataset
+
+
+def _sha256(path: str | Path) -> str:
+    return "sha256:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _frames_held(dataset: Dataset, settings: GenerateConfig) -> int:
+    """How many frames of the file sampler's file (every ``every``-th) the dataset holds: its segments drawn from
+    the same file (by content, else by name) with the same ``every``."""
+    sha = _sha256(settings.geometries)
+    held = 0
+    for seg in dataset.segments():
+        same = seg.get("sha256") == sha if "sha256" in seg else seg.get("geometries") == settings.geometries
+        if seg.get("kind") == "file" and same and seg.get("every") == settings.every:
+            held += int(seg["stop"]) - int(seg["start"])
+    return held
 
 
 def _first_calculation(settings: GenerateConfig, molecule: MoleculeSpec,

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from qff_core.errors import InputError
-from qff_core.molecules import MoleculeSpec
+from qff_core.molecules import BUILTIN_NAMES, MoleculeSpec
 from qff_core.molecules.matching import AtomsMismatchError, formula, match_atoms
 from qff_core.reference.base import CalculationResult
 from qff_core.store.dataset import DONE, Dataset, LevelOfTheory, check_writable
@@ -285,6 +285,16 @@ def import_frames(path: str | Path, molecule: MoleculeSpec, out: str | Path, *, 
         check_writable(out)
     else:
         existing = Dataset.open(out)
+        computed = dict(existing.group.attrs["level_of_theory"])
+        if computed.get("engine") != "imported":
+            engine, method, basis = (computed.get(k) for k in ("engine", "method", "basis"))
+            spec = molecule.name if molecule.name in BUILTIN_NAMES else "<the molecule file>"
+            raise InputError(
+                f"{out} was computed by qff ({engine} {method}/{basis}); imported energies go only into a dataset of "
+                f"imported data (write to a new --out). To add these geometries to {out} at its own level of "
+                f"theory, compute them: `qff dataset generate --sampler file --geometries {path} --samples "
+                f"{existing.n_samples + len(frames.energies_ev)} --engine {engine} --method {method} --basis {basis} "
+                f"--molecule {spec} --out {out}` (and the keywords it was made with, if any)")
         if not any(seg.get("sha256") == sha for seg in existing.segments()):
             check_energies_join(existing, frames.energies_ev, path.name)
             check_not_duplicates(existing, frames.positions_a, path.name)

@@ -108,6 +108,7 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     assert np.array_equal(data["energies"] - 1000 * workers, np.arange(ds.n_samples))
     assert np.allclose(data["forces"][:, 0, 0], data["energies"])
     assert sorted(np.bincount(workers)) == [24, 24, 24]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shared.zarr"]  # no lock or claims file left behind
 
 
 def _half_resized(path: str, resized) -> None:

@@ -237,3 +237,36 @@ def test_frames_the_dataset_already_holds_are_not_imported_again(exported, tmp_p
     with pytest.raises(FrameError, match=r"1 frames of again.extxyz are samples .* \(frame 1 is sample 1,"):
         import_frames(tmp_path / "again.extxyz", builtin_molecule("h2o"), out)
     assert Dataset.open(out).n_samples == before
+
+
+def test_frames_for_a_computed_dataset_are_computed_at_its_level_by_the_command_it_is_told(h2o, exported, tmp_path,
+                                                                                           capsys):
+    """Imported energies never join a dataset qff computed; the error gives the command that computes the frames at
+    the dataset's level of theory instead, and that command appends them after samples of another sampler."""
+    import shlex
+    import shutil
+
+    from ase.io import write
+
+    data = tmp_path / "h2o.zarr"
+    shutil.copytree(h2o, data)
+    frames = read(exported, "0:3")
+    for atoms in frames:
+        atoms.positions[1] += 0.02  # new geometries
+    write(tmp_path / "new.extxyz", frames, format="extxyz")
+    assert main(["dataset", "import", str(tmp_path / "new.extxyz"), "--molecule", "h2o", "--out", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert "was computed by qff (pyscf hf/sto-3g)" in err, err
+    command = shlex.split(err[err.index("`") + 1: err.rindex("`")])
+    assert command[:3] == ["qff", "dataset", "generate"] and "--samples" in command and "43" in command, command
+    assert main([*command[1:], "--no-prefect"]) == 0
+    capsys.readouterr()
+    dataset = Dataset.open(data)
+    x, e, _ = dataset.samples(np.arange(40, 43))
+    assert dataset.n_samples == 43 and (dataset.status() == 1).all() and np.isfinite(e).all()
+    assert np.array_equal(x, np.stack([a.positions for a in read(tmp_path / "new.extxyz", ":")]))  # in order
+    assert dataset.segments()[-1]["kind"] == "file" and dataset.segments()[-1]["start"] == 40
+    more = [*command[1:], "--no-prefect"]
+    more[more.index("--samples") + 1] = "44"
+    assert main(more) == 2
+    assert "3 of which the dataset holds already; ask for at most 43 --samples" in capsys.readouterr().err

@@ -51,6 +51,31 @@ def test_registry_lists_engines_and_reasons():
         missing.compute(request(builtin_molecule("h2o").positions_a))
 
 
+@pytest.mark.parametrize(("method", "keywords", "message"), [
+    ("b3lyp", {"gridd": [50, 194]}, "no keyword 'gridd'"),
+    ("hf", {"grid": [50, 194]}, "hf uses no grid"),
+    ("b3lyp", {"grid": [50]}, "two positive whole numbers"),
+    ("b3lyp", {"grid": [50.5, 194]}, "two positive whole numbers"),
+])
+def test_pyscf_refuses_keywords_it_would_ignore(method, keywords, message):
+    """PySCF has no option parser: a misspelt keyword did nothing, yet was recorded in the level of theory.
+    Psi4 refuses its own unknown options (below); the pyscf engine now does too, in process or in its child."""
+    x, engine = builtin_molecule("h2o").positions_a, PySCFEngine()
+    try:
+        for timeout_s in (None, 60):
+            with pytest.raises(InputError, match=message):
+                engine.compute(request(x, method, "sto-3g", keywords=keywords, timeout_s=timeout_s))
+    finally:
+        engine.close()
+
+
+@pytest.mark.psi4
+def test_psi4_refuses_an_unknown_option():
+    with pytest.raises(InputError, match="DFT_RADIAL_POINTZ is not a valid option"):
+        get_engine("psi4").compute(request(builtin_molecule("h2o").positions_a, "hf", "sto-3g",
+                                           keywords={"dft_radial_pointz": 75}))
+
+
 @pytest.mark.psi4
 def test_psi4_and_pyscf_agree_for_hf(water_geometries):
     for x in water_geometries:

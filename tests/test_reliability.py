@@ -209,8 +209,9 @@ def test_a_busy_run_directory_is_refused_or_waited_for(lih, tmp_path):
     assert first.wait(timeout=300) == 0
     assert waiting.returncode == 0 and "waiting" in waiting.stderr, waiting.stderr
     assert json.loads(waiting.stdout[waiting.stdout.index("{"):])["resumed_from"] == 400  # nothing left to do
-    # A lock record of a process that was killed is taken over, with a message.
     lock = run.with_name("run.lock")
+    assert not lock.exists()  # released cleanly: no lock file is left beside the run
+    # A lock record of a process that was killed is taken over, with a message.
     lock.write_text(json.dumps({"pid": 999999, "host": "elsewhere", "since": "then", "command": "qff train"}))
     again = run_qff(*TRAIN, "--dataset", lih, "--steps", "400", "--run-dir", str(run), "--resume")
     assert again.returncode == 0 and "took over the lock" in again.stderr and "999999" in again.stderr

@@ -18,6 +18,26 @@ from qff_core.reference.pyscf_process import PySCFProcess
 from qff_core.units import BOHR_ANGSTROM, HARTREE_EV
 
 WAVEFUNCTION_METHODS = ("hf", "scf", "mp2")
+KEYWORDS = {"grid": "DFT integration grid as (radial, angular) points per atom, e.g. [99, 590]"}
+
+
+def check_keywords(method: str, keywords: dict) -> None:
+    """InputError for a keyword this engine would ignore (psi4 refuses unknown options; PySCF has none to refuse
+    with, and a misspelt one would be recorded in the level of theory while doing nothing)."""
+    unknown = sorted(set(keywords) - set(KEYWORDS))
+    if unknown:
+        known = "; ".join(f"{k}: {v}" for k, v in KEYWORDS.items())
+        raise InputError(f"the pyscf engine has no keyword {', '.join(map(repr, unknown))} (it knows {known}); "
+                         "max_iterations is a setting of its own")
+    grid = keywords.get("grid")
+    if grid is not None:
+        if method.lower() in WAVEFUNCTION_METHODS:
+            raise InputError(f"the pyscf keyword 'grid' is for DFT functionals; {method} uses no grid")
+        ok = isinstance(grid, list | tuple) and len(grid) == 2 and all(
+            isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in grid)
+        if not ok:
+            raise InputError(f"the pyscf keyword 'grid' must be two positive whole numbers (radial, angular), "
+                             f"e.g. [99, 590]; got {grid!r}")
 
 
 def uses_cartesian_d(basis: str) -> bool:
@@ -73,6 +93,7 @@ class PySCFEngine:
         except ImportError:
             raise ResourceError("PySCF is not installed; pip install pyscf") from None
         method = request.method
+        check_keywords(method, request.keywords)
         t0 = time.perf_counter()
         lib.num_threads(request.threads)
         try:

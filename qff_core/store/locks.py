@@ -2,7 +2,9 @@
 
 ``file_lock`` is an exclusive ``flock`` on a lock file beside the store, re-entrant within one
 process (a function holding it may call another that takes it), released by the kernel when
-the process dies, so a killed holder never leaves the store locked. ``holder_lock`` adds who
+the process dies, so a killed holder never leaves the store locked. A clean release removes the
+lock file (a process waiting on the removed file notices and locks the new one), so only a killed
+holder leaves one behind. ``holder_lock`` adds who
 holds it (pid, host, start time, command) to the lock file, refuses at once with
 ``BusyError`` naming the holder, or waits; a lock left by a process that is gone is taken over
 with a message.
@@ -17,7 +19,7 @@ import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -48,12 +50,7 @@ def file_lock(lock_path: str | Path, *, wait: bool = True) -> Iterator[object]:
                 held[1] -= 1
         return
     Path(key).parent.mkdir(parents=True, exist_ok=True)
-    handle = open(key, "a+")  # noqa: SIM115 - closed below, after the lock is released
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-    except BaseException:
-        handle.close()
-        raise
+    handle = _lock_file(key, wait)
     with _GUARD:
         _HELD[key] = [handle, 1]
     try:
@@ -61,8 +58,33 @@ def file_lock(lock_path: str | Path, *, wait: bool = True) -> Iterator[object]:
     finally:
         with _GUARD:
             del _HELD[key]
+        with suppress(OSError):  # removed while held: a process waiting on it sees that and locks a new file
+            os.unlink(key)
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
+
+
+def _lock_file(key: str, wait: bool):
+    """The open lock file at ``key``, locked; the file a released holder removed is never the one locked."""
+    while True:
+        handle = open(key, "a+")  # noqa: SIM115 - the caller closes it, after the lock is released
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            if _is_current(handle, key):
+                return handle
+        except BaseException:
+            handle.close()
+            raise
+        handle.close()  # its holder released and removed it while we waited: lock the file there now
+
+
+def _is_current(handle, key: str) -> bool:
+    try:
+        on_disk = os.stat(key)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(handle.fileno())
+    return (on_disk.st_dev, on_disk.st_ino) == (held.st_dev, held.st_ino)
 
 
 def _holder(handle) -> dict:
@@ -79,6 +101,28 @@ def describe_holder(info: dict) -> str:
             + (f" ({info['command']})" if info.get("command") else ""))
 
 
+def _take(lock_path: Path, what: str, wait: bool, notice: Callable[[str], None] | None, hint: str):
+    """The entered ``file_lock`` of ``lock_path`` and its handle; BusyError naming the holder unless ``wait``."""
+    while True:
+        cm = file_lock(lock_path, wait=False)
+        try:
+            return cm, cm.__enter__()
+        except BlockingIOError:
+            pass
+        try:
+            with open(lock_path) as peek:
+                info = _holder(peek)
+        except FileNotFoundError:
+            continue  # released (and removed) this instant: try again
+        if not wait:
+            raise BusyError(f"{what} is busy: {describe_holder(info)} holds it. Wait for it to finish, or "
+                            f"{hint}") from None
+        if notice:
+            notice(f"{what} is busy ({describe_holder(info)}); waiting for it")
+        cm = file_lock(lock_path, wait=True)
+        return cm, cm.__enter__()
+
+
 @contextmanager
 def holder_lock(lock_path: str | Path, what: str, *, wait: bool = False,
                 notice: Callable[[str], None] | None = None,
@@ -89,20 +133,7 @@ def holder_lock(lock_path: str | Path, what: str, *, wait: bool = False,
     block until it is free. A record of a
     process that is gone (killed: the kernel released its lock) is taken over, with ``notice``.
     """
-    lock_path = Path(lock_path)
-    try:
-        cm = file_lock(lock_path, wait=False)
-        handle = cm.__enter__()
-    except BlockingIOError:
-        with open(lock_path) as peek:
-            info = _holder(peek)
-        if not wait:
-            raise BusyError(f"{what} is busy: {describe_holder(info)} holds it. Wait for it to finish, or "
-                            f"{hint}") from None
-        if notice:
-            notice(f"{what} is busy ({describe_holder(info)}); waiting for it")
-        cm = file_lock(lock_path, wait=True)
-        handle = cm.__enter__()
+    cm, handle = _take(Path(lock_path), what, wait, notice, hint)
     try:
         previous = _holder(handle)  # a clean release leaves no record: one here is of a process that was killed
         if previous.get("pid") and notice is not None:
