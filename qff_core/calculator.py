@@ -11,7 +11,9 @@ invariant model gives the same energy for every assignment its permutation group
 mapping is made once per order of symbols seen. Other elements or counts, or periodic boundary
 conditions, are errors. On a shot-based executor (``aer`` with ``shots``, ``ibm``) the results
 also hold ``energy_var`` (eV^2) and ``forces_var`` ((eV/Angstrom)^2), the estimator variances,
-as MACE reports committee variances.
+as MACE reports committee variances. A geometry with an interatomic distance outside the range the
+model was trained on gives an ``ExtrapolationWarning`` (once per calculator; ``outside_domain``
+counts them all, ``last_outside`` names the pairs of the last).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
-from qff_core.errors import InputError
+from qff_core.domain import TrainingDomain
+from qff_core.errors import InputError, QffError
 from qff_core.execution import ExecutorConfig
 from qff_core.execution.base import Executor, Prediction
 from qff_core.molecules.matching import inverse_order, match_atoms
@@ -67,6 +70,9 @@ class QFFCalculator(Calculator):
         self._stack = ExitStack()
         self.executor: Executor = self._open(token)
         self._orders: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}
+        self.domain: TrainingDomain | None = training_domain(self.run)
+        self.outside_domain = 0  # calculations of geometries outside the training domain
+        self.last_outside: list[str] = []
         if self.executor_config.name != "exact" and getattr(self.executor, "estimates", lambda: False)():
             self.implemented_properties = [*type(self).implemented_properties, "energy_var", "forces_var"]
 
@@ -104,7 +110,13 @@ class QFFCalculator(Calculator):
             raise InputError("the qff model is of an isolated molecule; this Atoms has periodic boundary conditions "
                              "(set atoms.pbc = False)")
         order, back = self._order(self.atoms)
-        prediction: Prediction = self.executor.predict(self.theta, self.atoms.positions[order])
+        positions = self.atoms.positions[order]
+        self.last_outside = self.domain.outside(positions) if self.domain is not None else []
+        if self.last_outside:
+            if self.outside_domain == 0:
+                self.domain.warn(self.last_outside)
+            self.outside_domain += 1
+        prediction: Prediction = self.executor.predict(self.theta, positions)
         self.results = {"energy": float(prediction.energies_ev),
                         "forces": np.asarray(prediction.forces_ev_per_a)[back]}
         if prediction.energies_var is not None:
@@ -123,6 +135,15 @@ class QFFCalculator(Calculator):
         self.close()
 
 
+def training_domain(run: Run) -> TrainingDomain | None:
+    """The interatomic distances of the run's training split (None when its dataset cannot be read here)."""
+    try:
+        positions = run.dataset().samples(run.split.train)[0]
+    except (QffError, OSError):
+        return None
+    return TrainingDomain.of_positions(tuple(run.model.molecule.symbols), positions)
+
+
 def reference_positions(run: Run) -> np.ndarray:
     """Positions (Angstrom) to start from: the minimum the dataset's sampler recorded, else the molecule's."""
     sampler = run.dataset().group.attrs.get("sampler", {}) or {}
@@ -130,4 +151,4 @@ def reference_positions(run: Run) -> np.ndarray:
     return np.asarray(minimum if minimum is not None else run.model.molecule.positions_a, dtype=np.float64)
 
 
-__all__ = ["QFFCalculator", "executor_config", "reference_positions"]
+__all__ = ["QFFCalculator", "executor_config", "reference_positions", "training_domain"]

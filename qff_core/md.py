@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
@@ -21,6 +22,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from qff_core.domain import ExtrapolationWarning
 from qff_core.errors import InputError, Interrupted, QffError
 from qff_core.interrupts import raise_if_interrupted
 
@@ -161,83 +163,97 @@ def run_md(config: MDConfig, *, calc=None, progress: Callable[[int, int], None] 
     ``calc``: a ``QFFCalculator`` already open (default: one of ``config.run_dir``). Raises
     MDBlowUpError after writing the frames so far when the trajectory blows up.
     """
-    from ase.md.velocitydistribution import Stationary, ZeroRotation
-
     from qff_core.calculator import QFFCalculator
-    from qff_core.interchange import write_frame
 
     own = calc is None
     calc = calc or QFFCalculator(config.run_dir, executor=config.executor, checkpoint=config.checkpoint)
     try:
-        atoms = start_atoms(config, calc)
-        atoms.calc = calc
-        atoms.get_potential_energy()  # another molecule, or a geometry the model cannot take: refused before the
-        d = _pair_distances(atoms)  # trajectory file is opened (and an old one emptied)
-        if d.size and d.min() < MIN_DISTANCE_A:
-            raise InputError(f"the start geometry has two atoms {d.min():.3f} A apart (below {MIN_DISTANCE_A} A): "
-                             "not a geometry to start dynamics from; check --start and its units")
-        out = _writable(config.trajectory_path())
-        if "H" in atoms.get_chemical_symbols() and config.timestep_fs > H_TIMESTEP_WARNING_FS:
-            logger.warning(f"a {config.timestep_fs} fs time step is large for hydrogen's vibrations (above "
-                           f"{H_TIMESTEP_WARNING_FS} fs the energy is rarely conserved)")
-        _thermalize(atoms, config.temperature_k, np.random.default_rng(config.seed))
-        Stationary(atoms)
-        ZeroRotation(atoms)
-        dyn = _integrator(config, atoms)
-        start_distances = _pair_distances(atoms)
-        trace: dict[str, list[float]] = {"time_fs": [], "potential_ev": [], "kinetic_ev": [], "temperature_k": []}
-        t0 = time.perf_counter()
-        with open(out, "w") as fh:
-
-            written = [0, 0]  # frames written; 1 when the last is the frame that stopped a blow-up
-
-            def write(step: int, e_pot: float) -> None:
-                written[0] += 1
-                write_frame(fh, atoms.get_chemical_symbols(), atoms.positions, e_pot, atoms.get_forces(),
-                            info={"time_fs": float(step * config.timestep_fs),
-                                  "temperature_k": float(atoms.get_temperature())})
-                fh.flush()
-
-            def record() -> None:
-                raise_if_interrupted()
-                step = dyn.nsteps
-                e_pot = atoms.get_potential_energy()
-                try:
-                    _check_frame(atoms, e_pot, step, start_distances, config.max_distance_factor)
-                except MDBlowUpError:
-                    if math.isfinite(e_pot) and np.all(np.isfinite(atoms.positions)):
-                        write(step, e_pot)  # the frame that stopped it, for the post-mortem
-                        written[1] = 1
-                    raise
-                trace["time_fs"].append(step * config.timestep_fs)
-                trace["potential_ev"].append(float(e_pot))
-                trace["kinetic_ev"].append(float(atoms.get_kinetic_energy()))
-                trace["temperature_k"].append(float(atoms.get_temperature()))
-                if step % config.write_every == 0:
-                    write(step, e_pot)
-                if progress is not None and (step % max(1, config.steps // 20) == 0 or step == config.steps):
-                    progress(step, config.steps)
-
-            dyn.attach(record, interval=1)  # ASE calls observers at step 0 too
-            try:
-                dyn.run(config.steps)
-            except MDBlowUpError as exc:
-                also = " and the one that stopped it" if written[1] else ""
-                raise MDBlowUpError(f"{exc}; the {written[0] - written[1]} frames so far{also} are in {out}"
-                                    f"{_partial_plot(trace, out, config, plot)}") from None
-            except KeyboardInterrupt:
-                fh.flush()
-                reached_fs = trace["time_fs"][-1] if trace["time_fs"] else 0.0
-                raise Interrupted(f"kept {written[0]} frames ({len(trace['time_fs'])} steps, {reached_fs:g} fs) in "
-                                  f"{out}"
-                                  f"{_partial_plot(trace, out, config, plot)}. qff md does not resume "
-                                  f"(running the same command starts again and overwrites {out.name}): continue "
-                                  f"from the last frame with --start {out} --out ANOTHER.extxyz (new velocities "
-                                  "are drawn)") from None
-        wall = time.perf_counter() - t0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExtrapolationWarning)  # logged and counted instead
+            return _integrate(config, calc, progress, plot)
     finally:
         if own:
             calc.close()
+
+
+def _integrate(config: MDConfig, calc, progress: Callable[[int, int], None] | None, plot: bool) -> dict:
+    """``run_md`` with its calculator open."""
+    from ase.md.velocitydistribution import Stationary, ZeroRotation
+
+    from qff_core.interchange import write_frame
+
+    atoms = start_atoms(config, calc)
+    atoms.calc = calc
+    atoms.get_potential_energy()  # another molecule, or a geometry the model cannot take: refused before the
+    d = _pair_distances(atoms)  # trajectory file is opened (and an old one emptied)
+    if d.size and d.min() < MIN_DISTANCE_A:
+        raise InputError(f"the start geometry has two atoms {d.min():.3f} A apart (below {MIN_DISTANCE_A} A): "
+                         "not a geometry to start dynamics from; check --start and its units")
+    out = _writable(config.trajectory_path())
+    if "H" in atoms.get_chemical_symbols() and config.timestep_fs > H_TIMESTEP_WARNING_FS:
+        logger.warning(f"a {config.timestep_fs} fs time step is large for hydrogen's vibrations (above "
+                       f"{H_TIMESTEP_WARNING_FS} fs the energy is rarely conserved)")
+    _thermalize(atoms, config.temperature_k, np.random.default_rng(config.seed))
+    Stationary(atoms)
+    ZeroRotation(atoms)
+    dyn = _integrator(config, atoms)
+    start_distances = _pair_distances(atoms)
+    trace: dict[str, list[float]] = {"time_fs": [], "potential_ev": [], "kinetic_ev": [], "temperature_k": [],
+                                     "outside": []}  # steps outside the training domain
+    t0 = time.perf_counter()
+    with open(out, "w") as fh:
+
+        written = [0, 0]  # frames written; 1 when the last is the frame that stopped a blow-up
+
+        def write(step: int, e_pot: float) -> None:
+            written[0] += 1
+            write_frame(fh, atoms.get_chemical_symbols(), atoms.positions, e_pot, atoms.get_forces(),
+                        info={"time_fs": float(step * config.timestep_fs),
+                              "temperature_k": float(atoms.get_temperature())})
+            fh.flush()
+
+        def record() -> None:
+            raise_if_interrupted()
+            step = dyn.nsteps
+            e_pot = atoms.get_potential_energy()
+            try:
+                _check_frame(atoms, e_pot, step, start_distances, config.max_distance_factor)
+            except MDBlowUpError:
+                if math.isfinite(e_pot) and np.all(np.isfinite(atoms.positions)):
+                    write(step, e_pot)  # the frame that stopped it, for the post-mortem
+                    written[1] = 1
+                raise
+            if calc.last_outside:
+                if not trace["outside"]:
+                    logger.warning(f"step {step} left the model's training domain ({'; '.join(calc.last_outside[:3])}"
+                                   "): energies and forces there are extrapolated; the summary counts such steps")
+                trace["outside"].append(step)
+            trace["time_fs"].append(step * config.timestep_fs)
+            trace["potential_ev"].append(float(e_pot))
+            trace["kinetic_ev"].append(float(atoms.get_kinetic_energy()))
+            trace["temperature_k"].append(float(atoms.get_temperature()))
+            if step % config.write_every == 0:
+                write(step, e_pot)
+            if progress is not None and (step % max(1, config.steps // 20) == 0 or step == config.steps):
+                progress(step, config.steps)
+
+        dyn.attach(record, interval=1)  # ASE calls observers at step 0 too
+        try:
+            dyn.run(config.steps)
+        except MDBlowUpError as exc:
+            also = " and the one that stopped it" if written[1] else ""
+            raise MDBlowUpError(f"{exc}; the {written[0] - written[1]} frames so far{also} are in {out}"
+                                f"{_partial_plot(trace, out, config, plot)}") from None
+        except KeyboardInterrupt:
+            fh.flush()
+            reached_fs = trace["time_fs"][-1] if trace["time_fs"] else 0.0
+            raise Interrupted(f"kept {written[0]} frames ({len(trace['time_fs'])} steps, {reached_fs:g} fs) in "
+                              f"{out}"
+                              f"{_partial_plot(trace, out, config, plot)}. qff md does not resume "
+                              f"(running the same command starts again and overwrites {out.name}): continue "
+                              f"from the last frame with --start {out} --out ANOTHER.extxyz (new velocities "
+                              "are drawn)") from None
+    wall = time.perf_counter() - t0
     return _summary(config, trace, wall, out, plot)
 
 
@@ -285,7 +301,10 @@ def _summary(config: MDConfig, trace: dict, wall_s: float, out: Path, plot: bool
         "energy_fluctuation_ev": float(total.std()),
         "max_energy_deviation_ev": float(np.max(np.abs(total - total[0]))),
         "mean_temperature_k": float(temperature[1:].mean()) if temperature.size > 1 else float(temperature[0]),
-        "target_temperature_k": config.temperature_k, "wall_time_s": wall_s,
+        "target_temperature_k": config.temperature_k,
+        "steps_outside_training_domain": len(trace["outside"]),
+        "first_step_outside_training_domain": trace["outside"][0] if trace["outside"] else None,
+        "wall_time_s": wall_s,
         "ns_per_day": simulated_ns / wall_s * 86400.0 if wall_s > 0 else None,
     }
     if plot:

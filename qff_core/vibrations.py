@@ -11,10 +11,12 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from warnings import catch_warnings, simplefilter
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from qff_core.domain import ExtrapolationWarning
 from qff_core.errors import InputError
 
 
@@ -82,15 +84,20 @@ def vibrations(config: VibrationsConfig, *, calc=None) -> dict:
     atoms = calc.reference_atoms()
     atoms.calc = calc
     opt = BFGS(atoms, logfile=None)
-    converged = opt.run(fmax=config.fmax_ev_per_a, steps=config.max_steps)
-    fmax = float(np.abs(atoms.get_forces()).max())
+    with catch_warnings():
+        simplefilter("ignore", ExtrapolationWarning)  # the optimiser's path may leave the domain: the minimum is judged
+        converged = opt.run(fmax=config.fmax_ev_per_a, steps=config.max_steps)
+        fmax = float(np.abs(atoms.get_forces()).max())
+        outside = list(calc.last_outside)  # at the minimum
     if not converged:
         raise InputError(f"the model's minimum was not found within {config.max_steps} BFGS steps (largest force "
                          f"{fmax:.2e} eV/A); its surface may have no minimum near the dataset's. Train longer")
     work = Path(tempfile.mkdtemp(prefix="qff-vib-"))
     try:
         vib = Vibrations(atoms, name=str(work / "vib"), delta=config.delta_a, nfree=4)
-        vib.run()
+        with catch_warnings():
+            simplefilter("ignore", ExtrapolationWarning)  # displacements about the minimum, judged above
+            vib.run()
         linear = _is_linear(atoms.positions)
         frequencies = vib.get_frequencies()
         model = vibrational_wavenumbers(frequencies, linear)
@@ -106,6 +113,9 @@ def vibrations(config: VibrationsConfig, *, calc=None) -> dict:
         warnings.append(f"the translations and rotations are not at zero frequency ({np.max(np.abs(zeros)):.0f} "
                         f"cm-1): the {calc.run.model.kind} model's surface is not rotation-invariant, and its "
                         "wavenumbers mix vibrations with rotations")
+    if outside:
+        warnings.append(f"the model's minimum lies outside its training domain ({'; '.join(outside)}): its surface "
+                        "there is extrapolated")
     shift = None
     if reference_minimum is not None:
         # reference_atoms() are in the molecule's order, as the sampler's minimum is

@@ -82,6 +82,55 @@ def test_other_molecules_and_periodic_cells_are_refused(calc):
         atoms.get_potential_energy()
 
 
+def test_geometries_outside_the_training_domain_are_warned_about_once_and_counted(trained_h2o):
+    """Seen in review: a water stretched x100 got an energy and no word that the model was never fitted there."""
+    import warnings
+
+    from qff_core.domain import ExtrapolationWarning
+    from qff_core.run import open_run
+
+    calc = QFFCalculator(trained_h2o)
+    run = open_run(trained_h2o)
+    x = run.dataset().samples(run.split.train)[0]  # the ranges by hand: O-H is pairs (0, 1) and (0, 2)
+    oh = np.linalg.norm(x[:, [1, 2]] - x[:, [0]], axis=-1)
+    hh = np.linalg.norm(x[:, 1] - x[:, 2], axis=-1)
+    assert calc.domain.ranges_a == {("O", "H"): (oh.min(), oh.max()), ("H", "H"): (hh.min(), hh.max())}
+    atoms = calc.reference_atoms()
+    atoms.calc = calc
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ExtrapolationWarning)
+        atoms.get_potential_energy()  # the minimum is inside
+    assert calc.outside_domain == 0 and calc.last_outside == []
+    far = atoms.copy()
+    far.positions *= 100
+    far.calc = calc
+    with pytest.warns(ExtrapolationWarning, match=r"O-H 9\d\.\d+ A \(trained .*H-H 1\d\d\.\d+ A"):
+        assert np.isfinite(far.get_potential_energy())
+    closer = atoms.copy()
+    closer.positions *= 0.7  # O-H 0.67 A: too close for any training geometry
+    closer.calc = calc
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ExtrapolationWarning)  # warned once per calculator, counted every time
+        closer.get_potential_energy()
+    assert calc.outside_domain == 2 and calc.last_outside[0].startswith("O-H 0.6")
+
+
+def test_md_counts_the_steps_outside_the_training_domain(trained_h2o, tmp_path, caplog):
+    import logging
+    import re
+
+    from ase.io import write
+
+    start = QFFCalculator(trained_h2o).reference_atoms()
+    start.positions[1] += 0.4 * (start.positions[1] - start.positions[0])  # one O-H bond 40 % long
+    write(tmp_path / "stretched.xyz", start)
+    with caplog.at_level(logging.WARNING, logger="qff_core"):
+        summary = run_md(MDConfig(run_dir=trained_h2o, steps=4, timestep_fs=0.25, start=str(tmp_path / "stretched.xyz"),
+                                  out=str(tmp_path / "t.extxyz")), plot=False)
+    assert summary["steps_outside_training_domain"] >= 1 and summary["first_step_outside_training_domain"] == 0
+    assert re.search(r"step 0 left the model's training domain \(O-H 1\.\d+ A \(trained", caplog.text), caplog.text
+
+
 def test_a_checkpoint_can_be_picked(trained_h2o):
     from qff_core.run import open_run
 
@@ -120,6 +169,7 @@ def test_nve_conserves_energy_and_writes_the_trajectory(trained_h2o, tmp_path):
     print(f"NVE 0.1 ps: drift {summary['energy_drift_ev']:.2e} eV (fit {summary['energy_drift_fit_ev']:.2e}), "
           f"max deviation {summary['max_energy_deviation_ev']:.2e} eV")
     assert abs(summary["energy_drift_ev"]) < NVE_DRIFT_EV
+    assert summary["steps_outside_training_domain"] == 0  # 300 K dynamics stays where the model was trained
     assert abs(summary["energy_drift_fit_ev"]) < NVE_DRIFT_EV / 10  # no secular drift: forces are -dE/dx
     assert 0 < summary["energy_fluctuation_ev"] <= summary["max_energy_deviation_ev"]
     frames = read(out, ":")

@@ -23,7 +23,10 @@ def cmd_md(args: argparse.Namespace) -> int:
     drift = f", total-energy drift {summary['energy_drift_ev']:+.2e} eV" if config.ensemble == "nve" else ""
     emit(args, summary, f"{summary['n_frames']} frames in {summary['trajectory']}{drift}, mean temperature "
                         f"{summary['mean_temperature_k']:.1f} K, {summary['wall_time_s']:.1f} s "
-                        f"({summary['ns_per_day']:.2f} ns/day); traces: {summary['plot']}")
+                        f"({summary['ns_per_day']:.2f} ns/day); traces: {summary['plot']}"
+                        + (f"; {summary['steps_outside_training_domain']} steps outside the training domain "
+                           f"(first: step {summary['first_step_outside_training_domain']})"
+                           if summary["steps_outside_training_domain"] else ""))
     return 0
 
 
