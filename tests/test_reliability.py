@@ -52,7 +52,10 @@ def files(tmp_path_factory, lih) -> dict[str, Path]:
                        "no_models.yaml": "pipeline:\n  models: {}\n",
                        "bad_molecule.yaml": "pipeline:\n  dataset: {molecule: xyzzy}\n",
                        "escape.yaml": "pipeline:\n  name: ../escape\n",
-                       "train_dataset.yaml": "pipeline:\n  train: {dataset: other.zarr}\n"}.items():
+                       "train_dataset.yaml": "pipeline:\n  train: {dataset: other.zarr}\n",
+                       "bad_deploy.yaml": "deployments:\n  - name: retrain-nightly\n    entrypoint: "
+                                          "flows/retrain.py:retrain_flow\n    parameters:\n"
+                                          "      config: {name: h2o, stepz: 3}\n      bogus: 1\n"}.items():
         (root / name).write_text(text)
     run = root / "run"
     train(run, TrainConfig(dataset=lih, model={"depth": 1}, steps=2, batch_size=2, test_size=2, val_size=2,
@@ -126,6 +129,8 @@ BAD_INPUT = [
      "needs this well below 1", "{root}/f.extxyz"),
     ("dataset", "dataset generate --engine pyscf --method hf --basis sto-3g --samples 2 --geometries {plain} "
                 "--out {root}/d2.zarr --no-prefect", "file sampler only", "{root}/d2.zarr"),
+    ("serve", "serve --prefect-file {root}/bad_deploy.yaml",  # a Prefect 422 dump once, after a server started
+     r"invalid parameters:\n  bogus: not a parameter of the flow \(it takes config\)\n  config.stepz: Extra", None),
 ]
 
 

@@ -4,6 +4,7 @@ the no-worker alternative for one machine: same flows, names, parameters and sch
 from __future__ import annotations
 
 import argparse
+import inspect
 from pathlib import Path
 
 import yaml
@@ -51,12 +52,40 @@ def served_deployments(prefect_file: Path, only: list[str] | None = None) -> lis
                     schedules.append(Interval(s["interval"], active=s.get("active", True)))
         except (ValueError, TypeError, KeyError) as exc:
             raise InputError(f"{where}: a schedule is not valid ({exc})") from None
+        check_parameters(flow, d.get("parameters"), where)
         out.append(flow.to_deployment(name=d["name"], parameters=d.get("parameters"), description=d.get("description"),
                                       schedules=schedules or None))
     if only and len(out) != len(set(only)):
         known = ", ".join(d["name"] for d in declared)
         raise InputError(f"--only names deployments that {prefect_file} does not declare (it has {known})")
     return out
+
+
+def check_parameters(flow, parameters: object, where: str) -> None:
+    """InputError, one line per problem, for deployment parameters the flow would refuse: a name it does not take,
+    a value its type (a qff config) does not accept. Parameters left out may come with each run."""
+    import typing
+
+    from pydantic import TypeAdapter, ValidationError
+
+    if parameters is None:
+        return
+    if not isinstance(parameters, dict):
+        raise InputError(f"{where}: parameters must be a mapping of parameter names to values")
+    hints = typing.get_type_hints(flow.fn)
+    accepted = [name for name in inspect.signature(flow.fn).parameters]
+    problems = [f"  {name}: not a parameter of the flow (it takes {', '.join(accepted)})"
+                for name in parameters if name not in accepted]
+    for name, value in parameters.items():
+        if name not in accepted or name not in hints:
+            continue
+        try:
+            TypeAdapter(hints[name]).validate_python(value)
+        except ValidationError as exc:
+            problems.extend(f"  {'.'.join(map(str, (name, *e['loc'])))}: {e['msg'].removeprefix('Value error, ')}"
+                            for e in exc.errors())
+    if problems:
+        raise InputError(f"{where}: invalid parameters:\n" + "\n".join(problems))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
