@@ -133,7 +133,23 @@ def test_an_energies_only_evaluation_costs_one_binding_per_geometry(trained, tmp
                             energies_only=True)
     assert main(["cost", "--config", str(cfg), "--json"]) == 0
     n_test = len(open_run(trained).split.test)
-    assert json.loads(capsys.readouterr().out)["bindings_per_step"] == 2 * n_test
+    evaluation = json.loads(capsys.readouterr().out)
+    assert evaluation["bindings_per_step"] == 2 * n_test
+    # With a train: section too, each is priced as it would be alone, and the sum given (it used to price only one).
+    original = cfg.read_text()
+    both = json.loads(original)
+    both["train"] = {"dataset": str(open_run(trained).dataset().path), "model": {"depth": 1}, "steps": 3,
+                     "batch_size": 2}
+    cfg.write_text(json.dumps(both))
+    assert main(["cost", "--config", str(cfg), "--json"]) == 0
+    priced = json.loads(capsys.readouterr().out)
+    assert priced["evaluate"] == evaluation and priced["train"]["kind"] == "training" and priced["train"]["steps"] == 3
+    assert priced["qpu_seconds_total"] == evaluation["qpu_seconds_total"] + priced["train"]["qpu_seconds_total"]
+    del both["evaluate"]
+    cfg.write_text(json.dumps(both))
+    assert main(["cost", "--config", str(cfg), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == priced["train"]
+    cfg.write_text(original)
     full = evaluate_run(trained, executor=ExecutorConfig(name="aer"), sets=("test", "rotated"), plots=False,
                         audit=False)
     assert main(["evaluate", "--config", str(cfg), "--no-prefect", "--json"]) == 0

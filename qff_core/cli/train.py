@@ -97,7 +97,8 @@ def _kept(run_dir: Path, steps: int) -> str:
 
 def cmd_cost(args: argparse.Namespace) -> int:
     """Circuits, parameter bindings, shots and QPU seconds a training or evaluation configuration would use
-    (nothing runs): an ``evaluate:`` section prices ``qff evaluate``, else the ``train:`` settings are priced."""
+    (nothing runs): a ``train:`` section (or a flat file) prices ``qff train``, an ``evaluate:`` section
+    ``qff evaluate``; a file with both prices each and their sum."""
     from qff_core.cost import training_cost
 
     loaded = load_config(args.config)
@@ -105,18 +106,26 @@ def cmd_cost(args: argparse.Namespace) -> int:
     if unknown:  # a misspelt qpu_time: would be priced with the default QPU-time model, silently
         raise InputError(f"{args.config}: unknown top-level {', '.join(unknown)}; the sections qff reads are "
                          f"{', '.join(sorted(CONFIG_SECTIONS))}")
+    priced: dict = {}
+    lines = []
+    if "train" in loaded or "evaluate" not in loaded:
+        config = train_config_from_args(args)
+        priced["train"] = training_cost(config)
+        lines.append(f"training {config.model.model} model (D={config.model.depth}) with the "
+                     f"{priced['train'].describe()}")
     if "evaluate" in loaded:
         from qff_core.cli.evaluate import evaluate_config_from_args
         from qff_core.evaluation import evaluation_cost
 
         ev = evaluate_config_from_args(args)
-        cost = evaluation_cost(ev)
-        emit(args, cost.to_dict(), f"evaluating {ev.run_dir} ({', '.join(ev.sets)}) with the {cost.describe()}")
+        priced["evaluate"] = evaluation_cost(ev)
+        lines.append(f"evaluating {ev.run_dir} ({', '.join(ev.sets)}) with the {priced['evaluate'].describe()}")
+    if len(priced) == 1:
+        emit(args, next(iter(priced.values())).to_dict(), lines[0])
         return 0
-    config = train_config_from_args(args)
-    cost = training_cost(config)
-    emit(args, cost.to_dict(), f"training {config.model.model} model (D={config.model.depth}) with the "
-                               f"{cost.describe()}")
+    total = sum(c.qpu_seconds_total for c in priced.values())
+    emit(args, {**{k: c.to_dict() for k, c in priced.items()}, "qpu_seconds_total": total},
+         "\n".join(lines) + f"\ntogether: {total:,.1f} QPU s ({total / 3600:.2f} h)")
     return 0
 
 
