@@ -14,7 +14,9 @@ def check_writable_dir(path: str | Path, flag: str) -> None:
     if path.exists() and not path.is_dir():
         raise InputError(f"cannot write {flag} {path}: it is a file, not a folder; choose another {flag}")
     probe_dir = path if path.exists() else next((p for p in path.parents if p.exists()), Path("."))
-    if not probe_dir.is_dir() or not os.access(probe_dir, os.W_OK | os.X_OK):
+    if not probe_dir.is_dir():
+        raise InputError(f"cannot write {flag} {path}: {probe_dir} is a file, not a folder; choose another {flag}")
+    if not os.access(probe_dir, os.W_OK | os.X_OK):
         raise InputError(f"cannot write {flag} {path}: {probe_dir} is not writable; choose a writable {flag}")
 
 
