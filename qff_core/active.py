@@ -201,16 +201,25 @@ def _append(dataset: Dataset, positions: np.ndarray, tag: dict) -> np.ndarray:
     return dataset.add_geometries(positions, segment=tag)
 
 
-def label(dataset: Dataset, chunk_size: int, log: Log) -> dict:
-    """Compute every pending sample of ``dataset`` with its own engine and level of theory."""
+def label(dataset: Dataset, chunk_size: int, log: Log, molecule: str | None = None) -> dict:
+    """Compute every pending sample of ``dataset`` with its own engine and level of theory; ``molecule``: the spec
+    (a file) when the dataset's molecule is no built-in (its charge and multiplicity come from there)."""
     from qff_core.datagen import GenerateConfig, compute_pending
+    from qff_core.run.directory import molecule_of
 
     level = dataset.group.attrs["level_of_theory"]
     if level["engine"] == "imported":
         raise InputError(f"{dataset.path} was imported: qff cannot compute more samples at its level of theory "
                          f"({level['keywords'].get('description', level['method'])}); label the frames yourself")
     keywords = {k: v for k, v in level.get("keywords", {}).items()}
-    settings = GenerateConfig(molecule=dataset.group.attrs["molecule"]["name"], engine=level["engine"],
+    spec = molecule or dataset.group.attrs["molecule"]["name"]
+    stored = dataset.group.attrs["molecule"]
+    found = molecule_of(dataset, spec)  # the same atoms as the dataset's, else a clear error
+    if (found.charge, found.multiplicity) != (stored.get("charge", 0), stored.get("multiplicity", 1)):
+        raise InputError(f"molecule {spec} has charge {found.charge} and multiplicity {found.multiplicity}, but "
+                         f"{dataset.path} was computed with {stored.get('charge', 0)} and "
+                         f"{stored.get('multiplicity', 1)}; label with the dataset's molecule")
+    settings = GenerateConfig(molecule=spec, engine=level["engine"],
                               method=level["method"], basis=level["basis"], keywords=keywords, out=str(dataset.path),
                               samples=max(1, dataset.n_samples), chunk_size=chunk_size)
     summary = compute_pending(dataset, settings)
@@ -291,7 +300,7 @@ def _round(config: ActiveLearningConfig, work: Path, state: dict, round_no: int,
     indices = _append(dataset, np.load(round_dir / "selected_positions.npy"), tag)
     record.update(dataset_indices=indices.tolist(), stage="labelling")
     _save_state(work, state)
-    summary = label(dataset, config.chunk_size, log)
+    summary = label(dataset, config.chunk_size, log, main.config.molecule)
     status = dataset.status()[indices]
     record.update(reference_calls=int(indices.size), failed=int((status != DONE).sum()),
                   errors_before=_frame_errors(main, dataset, indices), stage="retraining")

@@ -97,3 +97,30 @@ def test_a_round_killed_while_labelling_resumes_without_relabelling(small_run, t
     summary = active_learn(config.model_copy(update={"rounds": 2}), log=lambda _: None)
     assert [r["round"] for r in summary["rounds"]] == [1, 2]
     assert json.loads((tmp_path / "run_active" / "state.json").read_text())["rounds"][1]["stage"] == "done"
+
+
+def test_labelling_uses_the_molecule_file_of_a_dataset_made_from_one(tmp_path):
+    """A dataset of a molecule given as a file records its name, which is no built-in: labelling by that name
+    failed. The run's molecule spec is used, and its charge and multiplicity must be the dataset's."""
+    from qff_core.active import label
+    from qff_core.datagen import GenerateConfig, compute_pending, prepare_dataset
+    from qff_core.errors import InputError
+    from qff_core.molecules import builtin_molecule
+
+    water = builtin_molecule("h2o")
+    spec = tmp_path / "wasser.xyz"
+    spec.write_text("3\nwater under another name\n" + "".join(
+        f"{s} {x:.6f} {y:.6f} {z:.6f}\n" for s, (x, y, z) in zip(water.symbols, water.positions_a, strict=True)))
+    settings = GenerateConfig(molecule=str(spec), engine="pyscf", method="hf", basis="sto-3g", samples=2,
+                              sampler="rotations", out=str(tmp_path / "w.zarr"), timeout_s=None)
+    dataset = prepare_dataset(settings)
+    compute_pending(dataset, settings)
+    dataset.add_geometries(water.positions_a * 1.02)  # a pending frame, as a round appends
+    with pytest.raises(InputError, match="wasser"):
+        label(dataset, 4, print)  # by the stored name alone there is no such molecule
+    cation = tmp_path / "cation.yaml"
+    cation.write_text(f"name: wasser\ncharge: 1\nmultiplicity: 2\nxyz: {spec}\n")
+    with pytest.raises(InputError, match=r"charge 1 and multiplicity 2, but .* was computed with 0 and 1"):
+        label(dataset, 4, print, str(cation))
+    assert label(dataset, 4, print, str(spec))["computed"] == 1
+    assert (dataset.status() == DONE).all()
