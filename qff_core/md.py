@@ -7,6 +7,12 @@ integrates NVE (velocity Verlet) or NVT (Langevin, Berendsen, Bussi), and writes
 A run that blows up (two atoms closer than ``MIN_DISTANCE_A``, an interatomic distance beyond
 ``max_distance_factor`` times its starting value, or a non-finite energy) stops, keeps the frames
 written so far and raises ``MDBlowUpError``: a learned surface is only meaningful near its data.
+
+Temperatures count the degrees of freedom that carry kinetic energy. An isolated molecule started
+without net momentum or rotation keeps none under NVE and the velocity-rescaling thermostats
+(Berendsen, Bussi), given an invariant model's forces (no net force or torque): 3N - 6 (3N - 5 for a
+diatomic). ASE counts 3N, so those thermostats would heat the vibrations to 3N / (3N - 6) times the
+target (3x for water). Langevin's random kicks reach rotations too: 3N - 3 (the centre of mass is fixed).
 """
 
 from __future__ import annotations
@@ -101,11 +107,38 @@ def start_atoms(config: MDConfig, calc):
     return Atoms(symbols=symbols, positions=positions)
 
 
+class NoRigidMotion:
+    """An ASE constraint that only counts: the centre of mass and the rotation hold no kinetic energy (taken out
+    of the start velocities and kept out by forces without net force or torque), so ``get_temperature`` and the
+    velocity-rescaling thermostats see the vibrational degrees of freedom alone. Positions, momenta and forces
+    are left as they are (the model's forces are written unchanged)."""
+
+    def get_removed_dof(self, atoms) -> int:
+        return {1: 3, 2: 5}.get(len(atoms), 6)
+
+    def adjust_positions(self, atoms, new) -> None:
+        pass
+
+    def adjust_momenta(self, atoms, momenta) -> None:
+        pass
+
+    def adjust_forces(self, atoms, forces) -> None:
+        pass
+
+    def copy(self) -> NoRigidMotion:
+        return NoRigidMotion()
+
+    def todict(self) -> dict:
+        return {"name": "NoRigidMotion", "kwargs": {}}
+
+
 def _integrator(config: MDConfig, atoms):
     from ase import units
 
     dt = config.timestep_fs * units.fs
     rng = np.random.default_rng([config.seed, 1])
+    if config.ensemble != "langevin":
+        atoms.set_constraint(NoRigidMotion())  # momentum and angular momentum stay zero: vibrations only
     if config.ensemble == "nve":
         from ase.md.verlet import VelocityVerlet
 

@@ -229,6 +229,31 @@ def test_md_bad_settings_are_one_line(trained_h2o, flags, message, capsys):
     assert message in capsys.readouterr().err
 
 
+def test_bussi_heats_the_vibrations_to_the_target_not_three_times_it(trained_h2o, tmp_path):
+    """Seen in review: with ASE's 3N degrees of freedom, a velocity-rescaling thermostat on a molecule without net
+    momentum or rotation put (3N/2) kT into its 3N - 6 vibrations: water's vibrations at 3x the target. By
+    equipartition the mean potential energy above the minimum is (3N - 6)/2 kT (harmonic, classical)."""
+    from ase import units
+    from ase.io import read
+    from ase.optimize import BFGS
+
+    calc = QFFCalculator(trained_h2o)
+    minimum = calc.reference_atoms()
+    minimum.calc = calc
+    BFGS(minimum, logfile=None).run(fmax=1e-5)
+    out = tmp_path / "bussi.extxyz"
+    summary = run_md(MDConfig(run_dir=trained_h2o, ensemble="bussi", steps=4000, timestep_fs=0.5, temperature_k=300,
+                              taut_fs=50, seed=3, out=str(out), write_every=4), plot=False)
+    energies = np.array([a.get_potential_energy() for a in read(out, ":")])[250:]  # after 0.5 ps
+    expected = 1.5 * units.kB * 300  # (3N - 6)/2 kT for water
+    excess = energies.mean() - minimum.get_potential_energy()
+    print(f"Bussi 300 K: mean potential energy {excess:.4f} eV above the minimum, (3N-6)/2 kT = {expected:.4f} eV, "
+          f"mean temperature {summary['mean_temperature_k']:.0f} K")
+    # 1.4x here (2 ps of 3 degrees of freedom fluctuate by ~20 %; the demo model over 10 ps: 313-322 K); 3.5x before
+    assert 0.5 * expected < excess < 2.0 * expected
+    assert 150 < summary["mean_temperature_k"] < 450  # over the 3 vibrational degrees of freedom
+
+
 def test_md_stops_when_the_molecule_comes_apart(trained_h2o, tmp_path):
     """A distance beyond max_distance_factor x its start stops the run (a tight factor makes it happen at once)."""
     with pytest.raises(MDBlowUpError, match="came apart"):
