@@ -28,7 +28,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from qff_core.errors import InputError
+from qff_core.domain import TrainingDomain
+from qff_core.errors import InputError, Interrupted
 from qff_core.metrics import error_metrics
 from qff_core.run import Run, Split, TrainConfig, open_run
 from qff_core.store.dataset import DONE, Dataset
@@ -50,14 +51,18 @@ class ActiveLearningConfig(BaseModel):
     retrain_steps: int | None = Field(None, ge=1, description="warm-start training steps per round (default: the "
                                                               "run's)")
     retrain_learning_rate: float | None = Field(1e-3, gt=0, description="initial learning rate of the warm-start "
-                                                                       "retraining (None: the run's)")
+                                                                       "retraining (null in a --config file: the "
+                                                                       "run's)")
     selection: Literal["committee", "random"] = Field("committee", description="committee disagreement, or random "
                                                                                "frames (the control)")
-    temperature_k: float = Field(500.0, gt=0, description="MD temperature of the exploration (K)")
+    temperature_k: float = Field(500.0, gt=0, le=5000.0, description="MD temperature of the exploration (K)")
     md_steps: int = Field(2000, ge=1, description="MD steps per round")
     timestep_fs: float = Field(0.5, gt=0, le=5.0, description="MD time step (fs)")
     sample_every: int = Field(10, ge=1, description="every N-th MD frame is a candidate")
     min_separation_a: float = Field(0.05, ge=0, description="RMS distance-matrix difference two picks must exceed")
+    max_extrapolation: float = Field(0.25, ge=0, description="candidates with an interatomic distance more than this "
+                                                             "fraction outside the training data's range are dropped "
+                                                             "(a trajectory leaving the surface, not data to learn)")
     test_set: str | None = Field(None, description="a labelled dataset (e.g. MD-sampled) scored after every round")
     work_dir: str | None = Field(None, description="where rounds, committees and state go (default <run>_active)")
     seed: int = Field(0, description="seed of the MD and the random selection")
@@ -110,7 +115,79 @@ def committee_forces(runs: list[Run], positions_a: np.ndarray) -> tuple[np.ndarr
 
 def _load_state(work: Path) -> dict:
     path = work / "state.json"
-    return json.loads(path.read_text()) if path.exists() else {"rounds": []}
+    if not path.exists():
+        return {"rounds": []}
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path} cannot be read ({exc}): the record of this active-learning job is damaged; restore "
+                         "it, or start the job again with another --work-dir") from None
+    if not isinstance(state, dict) or not isinstance(state.get("rounds"), list):
+        raise InputError(f"{path} is not the record of an active-learning job; pass another --work-dir")
+    return state
+
+
+def _settings(config: ActiveLearningConfig) -> dict:
+    """The settings a job is resumed with (all but the rounds), paths made absolute: ``./r`` and ``r`` are one."""
+    out = config.model_dump(exclude={"rounds"})
+    for key in ("run", "test_set", "work_dir"):
+        if out[key] is not None:
+            out[key] = str(Path(out[key]).resolve())
+    if out["work_dir"] is None:
+        out["work_dir"] = str(config.work_path().resolve())
+    return out
+
+
+def _recorded_settings(before: dict | None, now: dict) -> dict | None:
+    """The settings a job recorded, read as ``_settings`` writes them (a record from before a setting existed
+    holds that setting's value now; its relative paths are read from here)."""
+    if before is None:
+        return None
+    out = {**now, **before}
+    if out.get("work_dir") is None:  # recorded as "the default": where this job is now
+        out["work_dir"] = now["work_dir"]
+    for key in ("run", "test_set", "work_dir"):
+        if out.get(key) is not None:
+            out[key] = str(Path(out[key]).resolve())
+    return out
+
+
+def preflight(config: ActiveLearningConfig) -> Run:
+    """The checks that cost nothing, before a committee is trained or a frame appended: the run (with a
+    checkpoint, on a dataset qff can label), the MD giving candidates, the test set, the work dir. Returns the run."""
+    from qff_core.store.checkpoint import latest_checkpoint
+
+    run = open_run(config.run)
+    if latest_checkpoint(run.checkpoint_dir) is None:
+        raise InputError(f"the run in {run.path} has no checkpoint yet: train it first")
+    dataset = run.dataset()
+    level = dataset.group.attrs["level_of_theory"]
+    if level["engine"] == "imported":
+        raise InputError(f"{dataset.path} was imported: qff cannot label new frames at its level of theory "
+                         f"({level['keywords'].get('description', level['method'])}); active learning needs a "
+                         "dataset made by `qff dataset generate`")
+    if config.md_steps < config.sample_every:
+        raise InputError(f"--md-steps {config.md_steps} with --sample-every {config.sample_every} keeps only the start "
+                         "frame: no candidates. Give --md-steps at least --sample-every (many times it, for a choice)")
+    if config.test_set is not None:
+        test = Dataset.open(config.test_set)
+        if Path(config.test_set).resolve() == dataset.path.resolve():
+            raise InputError(f"--test-set {config.test_set} is the run's own dataset, which the rounds grow and train "
+                             "on; give a separate labelled dataset (e.g. MD frames labelled with qff dataset generate "
+                             "--sampler file)")
+        if list(test.group.attrs["molecule"]["symbols"]) != list(dataset.group.attrs["molecule"]["symbols"]):
+            raise InputError(f"--test-set {config.test_set} holds {' '.join(test.group.attrs['molecule']['symbols'])}"
+                             f", the run {' '.join(dataset.group.attrs['molecule']['symbols'])}")
+        if test.group.attrs["level_of_theory"] != level:
+            raise InputError(f"--test-set {config.test_set} was computed at {test.group.attrs['level_of_theory']}, the "
+                             f"run's data at {level}: errors against it would mix two surfaces")
+    work = config.work_path()
+    if work.exists() and not work.is_dir():
+        raise InputError(f"--work-dir {work} is a file; give a folder for the job's rounds and state")
+    from qff_core.store.paths import check_writable_dir
+
+    check_writable_dir(work, "--work-dir")
+    return run
 
 
 def _save_state(work: Path, state: dict) -> None:
@@ -176,13 +253,33 @@ def _explore(config: ActiveLearningConfig, main: Run, round_no: int, round_dir: 
             summary = run_md(md)
         except MDBlowUpError as exc:
             log(f"exploration stopped early: {exc}")
-            summary = {"blew_up": str(exc)}
+            summary = {"blew_up": str(exc), "last_frame_stopped_it": exc.stopping_frame_written}
         summary_path.write_text(json.dumps(summary, indent=2))
+    summary = json.loads(summary_path.read_text())
     frames = read_frames(traj) if traj.exists() and traj.stat().st_size else []
-    if len(frames) < 2:
+    positions = np.stack([a.positions for a in frames]) if frames else np.zeros((0, main.model.molecule.n_atoms, 3))
+    stopped = summary.get("last_frame_stopped_it", "the one that stopped it" in summary.get("blew_up", ""))
+    domain = TrainingDomain.of_positions(tuple(main.model.molecule.symbols),
+                                         main.dataset().samples(main.split.train)[0])
+    candidates, dropped = usable_candidates(positions, stopped, domain, config.max_extrapolation)
+    if dropped:
+        log(f"dropped {dropped} of {len(candidates) + dropped} candidate frames with an interatomic distance more "
+            f"than {100 * config.max_extrapolation:g} % outside the training data's range (--max-extrapolation)")
+    if len(candidates) == 0:
         raise InputError(f"the exploration MD of round {round_no + 1} gave no frames to choose from (see "
-                         f"{summary_path}); lower --temperature-k or --timestep-fs")
-    return np.stack([a.positions for a in frames])[1:]  # the start geometry is no candidate
+                         f"{summary_path}): lower --temperature-k or --timestep-fs, or raise --md-steps")
+    return candidates
+
+
+def usable_candidates(positions_a: np.ndarray, stopped: bool, domain: TrainingDomain,
+                      max_extrapolation: float) -> tuple[np.ndarray, int]:
+    """The candidate frames of an exploration trajectory (frames, atoms, 3) and how many were dropped for lying more
+    than ``max_extrapolation`` outside ``domain``. Never candidates: the start frame (training data already) and,
+    when the MD blew up (``stopped``), the last frame, the one that stopped it."""
+    frames = positions_a[1:len(positions_a) - 1] if stopped else positions_a[1:]
+    wide = TrainingDomain(domain.symbols, domain.ranges_a, margin=max_extrapolation)
+    inside = np.array([not wide.outside(x) for x in frames], dtype=bool)
+    return frames[inside], int((~inside).sum())
 
 
 def _select(config: ActiveLearningConfig, candidates: np.ndarray, members: list[Run], round_no: int) -> tuple:
@@ -253,15 +350,18 @@ def _frame_errors(run: Run, dataset: Dataset, indices: np.ndarray) -> dict:
 
 def active_learn(config: ActiveLearningConfig, *, log: Log = print) -> dict:
     """Run (or resume) ``config.rounds`` rounds; returns the per-round record (also in ``state.json``)."""
+    start = preflight(config)
     work = config.work_path()
     work.mkdir(parents=True, exist_ok=True)
     state = _load_state(work)
-    settings = config.model_dump(exclude={"rounds"})  # more rounds continue a job; other settings start another
-    if state.get("config") not in (None, settings):
-        raise InputError(f"{work} holds an active-learning job with other settings; resume it with the same "
-                         "settings (only --rounds may grow) or pass another --work-dir")
+    settings = _settings(config)  # more rounds continue a job; other settings start another
+    before = _recorded_settings(state.get("config"), settings)
+    if before is not None and before != settings:
+        changed = "; ".join(f"{k}: {before.get(k)!r} then, {v!r} now" for k, v in settings.items()
+                            if before.get(k) != v)
+        raise InputError(f"{work} holds an active-learning job with other settings ({changed}); resume it with the "
+                         "same settings (only --rounds may grow) or pass another --work-dir")
     state["config"] = settings
-    start = open_run(config.run)
     if state.get("initial_test") is None:
         state["initial_test"] = _test_errors(start, config.test_set)
         _save_state(work, state)
@@ -272,7 +372,12 @@ def active_learn(config: ActiveLearningConfig, *, log: Log = print) -> dict:
             members_prev = record["members"]
     for round_no in range(len([r for r in state["rounds"] if r.get("stage") == "done"]), config.rounds):
         log(f"round {round_no + 1}/{config.rounds}: {config.selection} selection of {config.per_round} frames")
-        main, members_prev, record = _round(config, work, state, round_no, main, members_prev, log)
+        try:
+            main, members_prev, record = _round(config, work, state, round_no, main, members_prev, log)
+        except Interrupted:  # the trainer's own advice (qff train --resume) would leave the round unfinished
+            raise Interrupted(f"round {round_no + 1} is kept where it stopped in {work}; run the same "
+                              "`qff active-learn` command again: it resumes there (labelled frames are not "
+                              "labelled again)") from None
     return {"work_dir": str(work), "initial_test": state["initial_test"], "rounds": state["rounds"],
             "final_run": str(main.path)}
 
@@ -289,6 +394,9 @@ def _round(config: ActiveLearningConfig, work: Path, state: dict, round_no: int,
     if "selected" not in record:
         candidates = _explore(config, main, round_no, round_dir, log)
         picked, scores = _select(config, candidates, members, round_no)
+        if len(picked) < config.per_round:
+            log(f"picked {len(picked)} frames, not {config.per_round}: only {len(picked)} of the {len(candidates)} "
+                f"candidates are {config.min_separation_a} A apart (--min-separation-a); more --md-steps give more")
         np.save(round_dir / "selected_positions.npy", candidates[picked])
         record.update(selected={"n_candidates": len(candidates), "frames": picked.tolist(),
                                 "scores": [float(scores[i]) for i in picked],
@@ -309,7 +417,8 @@ def _round(config: ActiveLearningConfig, work: Path, state: dict, round_no: int,
     split = Split(train=np.sort(np.concatenate([main.split.train, new_train])), val=main.split.val,
                   test=main.split.test)
     steps = config.retrain_steps or main.config.steps
-    log(f"retraining {config.committee} models on {split.train.size} training geometries ({steps} steps, warm start)")
+    log(f"retraining {len(members)} model{'s' if len(members) > 1 else ''} on {split.train.size} training geometries "
+        f"({steps} steps, warm start)")
     lr = config.retrain_learning_rate
     new_main = _train(round_dir / "model", _member_config(main, main.config.seed, steps, str(main.path), lr), split)
     new_members = [str(_train(round_dir / f"next_member_{j}", _member_config(m, j, steps, str(m.path), lr),
@@ -322,4 +431,5 @@ def _round(config: ActiveLearningConfig, work: Path, state: dict, round_no: int,
     return new_main, new_members, record
 
 
-__all__ = ["ActiveLearningConfig", "active_learn", "committee_forces", "disagreement", "label", "pick_frames"]
+__all__ = ["ActiveLearningConfig", "active_learn", "committee_forces", "disagreement", "label", "pick_frames",
+           "preflight", "usable_candidates"]

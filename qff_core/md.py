@@ -42,7 +42,12 @@ Ensemble = Literal["nve", "langevin", "nvt-berendsen", "bussi"]
 
 
 class MDBlowUpError(QffError):
-    """The trajectory left physical ground (atoms collided, energy not finite); the frames so far are kept."""
+    """The trajectory left physical ground (atoms collided, energy not finite); the frames so far are kept.
+    ``stopping_frame_written``: whether the trajectory's last frame is the one that stopped it."""
+
+    def __init__(self, message: str, stopping_frame_written: bool = False) -> None:
+        super().__init__(message)
+        self.stopping_frame_written = stopping_frame_written
 
 
 class MDConfig(BaseModel):
@@ -276,7 +281,7 @@ def _integrate(config: MDConfig, calc, progress: Callable[[int, int], None] | No
         except MDBlowUpError as exc:
             also = " and the one that stopped it" if written[1] else ""
             raise MDBlowUpError(f"{exc}; the {written[0] - written[1]} frames so far{also} are in {out}"
-                                f"{_partial_plot(trace, out, config, plot)}") from None
+                                f"{_partial_plot(trace, out, config, plot)}", bool(written[1])) from None
         except KeyboardInterrupt:
             fh.flush()
             reached_fs = trace["time_fs"][-1] if trace["time_fs"] else 0.0

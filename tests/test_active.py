@@ -124,3 +124,70 @@ def test_labelling_uses_the_molecule_file_of_a_dataset_made_from_one(tmp_path):
         label(dataset, 4, print, str(cation))
     assert label(dataset, 4, print, str(spec))["computed"] == 1
     assert (dataset.status() == DONE).all()
+
+
+def test_candidates_leave_out_the_start_the_blow_up_and_frames_far_outside_the_training_data():
+    """Seen in review: a round labelled and trained on the frames of a trajectory that came apart (atoms 0.5 A
+    apart, energies 400-17 000 kcal/mol above the data): the committee ranks those highest."""
+    from qff_core.active import usable_candidates
+    from qff_core.domain import TrainingDomain
+    from qff_core.molecules import builtin_molecule
+
+    water = builtin_molecule("h2o").positions_a
+    domain = TrainingDomain.of_positions(("O", "H", "H"),
+                                         water + np.random.default_rng(0).normal(0, 0.03, (50, 3, 3)))
+    near, nearer = water + np.array([0.0, 0.01, 0.0]), water * 1.01
+    collapsed = water.copy()
+    collapsed[2] = collapsed[1] + np.array([0.0, 0.0, 0.6])  # H-H 0.6 A
+    trajectory = np.stack([water, near, collapsed, nearer, collapsed])
+    kept, dropped = usable_candidates(trajectory, True, domain, 0.25)  # the last frame stopped the MD
+    assert np.array_equal(kept, np.stack([near, nearer])) and dropped == 1
+    kept, dropped = usable_candidates(trajectory, False, domain, 0.25)
+    assert len(kept) == 2 and dropped == 2
+    assert len(usable_candidates(trajectory, False, domain, 10.0)[0]) == 4  # a wide margin keeps them
+    assert usable_candidates(trajectory[:1], False, domain, 0.25)[0].shape == (0, 3, 3)
+
+
+def test_a_job_that_cannot_label_or_be_scored_fairly_is_refused_before_any_work(small_run, h2o, tmp_path):
+    """Seen in review: an imported dataset had committee members trained and frames appended before labelling
+    was refused (they stayed pending for good); a test set at another level of theory, or the run's own growing
+    dataset, gave numbers that meant nothing."""
+    import zarr
+
+    from qff_core.cli import main
+    from qff_core.errors import InputError
+    from qff_core.run import TrainConfig
+    from qff_core.training import train
+
+    run, data = small_run
+    assert main(["dataset", "export", str(data), "--out", str(tmp_path / "x.extxyz")]) == 0
+    assert main(["dataset", "import", str(tmp_path / "x.extxyz"), "--molecule", "h2o",
+                 "--out", str(tmp_path / "imp.zarr")]) == 0
+    train(tmp_path / "imp_run", TrainConfig(dataset=str(tmp_path / "imp.zarr"), model={"depth": 1}, steps=2,
+                                            batch_size=4, test_size=4, val_size=2))
+    other = tmp_path / "other_level.zarr"
+    shutil.copytree(h2o, other)
+    group = zarr.open_group(str(other), mode="r+")
+    group.attrs["level_of_theory"] = {**group.attrs["level_of_theory"], "basis": "6-31g"}
+    cases = [({"run": str(tmp_path / "imp_run")}, "was imported: qff cannot label"),
+             ({"test_set": str(data)}, "is the run's own dataset"),
+             ({"test_set": str(other)}, "was computed at .*6-31g.* errors against it would mix two surfaces"),
+             ({"md_steps": 5, "sample_every": 10}, "keeps only the start frame")]
+    n = Dataset.open(data).n_samples
+    for k, (change, message) in enumerate(cases):
+        config = ActiveLearningConfig(**{"run": str(run), **SMALL, **change, "work_dir": str(tmp_path / f"w{k}")})
+        with pytest.raises(InputError, match=message):
+            active_learn(config, log=lambda _: None)
+        assert not (tmp_path / f"w{k}").exists()
+    assert Dataset.open(data).n_samples == n and Dataset.open(tmp_path / "imp.zarr").n_samples == n
+    # A job's settings are compared as paths, not strings, and a difference is named.
+    work = tmp_path / "job"
+    work.mkdir()
+    (work / "state.json").write_text(json.dumps({"rounds": [], "config": {
+        **ActiveLearningConfig(run=str(run), **SMALL).model_dump(exclude={"rounds", "max_extrapolation"}),
+        "work_dir": str(work), "run": os.path.relpath(run), "temperature_k": 700.0}}))
+    with pytest.raises(InputError, match=r"other settings \(temperature_k: 700.0 then, 600.0 now\)"):
+        active_learn(ActiveLearningConfig(run=str(run), **SMALL, work_dir=str(work)), log=lambda _: None)
+    (work / "state.json").write_text("{bad")
+    with pytest.raises(InputError, match=r"state.json cannot be read"):
+        active_learn(ActiveLearningConfig(run=str(run), **SMALL, work_dir=str(work)), log=lambda _: None)

@@ -130,6 +130,11 @@ BAD_INPUT = [
      "needs this well below 1", "{root}/f.extxyz"),
     ("dataset", "dataset generate --engine pyscf --method hf --basis sto-3g --samples 2 --geometries {plain} "
                 "--out {root}/d2.zarr --no-prefect", "file sampler only", "{root}/d2.zarr"),
+    ("active", "active-learn --run {run} --work-dir {plain} --no-prefect", "--work-dir .*plain.txt is a file", None),
+    ("active", "active-learn --run {root}/nothing --work-dir {root}/al1 --no-prefect", "not a qff run directory",
+     "{root}/al1"),
+    ("active", "active-learn --run {run} --temperature-k 1e6 --work-dir {root}/al2 --no-prefect",
+     "temperature_k: Input should be less than or equal to 5000", "{root}/al2"),
     ("serve", "serve --prefect-file {root}/bad_deploy.yaml",  # a Prefect 422 dump once, after a server started
      r"invalid parameters:\n  bogus: not a parameter of the flow \(it takes config\)\n  config.stepz: Extra", None),
 ]
