@@ -118,7 +118,8 @@ def evaluate_run(run_dir: str | Path, *, seed: int = 0, plots: bool = True, audi
     ``max_qpu_seconds``, an evaluation estimated to take longer on a QPU is refused before
     anything is submitted (``BudgetError``). ``recalibrate``: refit the output scale and offset on that many
     training/validation geometries run on the executor (``qff_core.recalibration``), and score with them.
-    ``energies_only``: no forces (force metrics null; the file name ends in ``_energies``).
+    ``energies_only``: no forces (force metrics null; the file name ends in ``_energies``). An earlier evaluation
+    file of other settings is kept, renamed with its time (``keep_other_evaluation``).
     """
     from qff_core.execution.exact import compile_exact
 
@@ -176,14 +177,46 @@ def evaluate_run(run_dir: str | Path, *, seed: int = 0, plots: bool = True, audi
     partial = len(test_idx) < len(run.split.test)
     suffix = (("" if on_exact else f"_{config.executor.name}") + (f"_first{len(test_idx)}" if partial else "")
               + ("_energies" if config.energies_only else ""))
+    summary["settings"] = {"sets": list(config.sets), "seed": config.seed, "krr": krr,
+                           "recalibrate": config.recalibrate, "energies_only": config.energies_only,
+                           "n_test_scored": len(test_idx), "checkpoint_step": ckpt.step,
+                           "executor": json.loads(json.dumps(config.executor.fingerprint(), default=str))}
+    out = run.path / f"evaluation{suffix}.json"
+    kept = keep_other_evaluation(out, summary["settings"])
+    if kept is not None:
+        summary["replaced"] = str(kept)
     if plots:
         summary["plots"] = write_plots(run, ckpt.arrays, sets_, predictions, suffix=suffix)
-    out = run.path / f"evaluation{suffix}.json"
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(summary, indent=2))
     os.replace(tmp, out)
     chunks.clear()  # recorded in the evaluation file now
     return summary
+
+
+def keep_other_evaluation(out: Path, settings: dict) -> Path | None:
+    """Move an evaluation at ``out`` made with other settings (sets, executor and shots, seed, KRR, recalibration,
+    checkpoint) aside to ``<name>.<its time>.json``, so a new evaluation never replaces it; returns where it went
+    (None when there was none, or it had the same settings and is superseded)."""
+    from datetime import UTC, datetime
+
+    if not out.exists():
+        return None
+    try:
+        before = json.loads(out.read_text()).get("settings")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        before = None
+    if before == settings:
+        return None
+    stamp = datetime.fromtimestamp(out.stat().st_mtime, UTC).strftime("%Y%m%dT%H%M%S")
+    kept = out.with_name(f"{out.stem}.{stamp}.json")
+    n = 1
+    while kept.exists():
+        n += 1
+        kept = out.with_name(f"{out.stem}.{stamp}-{n}.json")
+    os.replace(out, kept)
+    logger.warning(f"{out.name} held an evaluation with other settings; kept it as {kept.name}")
+    return kept
 
 
 def evaluation_chunks(config: EvaluateConfig, run: Run) -> ChunkResults:

@@ -71,6 +71,28 @@ def test_calculator_gives_what_evaluate_gives(calc, trained_h2o):
         assert ours[key] == pytest.approx(theirs[key], rel=FLOAT64_TOL)
 
 
+def test_an_evaluation_with_other_settings_never_replaces_an_earlier_one(trained_h2o, tmp_path):
+    """Seen in review: `qff evaluate --sets test` replaced a full evaluation.json (the transformed sets and their
+    baselines lost), and an Aer evaluation at 10 shots one at 1000: paid QPU results would go the same way."""
+    import shutil
+    from pathlib import Path
+
+    from qff_core.evaluation import evaluate_run
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_h2o, run)
+    for old in run.glob("evaluation*.json"):
+        old.unlink()
+    full = evaluate_run(run, plots=False, audit=False)
+    again = evaluate_run(run, plots=False, audit=False)  # the same settings: the same numbers, superseded
+    assert "replaced" not in again and [p.name for p in run.glob("evaluation*.json")] == ["evaluation.json"]
+    fewer = evaluate_run(run, plots=False, audit=False, sets=("test",))
+    kept = Path(fewer["replaced"])
+    assert kept.parent == run and kept.name.startswith("evaluation.") and kept.name != "evaluation.json"
+    assert json.loads(kept.read_text())["rotated"] == full["rotated"]
+    assert json.loads((run / "evaluation.json").read_text())["settings"]["sets"] == ["test"]
+
+
 def test_other_molecules_and_periodic_cells_are_refused(calc):
     with pytest.raises(AtomsMismatchError, match=r"H2O2 .* but the model is of h2o, H2O"):
         Atoms("H2O2", positions=np.eye(4, 3) * 1.5, calculator=calc).get_potential_energy()
