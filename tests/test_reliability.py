@@ -81,6 +81,8 @@ BAD_INPUT = [
      "train: section .* must be a mapping", "{root}/r1"),
     ("model", "model audit --molecule lih --n-geometries 0", "--n-geometries must be at least 1", None),
     ("model", "model audit --molecule lih --n-geometries -3", "--n-geometries must be at least 1", None),
+    ("model", "model audit --molecule lih --check --tolerance nan", "--tolerance must be a positive finite", None),
+    ("model", "model audit --molecule lih --check --tolerance -1", "--tolerance must be a positive finite", None),
     ("dataset", "dataset info {plain}", "is a file, not a qff dataset", None),
     ("dataset", "dataset info {array}", "is a Zarr array, not a qff dataset", None),
     ("dataset", "dataset info {root}/nothing.zarr", "holds no qff dataset", "{root}/nothing.zarr"),

@@ -4,6 +4,7 @@ it keeps its symmetries, and whether its gradients vanish with depth (barren pla
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from qff_core.cli.common import add_config_flags, config_section, emit, given_values, logger, validated
@@ -97,6 +98,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     if args.n_geometries < 1:
         raise InputError(f"--n-geometries must be at least 1; got {args.n_geometries}")
+    if not (math.isfinite(args.tolerance) and args.tolerance > 0):
+        raise InputError(f"--tolerance must be a positive finite number (a relative change, e.g. 1e-10); got "
+                         f"{args.tolerance}")
     model = _model_from_args(args)
     report = audit_model(model, seed=args.seed, n_geometries=args.n_geometries)
     d = report.to_dict()
@@ -104,7 +108,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
              f"({report.n_geometries} random geometries, seed {report.seed}); relative change:"]
     for op in OPERATIONS:
         lines.append(f"  {op:12s} energy {d['energy_rel_error'][op]:.2e}  forces {d['forces_rel_error'][op]:.2e}")
-    # What the model promises: rotation, translation, permutation; inversion where guaranteed.
+    # What an invariant model promises: rotation, translation, permutation; inversion where guaranteed (the
+    # generic baseline, which promises none of them, fails the check: that is what it is there to show).
     promised = [*OPERATIONS[:3], *(["inversion"] if report.inversion_guaranteed else [])]
     broken = [op for op in promised if report.max_rel_error[op] >= args.tolerance]
     d["checked"] = {"operations": promised, "tolerance": args.tolerance, "broken": broken}
@@ -180,7 +185,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     audit.add_argument("--seed", type=int, default=0)
     audit.add_argument("--n-geometries", type=int, default=8)
     audit.add_argument("--check", action="store_true",
-                       help="exit 1 when a symmetry the model promises is broken beyond --tolerance")
+                       help="exit 1 when rotation, translation, permutation (and inversion where guaranteed: "
+                            "the symmetries of an invariant model) change energy or forces beyond --tolerance; the "
+                            "generic baseline fails it")
     audit.add_argument("--tolerance", type=float, default=1e-10, help="relative tolerance of --check")
     audit.set_defaults(func=cmd_audit)
     gv = model.add_parser("gradient-variance", help="variance of the cost gradient over random initialisations, "
