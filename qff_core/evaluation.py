@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -285,7 +286,22 @@ def _recalibrated(run: Run, theta: np.ndarray, e_all: np.ndarray, f_all: np.ndar
             else "energies and forces", "trained": {"scale": trained.scale, "offset_ev": trained.offset_ev},
             "fitted": {"scale": fitted.scale, "offset_ev": fitted.offset_ev},
             "calibration_before": error_metrics(e_all[-k:], cal.energies_ev, f_cal, cal.forces_ev_per_a)}
+    warning = implausible_readout(trained, fitted, k)
+    if warning is not None:
+        info["warnings"] = [warning]
+        logger.warning(warning)
     return e, f, info
+
+
+def implausible_readout(trained, fitted, k: int) -> str | None:
+    """Why a refitted readout is a fit to noise (a scale of the other sign, or more than 10x off the trained one:
+    device noise shrinks the signal by a factor, it does not invert it), or None."""
+    ratio = fitted.scale / trained.scale if trained.scale else math.nan
+    if 0.1 <= ratio <= 10.0:
+        return None
+    return (f"the refitted scale {fitted.scale:.4g} is {ratio:.2g}x the trained {trained.scale:.4g}"
+            f"{' (the other sign)' if ratio < 0 else ''}: {k} calibration geometries on this executor carry too "
+            "little signal for the fit; raise --recalibrate or the shots, or score without recalibration")
 
 
 def _baselines(run: Run, sets: dict[str, TrainingData], krr: bool) -> dict:

@@ -227,6 +227,13 @@ def test_recalibration_undoes_a_known_affine_distortion(rng):
     assert fitted.offset_ev == pytest.approx(e0 - s * b / a, rel=1e-12, abs=1e-12)
     E2, F2 = apply_readout(Readout(s, e0), fitted, E_dev[4:], F_dev[4:])
     assert np.abs(E2 - E[4:]).max() < 1e-10 and np.abs(F2 - F[4:]).max() < 1e-10
+    # A device that shrinks the signal gives a plausible refit; one that inverts it (a fit to shot noise: seen in
+    # review at 100 shots on 3 geometries, the scale's sign flipped and the test error doubled) is called out.
+    from qff_core.evaluation import implausible_readout
+
+    assert implausible_readout(Readout(s, e0), fitted, 4) is None
+    inverted = fit_readout(Readout(s, e0), s * (-0.5 * o) + e0, None, E, None)
+    assert "the other sign" in implausible_readout(Readout(s, e0), inverted, 6)
 
 
 @pytest.mark.slow
