@@ -109,6 +109,11 @@ def test_symmetry_breaking_eps_sets_the_angles_and_zero_keeps_exact_invariance()
     assert errors[0.0] < 1e-10 < 1e-4 < errors[0.1]
     with pytest.raises(ValueError, match=r"symmetry-breaking trainable\|frozen"):
         ModelConfig(symmetry_breaking_eps=0.1)
+    # settings another model would silently ignore (seen in review: recorded in the run, doing nothing)
+    with pytest.raises(ValueError, match="generic baseline has no symmetry to break"):
+        ModelConfig(model="generic", symmetry_breaking="trainable")
+    with pytest.raises(ValueError, match="pair model of the fragment model"):
+        ModelConfig(model="invariant", pair_depth=2)
 
 
 def test_initial_parameters_distinguish_paired_copies():

@@ -41,6 +41,16 @@ class ModelConfig(BaseModel):
     pair_rep: int = Field(1, ge=1, le=8, description="fragment model: qubits per encoded atom of the pair model")
 
     @model_validator(mode="after")
+    def _settings_of_another_model(self) -> ModelConfig:
+        if self.model == "generic" and self.symmetry_breaking != "off":
+            raise ValueError("symmetry_breaking adds RZ(eps) gates to the invariant (and fragment) model; the generic "
+                             "baseline has no symmetry to break: drop it")
+        if self.model != "fragment" and (self.pair_depth is not None or self.pair_rep != 1):
+            raise ValueError("pair_depth and pair_rep set the pair model of the fragment model; give --model fragment "
+                             "or drop them")
+        return self
+
+    @model_validator(mode="after")
     def _eps_needs_symmetry_breaking(self) -> ModelConfig:
         if self.symmetry_breaking == "off" and self.symmetry_breaking_eps != DEFAULT_EPS:
             raise ValueError("symmetry_breaking_eps sets the RZ(eps) angles of --symmetry-breaking trainable|frozen; "
