@@ -94,8 +94,11 @@ class EvaluateConfig(BaseModel):
 
     @model_validator(mode="after")
     def _recalibration_needs_a_device(self) -> EvaluateConfig:
-        if self.recalibrate is not None and self.executor.spec.exact:
-            raise ValueError("recalibrate refits the readout of a noisy executor; the exact simulator needs none")
+        noiseless = self.executor.spec.exact or (self.executor.name == "aer" and self.executor.shots is None
+                                                  and self.executor.noise_backend is None)
+        if self.recalibrate is not None and noiseless:
+            raise ValueError("recalibrate refits the readout of a noisy executor; an exact one (the exact simulator, "
+                             "aer without shots or noise) needs none")
         return self
 
     def n_geometries(self, n_test: int) -> int:
@@ -260,6 +263,7 @@ def _predict(config: EvaluateConfig, run: Run, sim: ExactSimulator, theta: np.nd
             else:
                 e_all, f_all = (np.asarray(a) for a in executor.energies_forces(theta, X))
             info = executor.describe()
+        raw = (e_all[:len(e_exact)], None if f_all is None else f_all[:len(e_exact)])
         if cal is not None:
             e_all, f_all, recal = _recalibrated(run, theta, e_all, f_all, cal, idx)
     if config.energies_only:
@@ -267,7 +271,10 @@ def _predict(config: EvaluateConfig, run: Run, sim: ExactSimulator, theta: np.nd
     n = len(next(iter(sets.values())).energies_ev)
     predictions = {name: (e_all[k * n:(k + 1) * n], None if f_all is None else f_all[k * n:(k + 1) * n])
                    for k, name in enumerate(sets)}
-    return predictions, (e_all, e_exact, f_all, f_exact), info, recal
+    if config.executor.spec.exact:
+        return predictions, (e_all, e_exact, f_all, f_exact), info, recal
+    # The executor's own deviation (shots, noise), before any refit: what the device costs in accuracy.
+    return predictions, (raw[0], e_exact, None if config.energies_only else raw[1], f_exact), info, recal
 
 
 def _recalibrated(run: Run, theta: np.ndarray, e_all: np.ndarray, f_all: np.ndarray | None, cal: TrainingData,
@@ -301,7 +308,7 @@ def implausible_readout(trained, fitted, k: int) -> str | None:
         return None
     return (f"the refitted scale {fitted.scale:.4g} is {ratio:.2g}x the trained {trained.scale:.4g}"
             f"{' (the other sign)' if ratio < 0 else ''}: {k} calibration geometries on this executor carry too "
-            "little signal for the fit; raise --recalibrate or the shots, or score without recalibration")
+            "little signal for the fit; raise --recalibrate (or the shots), or score without recalibration")
 
 
 def _baselines(run: Run, sets: dict[str, TrainingData], krr: bool) -> dict:

@@ -641,6 +641,9 @@ def test_noisy_aer_on_a_large_device_is_reproducible(backend, width, rng):
     ({"twirling": {"num_randomizations": "many"}}, "ibm", "num_randomizations"),
     ({"default_shots": 10}, "ibm", "with the executor's own settings"),
     ({"resilience": {"zne_mitigation": True}}, "aer", "does not mitigate errors"),
+    # run by the cloud only after learning layer noise, and PEC's overhead is not priced: refused, not failed later
+    ({"resilience": {"pec_mitigation": True}}, "ibm", "PEC and PEA need a layer noise model"),
+    ({"resilience": {"zne_mitigation": True, "zne": {"amplifier": "pea"}}}, "ibm", "PEC and PEA"),
 ])
 def test_mitigation_options_are_validated_before_anything_runs(mitigation, name, message):
     from qff_core.execution import ExecutorConfig
@@ -659,6 +662,15 @@ def test_mitigation_overheads_are_priced():
     assert plain.executed_shots_per_binding() == 1000
     assert zne.executed_shots_per_binding() == 4 * 1000  # 10 randomizations of 100 shots, at 4 noise factors
     assert zne.ibm_options()["resilience"]["zne"]["noise_factors"] == [1, 2, 3, 4]
+    auto = ExecutorConfig(name="ibm", backend="fake_torino", shots=1000, mitigation={
+        "resilience": {"zne_mitigation": True, "zne": {"noise_factors": "auto"}}})
+    assert auto.zne_factors() == 3  # Runtime's (1, 3, 5); it was priced as len("auto") = 4
+    for bad, message in (({"name": "aer", "resilience_level": 2}, "does not mitigate"),
+                         ({"name": "aer", "shots": 1}, "greater than or equal to 2"),
+                         ({"name": "aer", "shots": 10**8}, "less than or equal to 10000000"),
+                         ({"name": "aer", "shots": 100, "seed": -3}, "greater than or equal to 0")):
+        with pytest.raises(ValueError, match=message):
+            ExecutorConfig(**bad)
 
 
 @pytest.mark.slow

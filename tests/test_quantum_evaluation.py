@@ -205,6 +205,23 @@ def test_a_noise_model_file_runs_from_the_command_line(trained, tmp_path, capsys
     assert summary["deviation_from_exact"]["energy_mae_kcal_mol"] > 1e-6  # the noise moved the energies
 
 
+def test_deviation_from_exact_is_the_executors_own_not_the_refits(trained, tmp_path):
+    """Seen in review: with --recalibrate, deviation_from_exact scored the refitted predictions, so it reported the
+    refit's move (1.14 kcal/mol on exact Aer) as what shots cost. It is scored before the refit now; and exact Aer,
+    which has nothing to recalibrate, is refused."""
+    shots = 100_000
+    summary = evaluate_run(trained, executor=ExecutorConfig(name="aer", shots=shots), sets=("test",), plots=False,
+                           audit=False, recalibrate=3, energies_only=True, seed=4)
+    run = open_run(trained)
+    s = abs(run.final_parameters()[0][run.model.scale]) * EV_KCAL_PER_MOL
+    fitted, trained_readout = summary["recalibration"]["fitted"], summary["recalibration"]["trained"]
+    moved = abs(fitted["scale"] - trained_readout["scale"]) + abs(fitted["offset_ev"] - trained_readout["offset_ev"])
+    assert moved * EV_KCAL_PER_MOL > 50 * s * np.sqrt(3 / shots)  # the refit moves the predictions a lot...
+    assert summary["deviation_from_exact"]["energy_mae_kcal_mol"] < 5 * s * np.sqrt(3 / shots)  # ...shots do not
+    with pytest.raises(ValueError, match=r"an exact one .* needs none"):
+        evaluate_run(trained, executor=ExecutorConfig(name="aer"), recalibrate=3, plots=False, audit=False)
+
+
 def test_recalibration_undoes_a_known_affine_distortion(rng):
     """A 'device' that is the exact simulator with <O> -> a <O> + b: the refit s and e0 are s / a and
     e0 - s b / a, and the corrected predictions are the exact ones."""

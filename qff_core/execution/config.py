@@ -77,11 +77,13 @@ class ExecutorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field("exact", description="a registered executor: exact, aer or ibm")
-    shots: int | None = Field(None, ge=1, description="shots per parameter binding and measured basis; "
-                                                      "aer: None = exact expectation values")
+    shots: int | None = Field(None, ge=2, le=10_000_000, description="shots per parameter binding and measured "
+                                                                     "basis (2 to 1e7: a variance needs two; the "
+                                                                     "bitstrings are held in memory); aer: None = "
+                                                                     "exact expectation values")
     precision: float | None = Field(None, gt=0, lt=1, description="ibm: target standard error of each expectation "
                                                                  "value (shots = 1/precision^2); default 1/64")
-    seed: int | None = Field(None, description="seed of the shot noise (aer, ibm local testing mode); "
+    seed: int | None = Field(None, ge=0, description="seed of the shot noise (aer, ibm local testing mode); "
                                               "default: the run's seed")
     noise_backend: str | None = Field(None, description="aer: simulate this device's noise: a fake backend "
                                                         "(fake_torino, FakeManilaV2...) or a NoiseModel JSON file")
@@ -129,6 +131,9 @@ class ExecutorConfig(BaseModel):
                              + "".join(f": {hints[k]}" for k in missing if k in hints))
         if self.shots is not None and self.precision is not None:
             raise ValueError("give shots or precision, not both")
+        if self.resilience_level and self.name != "ibm":
+            raise ValueError(f"resilience_level is IBM Runtime's mitigation; the {self.name} executor does not "
+                             "mitigate (it would be recorded and not applied): drop it, or use --executor ibm")
         if self.mitigation:
             self._check_mitigation()
         if not self.retry_delays_s or min(self.retry_delays_s) < 0:
@@ -144,6 +149,14 @@ class ExecutorConfig(BaseModel):
         if ours:
             raise ValueError(f"set {', '.join(sorted(ours))} with the executor's own settings (shots, precision, "
                              "resilience_level, seed), not under mitigation")
+        res = self.mitigation.get("resilience", {}) or {}
+        zne = res.get("zne", {}) or {}
+        if res.get("pec_mitigation") or zne.get("amplifier") in ("pea", "pea+gate_folding") or "layer_noise_learning" \
+                in res:
+            raise ValueError("PEC and PEA need a layer noise model learned on the device, and PEC's sampling overhead "
+                             "(up to pec.max_overhead x the shots) is not priced by qff cost: qff does not run them. "
+                             "Use ZNE with gate folding (zne.amplifier: gate_folding), TREX (measure_mitigation) and "
+                             "twirling")
         from qiskit_ibm_runtime.options_models.estimator import EstimatorOptions
 
         try:
@@ -227,7 +240,8 @@ class ExecutorConfig(BaseModel):
         res = self.mitigation.get("resilience", {})
         if not res.get("zne_mitigation", self.resilience_level == 2):
             return 1
-        return len(res.get("zne", {}).get("noise_factors", [None] * ZNE_NOISE_FACTORS))
+        factors = res.get("zne", {}).get("noise_factors", "auto")
+        return ZNE_NOISE_FACTORS if isinstance(factors, str) else len(factors)  # "auto": Runtime's (1, 3, 5)
 
 
 __all__ = ["CHECKED_OPTIONS", "ExecutorConfig", "QpuTimeModel"]

@@ -43,8 +43,9 @@ def fake_backend(name: str):
     (``fake_torino``, ``fake_manila``)."""
     from qiskit_ibm_runtime import fake_provider
 
-    cls_name = fake_backend_names().get(name.lower(), name) if name.lower().startswith("fake_") else name
-    cls = getattr(fake_provider, cls_name, None)
+    names = fake_backend_names()
+    cls_name = names.get(name.lower(), name) if name.lower().startswith("fake_") else name
+    cls = getattr(fake_provider, cls_name, None) if cls_name in names.values() else None  # backends, not providers
     if cls is None:
         raise InputError(f"qiskit-ibm-runtime has no fake backend {name!r}; it has "
                          f"{', '.join(sorted(fake_backend_names()))} (or their class names, e.g. FakeManilaV2)")

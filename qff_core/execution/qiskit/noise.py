@@ -38,8 +38,10 @@ def load_noise(spec: str) -> NoiseSource:
         path = Path(spec)
         try:
             data = json.loads(path.read_text())
+            if not isinstance(data, dict):
+                raise ValueError(f"it holds a JSON {type(data).__name__}, not a NoiseModel's dict")
             model = noise_model(data)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise InputError(f"{spec} is not a readable noise-model JSON (NoiseModel.to_dict()): {exc}") from None
         gates = tuple(g for g in model.basis_gates if g not in ("delay", "id", "reset", "measure", "for_loop",
                                                                  "if_else", "switch_case"))
