@@ -176,7 +176,7 @@ def test_a_training_step_runs_in_an_ibm_runtime_session_and_stores_no_token(lih,
                            "--force-weight", "0")) == 0
     out = capsys.readouterr().out
     summary = json.loads(out[out.index("{"):])
-    assert summary["executor"] == {"name": "ibm", "runtime_mode": "Session", "jobs_submitted": 1}
+    assert summary["executor"] == {"name": "ibm", "min_chunks": 1, "runtime_mode": "Session", "jobs_submitted": 1}
     assert summary["step"] == 1 and np.isfinite(summary["final_loss"])
     assert not (run_dir / "checkpoints" / "jobs.json").exists()  # local jobs cannot be re-attached: none kept
     files = [p for p in run_dir.rglob("*") if p.is_file()]

@@ -119,7 +119,7 @@ class ShiftExecutor:
         return replace(self, results=results)
 
     def describe(self) -> dict:
-        info: dict = {"name": self.name}
+        info: dict = {"name": self.name, "min_chunks": self.batching.min_chunks}  # with the seed, fixes the shots
         mode = getattr(self.evaluator, "mode", None)
         if mode is not None:
             info["runtime_mode"] = type(mode).__name__
