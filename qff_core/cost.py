@@ -55,6 +55,7 @@ class RunCost:
     qpu: bool
     local_testing: bool
     qpu_time_model: dict
+    forces: bool = True  # False: energies only (one binding per geometry)
 
     def to_dict(self) -> dict:
         """JSON-ready."""
@@ -67,7 +68,8 @@ class RunCost:
                   f"{self.jobs_per_step} primitive jobs, {self.shots_per_step:,} shots, "
                   f"{self.qpu_seconds_per_step:,.1f} QPU s")
         if self.kind == "evaluation":
-            lines = [f"{where}, energies and forces of {self.geometries_per_step} geometries (one plan):",
+            what = "energies and forces" if self.forces else "energies"
+            lines = [f"{where}, {what} of {self.geometries_per_step} geometries (one plan):",
                      f"  {counts} ({self.qpu_seconds_total / 3600:.2f} h)"]
         else:
             lines = [f"{where}, {self.geometries_per_step} geometries per step:", f"  per step: {counts}",
@@ -113,6 +115,22 @@ def _model(config: TrainConfig):
     return build_model(load_molecule(config.molecule), config.model)
 
 
+def _check_device(model, executor: ExecutorConfig) -> None:
+    """InputError for a device that cannot run the model, as the run itself would say: an unknown fake backend
+    (a typo priced as "local testing mode" before), or one narrower than the model. Real device names need the
+    account and are checked when the run starts."""
+    from qff_core.execution.registry import is_local_backend
+
+    name = executor.noise_backend if executor.name == "aer" else executor.backend
+    if name is None or name == "aer" or name.lower().endswith(".json") or not is_local_backend(name):
+        return
+    from qff_core.execution.qiskit.aer import fake_backend
+
+    device = fake_backend(name)
+    if model.n_qubits > device.num_qubits:
+        raise InputError(f"the model needs {model.n_qubits} qubits; {name} has {device.num_qubits}")
+
+
 def plan_cost(model, executor: ExecutorConfig, n_geometries: int, request, *, kind: str, steps: int,
               qpu_time: QpuTimeModel | None = None) -> RunCost:
     """Price ``steps`` plans of ``request`` for ``n_geometries`` geometries on ``executor`` (its own
@@ -122,6 +140,7 @@ def plan_cost(model, executor: ExecutorConfig, n_geometries: int, request, *, ki
 
     qpu_time = qpu_time or executor.qpu_time
     spec = executor.spec
+    _check_device(model, executor)
     circuits = bindings = jobs = shots = 0
     if not spec.exact:
         qmodel = compile_qiskit(model)
@@ -135,7 +154,8 @@ def plan_cost(model, executor: ExecutorConfig, n_geometries: int, request, *, ki
                    steps=steps, geometries_per_step=n_geometries, circuits_per_step=circuits,
                    bindings_per_step=bindings, jobs_per_step=jobs, shots_per_step=shots,
                    qpu_seconds_per_step=per_step, qpu_seconds_total=per_step * steps, qpu=spec.qpu,
-                   local_testing=spec.qpu and executor.local, qpu_time_model=qpu_time.model_dump())
+                   local_testing=spec.qpu and executor.local, qpu_time_model=qpu_time.model_dump(),
+                   forces=bool(getattr(request, "forces", True)))
 
 
 def training_cost(config: TrainConfig, *, qpu_time: QpuTimeModel | None = None, steps: int | None = None) -> RunCost:

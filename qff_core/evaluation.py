@@ -349,6 +349,10 @@ def evaluation_cost(config: EvaluateConfig, run: Run | None = None, *, qpu_time=
     from qff_core.execution.shift.planner import Request
 
     run = run or open_run(config.run_dir)
+    if config.recalibrate:  # refused by the evaluation itself: not priced either
+        from qff_core.recalibration import calibration_indices
+
+        calibration_indices(run.split.train, run.split.val, config.recalibrate, config.seed)
     request = Request(forces=not config.energies_only)
     return plan_cost(run.model, config.executor, config.n_geometries(len(run.split.test)), request,
                      kind="evaluation", steps=1, qpu_time=qpu_time)

@@ -61,6 +61,11 @@ def files(tmp_path_factory, lih) -> dict[str, Path]:
     train(run, TrainConfig(dataset=lih, model={"depth": 1}, steps=2, batch_size=2, test_size=2, val_size=2,
                            eval_every=1, checkpoint_every=1))
     (root / "cost_typo.yaml").write_text(f"train: {{dataset: {lih}, steps: 10}}\nqpu_tme: {{per_job_s: 2.0}}\n")
+    for name, executor in (("cost_fake", "{name: ibm, backend: fake_manla}"),
+                           ("cost_narrow", "{name: ibm, backend: fake_armonk}")):
+        (root / f"{name}.yaml").write_text(f"train: {{dataset: {lih}, steps: 10}}\nexecutor: {executor}\n")
+    (root / "cost_recal.yaml").write_text(f"evaluate: {{run_dir: {run}, recalibrate: 500}}\n"
+                                          "executor: {name: aer, shots: 100}\n")
     foreign = root / "foreign"
     foreign.mkdir()
     (foreign / "notes.md").write_text("mine\n")
@@ -82,6 +87,7 @@ BAD_INPUT = [
     ("model", "model audit --molecule lih --n-geometries 0", "--n-geometries must be at least 1", None),
     ("model", "model audit --molecule lih --n-geometries -3", "--n-geometries must be at least 1", None),
     ("model", "model audit --molecule lih --check --tolerance nan", "--tolerance must be a positive finite", None),
+    ("model", "model show --molecule lih --optimization-level 3", "give a backend too", None),  # was ignored
     ("model", "model audit --molecule lih --check --tolerance -1", "--tolerance must be a positive finite", None),
     ("dataset", "dataset info {plain}", "is a file, not a qff dataset", None),
     ("dataset", "dataset info {array}", "is a Zarr array, not a qff dataset", None),
@@ -128,6 +134,10 @@ BAD_INPUT = [
     ("train", "train --dataset {lih} --run-dir {lih}/run --no-prefect", "lies inside the Zarr store", "{lih}/run"),
     ("md", "md {run} --steps 2 --out {root}/o.traj", "ending in .extxyz", "{root}/o.traj"),
     ("cost", "cost --config {root}/cost_typo.yaml", "unknown top-level qpu_tme", None),
+    ("cost", "cost --config {root}/cost_fake.yaml", "no fake backend 'fake_manla'", None),  # was priced
+    ("cost", "cost --config {root}/cost_narrow.yaml", "the model needs 2 qubits; fake_armonk has 1", None),
+    ("cost", "cost --config {root}/cost_recal.yaml", "--recalibrate 500 asks for more calibration geometries",
+     None),
     ("md", "md {run} --steps 2 --ensemble langevin --friction-per-fs 1000 --out {root}/f.extxyz",
      "needs this well below 1", "{root}/f.extxyz"),
     ("dataset", "dataset generate --engine pyscf --method hf --basis sto-3g --samples 2 --geometries {plain} "

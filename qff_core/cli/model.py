@@ -69,12 +69,19 @@ def _transpiled(model: AnyModel, backend_name: str, level: int, exchange: str) -
 def cmd_show(args: argparse.Namespace) -> int:
     """Print qubits, parameter counts and gates per layer of a model (of each sub-model of a fragment model);
     with ``--backend``, what its circuit becomes on that device."""
+    from qff_core.errors import InputError
+
+    if args.backend is not None and not args.backend.strip():
+        raise InputError("--backend is empty; give a device or fake backend, e.g. fake_torino")
+    if args.optimization_level is not None and args.backend is None:
+        raise InputError("--optimization-level sets the transpilation for --backend; give a backend too")
+    level = 1 if args.optimization_level is None else args.optimization_level
     model = _model_from_args(args)
     s = model.summary()
     if s["model"] != "fragment":
         lines = _circuit_lines(s)
         if args.backend:
-            s["transpiled"], line = _transpiled(model, args.backend, args.optimization_level, args.exchange)
+            s["transpiled"], line = _transpiled(model, args.backend, level, args.exchange)
             lines.append(line)
         emit(args, s, "\n".join(lines))
         return 0
@@ -175,7 +182,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     show.add_argument("--backend", default=None, help="also transpile for this fake backend (fake_torino, fake_fez, "
                                                       "fake_sherbrooke, FakeManilaV2...): gate counts, depth, layout, "
                                                       "estimated fidelity")
-    show.add_argument("--optimization-level", type=int, choices=(0, 1, 2, 3), default=1,
+    show.add_argument("--optimization-level", type=int, choices=(0, 1, 2, 3), default=None,
                       help="transpiler optimization level (default 1)")
     show.add_argument("--exchange", choices=("cx3", "rotations"), default="cx3",
                       help="exchange units as three CNOTs (default) or RXX RYY RZZ")
