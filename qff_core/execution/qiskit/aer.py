@@ -149,7 +149,23 @@ class AerEvaluator:
 
     def run(self, program: AerProgram, values: list[np.ndarray],
             seed: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
-        """One primitive job for all PUBs of a chunk: (evs, variances) per PUB."""
+        """One primitive job for all PUBs of a chunk: (evs, variances) per PUB. Sampled PUBs whose bitstrings would
+        exceed ``MAX_SHOT_ROWS`` (rows x shots x measured groups) are sampled a block of rows at a time, each block
+        seeded from ``seed`` and its position, so memory stays bounded (a huge --shots was an out-of-memory kill)."""
+        if self.shots is None or _shot_rows(values, self.shots, program) <= MAX_SHOT_ROWS:
+            return self._run(program, values, seed)
+        groups = max(1, len(program.program.groups))
+        block = max(1, MAX_SHOT_ROWS // (self.shots * groups))
+        out = []
+        for i, v in enumerate(values):
+            parts = [self._run(program, [v[a:a + block]], None if seed is None else
+                               int(np.random.SeedSequence([seed, i, a]).generate_state(1)[0]))[0]
+                     for a in range(0, len(v), block)]
+            out.append((np.concatenate([e for e, _ in parts]), np.concatenate([w for _, w in parts])))
+        return out
+
+    def _run(self, program: AerProgram, values: list[np.ndarray],
+             seed: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
         noise, program = program.noise, program.program
         if self.shots is None:
             from qiskit_aer.primitives import EstimatorV2
@@ -179,6 +195,15 @@ class AerEvaluator:
                 var = var + per_shot.var(axis=1, ddof=1) / self.shots
             out.append((np.asarray(evs), np.asarray(var)))
         return out
+
+
+MAX_SHOT_ROWS = 2**24
+"""Parameter bindings x shots x measured groups one sampler call may return: its bitstrings become boolean arrays
+of that many shots x qubits bytes, and the parity sums float arrays of 8 bytes per shot (~0.2 GB here)."""
+
+
+def _shot_rows(values: list[np.ndarray], shots: int, program: AerProgram) -> int:
+    return sum(len(v) for v in values) * shots * max(1, len(program.program.groups))
 
 
 def _measured_group(qmodel: QiskitModel, group, backend, basis_gates: tuple[str, ...] | None = None) -> MeasuredGroup:
