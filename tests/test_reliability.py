@@ -64,6 +64,9 @@ def files(tmp_path_factory, lih) -> dict[str, Path]:
     for name, executor in (("cost_fake", "{name: ibm, backend: fake_manla}"),
                            ("cost_narrow", "{name: ibm, backend: fake_armonk}")):
         (root / f"{name}.yaml").write_text(f"train: {{dataset: {lih}, steps: 10}}\nexecutor: {executor}\n")
+    (root / "cost_qpu_twice.yaml").write_text(f"train: {{dataset: {lih}, steps: 10}}\nqpu_time: {{job_overhead_s: 2}}"
+                                              "\nexecutor: {name: ibm, backend: fake_manila, qpu_time: "
+                                              "{job_overhead_s: 5}}\n")
     (root / "cost_recal.yaml").write_text(f"evaluate: {{run_dir: {run}, recalibrate: 500}}\n"
                                           "executor: {name: aer, shots: 100}\n")
     foreign = root / "foreign"
@@ -135,6 +138,7 @@ BAD_INPUT = [
     ("md", "md {run} --steps 2 --out {root}/o.traj", "ending in .extxyz", "{root}/o.traj"),
     ("cost", "cost --config {root}/cost_typo.yaml", "unknown top-level qpu_tme", None),
     ("cost", "cost --config {root}/cost_fake.yaml", "no fake backend 'fake_manla'", None),  # was priced
+    ("cost", "cost --config {root}/cost_qpu_twice.yaml", "gives qpu_time: twice", None),  # one silently won
     ("cost", "cost --config {root}/cost_narrow.yaml", "the model needs 2 qubits; fake_armonk has 1", None),
     ("cost", "cost --config {root}/cost_recal.yaml", "--recalibrate 500 asks for more calibration geometries",
      None),

@@ -209,6 +209,9 @@ def executor_values(args: argparse.Namespace, section_values: dict, loaded: dict
     for source in (section_values.get("executor"), loaded.get("executor") if top_level else None):
         merged.update({"name": source} if isinstance(source, str) else dict(source or {}))
     if loaded.get("qpu_time") is not None:
+        if merged.get("qpu_time") is not None and merged["qpu_time"] != loaded["qpu_time"]:
+            raise InputError("the config gives qpu_time: twice, at the top level and under executor:, differently; "
+                             "keep one")
         merged["qpu_time"] = loaded["qpu_time"]
     merged.update(given_values(args, ExecutorConfig, rename=EXECUTOR_FLAGS))
     if getattr(args, "mitigation", None):
