@@ -139,6 +139,9 @@ BAD_INPUT = [
     ("cost", "cost --config {root}/cost_typo.yaml", "unknown top-level qpu_tme", None),
     ("cost", "cost --config {root}/cost_fake.yaml", "no fake backend 'fake_manla'", None),  # was priced
     ("cost", "cost --config {root}/cost_qpu_twice.yaml", "gives qpu_time: twice", None),  # one silently won
+    ("evaluate", "evaluate {run} --executor ibm --ibm-backend fake_manila "
+                 "--mitigation {{twirling:{{num_randomizations:4}}}} --no-prefect",
+     "'num_randomizations:4' read as a key without a value", None),
     ("cost", "cost --config {root}/cost_narrow.yaml", "the model needs 2 qubits; fake_armonk has 1", None),
     ("cost", "cost --config {root}/cost_recal.yaml", "--recalibrate 500 asks for more calibration geometries",
      None),

@@ -223,8 +223,23 @@ def executor_values(args: argparse.Namespace, section_values: dict, loaded: dict
             raise InputError(f"--mitigation is not YAML/JSON: {exc}") from None
         if not isinstance(mitigation, dict):
             raise InputError(f"--mitigation must be a mapping of EstimatorOptions groups, not {mitigation!r}")
+        glued = _glued_keys(mitigation)
+        if glued:  # YAML reads {a:1} as the key "a:1" with no value
+            raise InputError(f"--mitigation: {', '.join(map(repr, glued))} read as a key without a value; YAML needs "
+                             "a space after the colon: {twirling: {num_randomizations: 4}}")
         merged["mitigation"] = mitigation
     return merged
+
+
+def _glued_keys(mapping: dict) -> list[str]:
+    """Keys like ``"num_randomizations:4"`` holding None, at any depth: ``key:value`` written without a space."""
+    out = []
+    for k, v in mapping.items():
+        if isinstance(k, str) and ":" in k and v is None:
+            out.append(k)
+        elif isinstance(v, dict):
+            out.extend(_glued_keys(v))
+    return out
 
 
 def executor_cluster(args: argparse.Namespace, executor) -> Any:
