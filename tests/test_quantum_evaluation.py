@@ -264,7 +264,8 @@ def test_recalibrate_on_a_noisy_executor(trained, capsys):
     run = open_run(trained)
     assert r["n_geometries"] == 3 and not set(r["dataset_indices"]) & set(run.split.test.tolist())
     assert r["fitted"]["scale"] != r["trained"]["scale"]
-    assert main(["evaluate", str(trained), "--executor", "aer", "--recalibrate", "99", "--no-prefect"]) == 2
+    assert main(["evaluate", str(trained), "--executor", "aer", "--shots", "100", "--recalibrate", "99",
+                 "--no-prefect"]) == 2
     assert "more calibration geometries than the run has outside its test split" in capsys.readouterr().err
     assert main(["evaluate", str(trained), "--recalibrate", "3", "--no-prefect"]) == 2
-    assert "exact simulator needs none" in capsys.readouterr().err
+    assert "an exact one (the exact simulator, aer without shots or noise) needs none" in capsys.readouterr().err
