@@ -178,9 +178,10 @@ def preflight(config: ActiveLearningConfig) -> Run:
         if list(test.group.attrs["molecule"]["symbols"]) != list(dataset.group.attrs["molecule"]["symbols"]):
             raise InputError(f"--test-set {config.test_set} holds {' '.join(test.group.attrs['molecule']['symbols'])}"
                              f", the run {' '.join(dataset.group.attrs['molecule']['symbols'])}")
-        if test.group.attrs["level_of_theory"] != level:
-            raise InputError(f"--test-set {config.test_set} was computed at {test.group.attrs['level_of_theory']}, the "
-                             f"run's data at {level}: errors against it would mix two surfaces")
+        tested = test.group.attrs["level_of_theory"]
+        if tested.get("engine") != "imported" and tested != level:  # an imported one says only what its text says
+            raise InputError(f"--test-set {config.test_set} was computed at {tested}, the run's data at {level}: "
+                             "errors against it would mix two surfaces")
     work = config.work_path()
     if work.exists() and not work.is_dir():
         raise InputError(f"--work-dir {work} is a file; give a folder for the job's rounds and state")
