@@ -143,8 +143,17 @@ def evaluate_run(run_dir: str | Path, *, seed: int = 0, plots: bool = True, audi
     sets_ = {name: every[name] for name in config.sets}
     sim = compile_exact(run.model)
     chunks = evaluation_chunks(config, run)
-    predictions, exact, executor_info, recal = _predict(config, run, sim, theta, sets_, cluster=cluster, token=token,
-                                                        chunks=chunks)
+    try:
+        predictions, exact, executor_info, recal = _predict(config, run, sim, theta, sets_, cluster=cluster,
+                                                            token=token, chunks=chunks)
+    except KeyboardInterrupt:
+        from qff_core.errors import Interrupted
+
+        kept = chunks.stats["saved"] + chunks.stats["reused"]
+        raise Interrupted((f"kept {kept} finished chunks of circuits in {chunks.folder}; run the same qff evaluate "
+                           "again: it reuses them and runs the rest") if kept else
+                          "no chunk of circuits had finished: nothing was kept; run the same qff evaluate again to "
+                          "start over") from None
     summary: dict = {name: error_metrics(e, sets_[name].energies_ev, f, sets_[name].forces_ev_per_a)
                      for name, (e, f) in predictions.items()}
     summary["baselines"] = _baselines(run, sets_, krr)

@@ -86,6 +86,39 @@ def test_an_interrupted_circuit_evaluation_resumes_from_its_finished_chunks(trai
     assert not (trained / EVALUATION_CHUNKS).exists()  # recorded in the evaluation file, then removed
 
 
+def test_ctrl_c_in_a_circuit_evaluation_says_how_many_chunks_were_kept(trained, monkeypatch, tmp_path):
+    """Seen in review: Ctrl-C said "work already saved is kept" when no chunk had finished. It now counts them."""
+    import shutil
+
+    import qff_core.execution.qiskit.aer as aer_module
+    from qff_core.errors import Interrupted
+    from qff_core.evaluation import EVALUATION_CHUNKS
+
+    shutil.copytree(trained, tmp_path / "run")
+    trained = tmp_path / "run"
+
+    settings = ExecutorConfig(name="aer", shots=200, seed=5, rows_per_pub=8)
+    kwargs = dict(executor=settings, sets=("test",), max_test=2, plots=False, audit=False, seed=9)
+    original, calls = aer_module.AerEvaluator.run, []
+
+    def interrupted_third(self, *args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(self, *args)
+
+    monkeypatch.setattr(aer_module.AerEvaluator, "run", interrupted_third)
+    with pytest.raises(Interrupted, match=r"kept 2 finished chunks of circuits in .*; run the same qff evaluate"):
+        evaluate_run(trained, **kwargs)
+    calls.clear()
+    monkeypatch.setattr(aer_module.AerEvaluator, "run", lambda self, *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(Interrupted, match="no chunk of circuits had finished"):
+        evaluate_run(trained, **{**kwargs, "seed": 10})
+    monkeypatch.undo()
+    assert evaluate_run(trained, **kwargs)["executor"]["chunks_reused"] == 2  # then tidied away
+    assert not any((trained / EVALUATION_CHUNKS).rglob("*.npz"))
+
+
 def write_eval_config(path: Path, run_dir: Path, executor: dict, **evaluate) -> Path:
     path.write_text(json.dumps({"evaluate": {"run_dir": str(run_dir), **evaluate}, "executor": executor}))
     return path
