@@ -127,15 +127,15 @@ def _load_state(work: Path) -> dict:
     return state
 
 
+def _absolute_paths(settings: dict) -> dict:
+    """``settings`` with its paths made absolute: ``./r`` and ``r`` are one run."""
+    return {k: str(Path(v).resolve()) if k in ("run", "test_set", "work_dir") and v is not None else v
+            for k, v in settings.items()}
+
+
 def _settings(config: ActiveLearningConfig) -> dict:
-    """The settings a job is resumed with (all but the rounds), paths made absolute: ``./r`` and ``r`` are one."""
-    out = config.model_dump(exclude={"rounds"})
-    for key in ("run", "test_set", "work_dir"):
-        if out[key] is not None:
-            out[key] = str(Path(out[key]).resolve())
-    if out["work_dir"] is None:
-        out["work_dir"] = str(config.work_path().resolve())
-    return out
+    """The settings a job is resumed with (all but the rounds), paths absolute, the work dir where it is."""
+    return _absolute_paths({**config.model_dump(exclude={"rounds"}), "work_dir": str(config.work_path())})
 
 
 def _recorded_settings(before: dict | None, now: dict) -> dict | None:
@@ -146,10 +146,7 @@ def _recorded_settings(before: dict | None, now: dict) -> dict | None:
     out = {**now, **before}
     if out.get("work_dir") is None:  # recorded as "the default": where this job is now
         out["work_dir"] = now["work_dir"]
-    for key in ("run", "test_set", "work_dir"):
-        if out.get(key) is not None:
-            out[key] = str(Path(out[key]).resolve())
-    return out
+    return _absolute_paths(out)
 
 
 def preflight(config: ActiveLearningConfig) -> Run:

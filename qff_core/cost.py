@@ -124,11 +124,9 @@ def _check_device(model, executor: ExecutorConfig) -> None:
     name = executor.noise_backend if executor.name == "aer" else executor.backend
     if name is None or name == "aer" or name.lower().endswith(".json") or not is_local_backend(name):
         return
-    from qff_core.execution.qiskit.aer import fake_backend
+    from qff_core.execution.qiskit.aer import check_fits, fake_backend
 
-    device = fake_backend(name)
-    if model.n_qubits > device.num_qubits:
-        raise InputError(f"the model needs {model.n_qubits} qubits; {name} has {device.num_qubits}")
+    check_fits(model, fake_backend(name))
 
 
 def plan_cost(model, executor: ExecutorConfig, n_geometries: int, request, *, kind: str, steps: int,

@@ -125,26 +125,25 @@ def test_sampled_forces_on_the_z_axis_are_as_precise_as_off_it():
     assert np.abs(np.asarray(bare)).max() > 1e6 > 1e2 > np.abs(np.asarray(framed)).max()
 
 
-def test_a_huge_shot_count_is_sampled_in_row_blocks_with_bounded_memory(monkeypatch, rng):
+def test_a_huge_shot_count_is_sampled_in_row_blocks_with_bounded_memory(rng):
     """Seen in review: --shots 1e8 held every bitstring of a PUB at once and the kernel killed the machine's largest
-    process at 24 GB. Over MAX_SHOT_ROWS, rows are sampled a block at a time (made tiny here to take that path):
-    the estimates stay within their standard errors of the exact ones, and a seed still fixes them."""
-    import qff_core.execution.qiskit.aer as aer_module
+    process at 24 GB. Over ``max_shot_rows`` (made tiny here: one row per sampler call), rows are sampled a block at
+    a time: other draws than one call would give, within their standard errors of the exact values, and a seed
+    still fixes them."""
+    from dataclasses import replace
+
     from qff_core.execution.registry import get_executor
 
     sim = simulator_for("lih", depth=1)
     theta = init_parameters(sim.model, seed=4, strategy="random")
     X = random_geometries(sim.model, 3, rng)
     E0, F0 = sim.evaluate(theta, X)
-    calls = []
-    monkeypatch.setattr(aer_module, "MAX_SHOT_ROWS", 3 * 2000)
-    aer = get_executor("aer", sim.model, shots=2000, seed=7)
-    original = aer_module.AerEvaluator._run
-    monkeypatch.setattr(aer_module.AerEvaluator, "_run",
-                        lambda self, *a: calls.append(len(a[1][0])) or original(self, *a))
-    first = aer.run(aer.plan(theta, X, Request(forces=True)))
-    again = aer.run(aer.plan(theta, X, Request(forces=True)))
-    assert calls and max(calls) <= 3  # blocks of at most MAX_SHOT_ROWS / (shots x groups) rows
+    whole = get_executor("aer", sim.model, shots=2000, seed=7)
+    blocks = replace(whole, evaluator=replace(whole.evaluator, max_shot_rows=2000))
+    one = whole.run(whole.plan(theta, X, Request(forces=True)))
+    first = blocks.run(blocks.plan(theta, X, Request(forces=True)))
+    again = blocks.run(blocks.plan(theta, X, Request(forces=True)))
+    assert not np.array_equal(first.energies, one.energies)  # the block path drew its own shots
     assert np.array_equal(first.energies, again.energies) and np.array_equal(first.forces, again.forces)
     assert np.all(np.abs(first.energies - E0) < N_SIGMA * np.sqrt(first.energies_var))
     assert np.all(np.abs(first.forces - F0) < N_SIGMA * np.sqrt(first.forces_var))

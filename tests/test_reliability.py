@@ -369,33 +369,39 @@ class _SignalsWhenRead:
         return float(self.loss)
 
 
-def test_ctrl_c_while_a_step_is_recorded_resumes_bit_for_bit(lih, tmp_path, monkeypatch):
+def test_ctrl_c_while_a_step_is_recorded_resumes_bit_for_bit(lih, tmp_path):
     """Seen in CI: Ctrl-C between keeping a step's parameters and recording its loss; the checkpoint held step k
-    with the history of k - 1 steps, and the resumed run's loss history lacked an entry."""
+    with the history of k - 1 steps, and the resumed run's loss history lacked an entry. The run is given (through
+    train's ``executor=``) the exact executor whose 6th step returns a loss that sends Ctrl-C when it is recorded."""
+    from dataclasses import dataclass
+
     from qff_core.errors import Interrupted
     from qff_core.execution.exact.executor import ExactExecutor
     from qff_core.interrupts import interrupt_handlers
+    from qff_core.models import build_model
+    from qff_core.molecules import builtin_molecule
     from qff_core.run import TrainConfig
     from qff_core.training import train
+
+    @dataclass(frozen=True)
+    class InterruptedWhileRecording(ExactExecutor):
+        at_step: int = 5
+
+        def training_step(self, *args):
+            step_fn = super().training_step(*args)
+
+            def step(params, opt_state, idx, step: int):
+                new_params, new_state, loss = step_fn(params, opt_state, idx, step)
+                return new_params, new_state, _SignalsWhenRead(loss) if step == self.at_step else loss
+
+            return step
 
     config = TrainConfig(dataset=lih, model={"depth": 1}, steps=12, batch_size=4, test_size=2, val_size=2,
                          eval_every=3, checkpoint_every=4, seed=2)
     train(tmp_path / "straight", config)
-    real = ExactExecutor.training_step
-
-    def interrupted_at_step_6(self, *args):
-        step_fn = real(self, *args)
-
-        def step(params, opt_state, idx, step: int):
-            new_params, new_state, loss = step_fn(params, opt_state, idx, step)
-            return new_params, new_state, _SignalsWhenRead(loss) if step == 5 else loss
-
-        return step
-
-    monkeypatch.setattr(ExactExecutor, "training_step", interrupted_at_step_6)
+    executor = InterruptedWhileRecording.for_model(build_model(builtin_molecule("lih"), config.model))
     with interrupt_handlers(), pytest.raises(Interrupted, match="kept 6 of 12 steps"):
-        train(tmp_path / "run", config)
-    monkeypatch.undo()
+        train(tmp_path / "run", config, executor=executor)
     with interrupt_handlers():
         assert train(tmp_path / "run", config, resume=True)["resumed_from"] == 6
     a = read_checkpoint(latest_checkpoint(tmp_path / "straight" / "checkpoints")).arrays

@@ -52,6 +52,12 @@ def fake_backend(name: str):
     return cls()
 
 
+def check_fits(model, backend) -> None:
+    """InputError when ``backend`` has fewer qubits than ``model`` needs."""
+    if model.n_qubits > backend.num_qubits:
+        raise InputError(f"the model needs {model.n_qubits} qubits; {backend.name} has {backend.num_qubits}")
+
+
 @dataclass(frozen=True)
 class MeasuredGroup:
     """One qubit-wise commuting group: its measured ISA circuit and terms as (clbit masks, coefficients)."""
@@ -112,6 +118,7 @@ class AerEvaluator:
     shots: int | None = None
     noise_backend: str | None = None
     threads: int = 1
+    max_shot_rows: int = 2**24  # bindings x shots x measured groups one sampler call may return (``run``)
 
     def prepare(self, qmodel: QiskitModel) -> AerProgram:
         """Transpile once for the simulated device (with shots, one measured circuit per group), then keep the
@@ -125,9 +132,8 @@ class AerEvaluator:
             from qff_core.execution.qiskit.noise import load_noise
 
             source = load_noise(self.noise_backend)
-            if source.backend is not None and qmodel.model.n_qubits > source.backend.num_qubits:
-                raise InputError(f"the model needs {qmodel.model.n_qubits} qubits; {source.name} has "
-                                 f"{source.backend.num_qubits}")
+            if source.backend is not None:
+                check_fits(qmodel.model, source.backend)
         backend = AerSimulator() if source is None or source.backend is None else source.backend
         basis = source.basis_gates if source is not None and source.backend is None else None
         if self.shots is None:
@@ -150,12 +156,13 @@ class AerEvaluator:
     def run(self, program: AerProgram, values: list[np.ndarray],
             seed: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
         """One primitive job for all PUBs of a chunk: (evs, variances) per PUB. Sampled PUBs whose bitstrings would
-        exceed ``MAX_SHOT_ROWS`` (rows x shots x measured groups) are sampled a block of rows at a time, each block
-        seeded from ``seed`` and its position, so memory stays bounded (a huge --shots was an out-of-memory kill)."""
-        if self.shots is None or _shot_rows(values, self.shots, program) <= MAX_SHOT_ROWS:
+        exceed ``max_shot_rows`` (rows x shots x measured groups; their bitstrings become boolean arrays of that many
+        shots x qubits bytes, the parity sums 8 bytes per shot: ~0.2 GB at the default) are sampled a block of rows
+        at a time, each block seeded from ``seed`` and its position: a huge --shots was an out-of-memory kill."""
+        if self.shots is None or _shot_rows(values, self.shots, program) <= self.max_shot_rows:
             return self._run(program, values, seed)
         groups = max(1, len(program.program.groups))
-        block = max(1, MAX_SHOT_ROWS // (self.shots * groups))
+        block = max(1, self.max_shot_rows // (self.shots * groups))
         out = []
         for i, v in enumerate(values):
             parts = [self._run(program, [v[a:a + block]], None if seed is None else
@@ -195,11 +202,6 @@ class AerEvaluator:
                 var = var + per_shot.var(axis=1, ddof=1) / self.shots
             out.append((np.asarray(evs), np.asarray(var)))
         return out
-
-
-MAX_SHOT_ROWS = 2**24
-"""Parameter bindings x shots x measured groups one sampler call may return: its bitstrings become boolean arrays
-of that many shots x qubits bytes, and the parity sums float arrays of 8 bytes per shot (~0.2 GB here)."""
 
 
 def _shot_rows(values: list[np.ndarray], shots: int, program: AerProgram) -> int:
