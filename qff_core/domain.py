@@ -7,6 +7,7 @@ such geometry and counts them, and ``qff md`` reports how many steps left the do
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 
@@ -23,7 +24,8 @@ class ExtrapolationWarning(UserWarning):
 
 @dataclass(frozen=True)
 class TrainingDomain:
-    """Per pair of elements (``("H", "O")``, sorted), the shortest and longest distance (Angstrom) in training."""
+    """Per pair of elements (``("O", "H")``: the element first in the molecule first), the shortest and longest
+    distance (Angstrom) in training."""
 
     symbols: tuple[str, ...]
     ranges_a: dict[tuple[str, str], tuple[float, float]]
@@ -34,10 +36,11 @@ class TrainingDomain:
         """The domain of geometries ``positions_a`` (samples, atoms, 3), atoms in the order of ``symbols``."""
         i, j = np.triu_indices(len(symbols), k=1)
         d = np.linalg.norm(positions_a[:, i] - positions_a[:, j], axis=-1)  # (samples, pairs)
-        ranges: dict[tuple[str, str], tuple[float, float]] = {}
-        for key in {_pair(symbols, a, b) for a, b in zip(i, j, strict=True)}:
-            cols = [k for k, (a, b) in enumerate(zip(i, j, strict=True)) if _pair(symbols, a, b) == key]
-            ranges[key] = (float(d[:, cols].min()), float(d[:, cols].max()))
+        keys = _pair_keys(tuple(symbols))
+        ranges = {}
+        for key in set(keys):
+            of_key = d[:, [k for k, other in enumerate(keys) if other == key]]
+            ranges[key] = (float(of_key.min()), float(of_key.max()))
         return cls(tuple(symbols), ranges)
 
     def outside(self, positions_a: np.ndarray) -> list[str]:
@@ -46,8 +49,7 @@ class TrainingDomain:
         i, j = np.triu_indices(len(self.symbols), k=1)
         d = np.linalg.norm(positions_a[i] - positions_a[j], axis=-1)
         worst: dict[tuple[str, str], tuple[float, float]] = {}  # per pair of elements: how far out, the distance
-        for a, b, dist in zip(i, j, d, strict=True):
-            key = _pair(self.symbols, a, b)
+        for key, dist in zip(_pair_keys(self.symbols), d, strict=True):
             lo, hi = self.ranges_a[key]
             beyond = max(lo * (1 - self.margin) - dist, dist - hi * (1 + self.margin))
             if not beyond <= 0 and (key not in worst or beyond > worst[key][0]):  # NaN counts as outside
@@ -63,10 +65,14 @@ class TrainingDomain:
                       "there are extrapolated", ExtrapolationWarning, stacklevel=stacklevel + 1)
 
 
-def _pair(symbols: tuple[str, ...], a: int, b: int) -> tuple[str, str]:
-    """The pair of elements of atoms ``a`` and ``b``, the element first in the molecule first (O-H, C-H)."""
+@functools.cache
+def _pair_keys(symbols: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """The pair of elements of every atom pair (``np.triu_indices`` order), the element first in the molecule first
+    (O-H, C-H)."""
     first = {s: symbols.index(s) for s in set(symbols)}
-    return tuple(sorted((symbols[a], symbols[b]), key=first.__getitem__))  # type: ignore[return-value]
+    i, j = np.triu_indices(len(symbols), k=1)
+    return tuple(tuple(sorted((symbols[a], symbols[b]), key=first.__getitem__))  # type: ignore[misc]
+                 for a, b in zip(i, j, strict=True))
 
 
 __all__ = ["DOMAIN_MARGIN", "ExtrapolationWarning", "TrainingDomain"]

@@ -87,17 +87,24 @@ def given_values(args: argparse.Namespace, config: type[BaseModel], *,
     return out
 
 
+def problem_lines(exc, name: str, prefix: tuple = ()) -> list[str]:
+    """One line per problem of a pydantic ValidationError: where (``prefix`` first), what is wrong, what was given
+    (not pydantic's URLs)."""
+    out = []
+    for e in exc.errors():
+        loc, msg = ".".join(map(str, (*prefix, *e["loc"]))), e["msg"].removeprefix("Value error, ")
+        out.append(f"  {loc or name}: {msg} (given: {e['input']!r})" if loc else f"  {msg}")
+    return out
+
+
 def validated(cls: type[BaseModel], values: dict, what: str):
     """``cls.model_validate(values)``, a validation error turned into an InputError naming ``what``."""
     from pydantic import ValidationError
 
     try:
         return cls.model_validate(values)
-    except ValidationError as exc:  # one line per problem: where, and what is wrong (not pydantic's URLs)
-        lines = [f"  {'.'.join(map(str, e['loc'])) or cls.__name__}: {e['msg'].removeprefix('Value error, ')} "
-                 f"(given: {e['input']!r})" if e["loc"] else f"  {e['msg'].removeprefix('Value error, ')}"
-                 for e in exc.errors()]
-        raise InputError(f"invalid {what}:\n" + "\n".join(lines)) from None
+    except ValidationError as exc:
+        raise InputError(f"invalid {what}:\n" + "\n".join(problem_lines(exc, cls.__name__))) from None
     except ValueError as exc:
         raise InputError(f"invalid {what}:\n{exc}") from exc
 

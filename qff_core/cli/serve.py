@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from qff_core.cli.common import logger
+from qff_core.cli.common import logger, problem_lines
 from qff_core.errors import InputError
 
 DEFAULT_PREFECT_FILE = Path(__file__).resolve().parents[2] / "deploy" / "prefect.yaml"
@@ -82,8 +82,7 @@ def check_parameters(flow, parameters: object, where: str) -> None:
         try:
             TypeAdapter(hints[name]).validate_python(value)
         except ValidationError as exc:
-            problems.extend(f"  {'.'.join(map(str, (name, *e['loc'])))}: {e['msg'].removeprefix('Value error, ')}"
-                            for e in exc.errors())
+            problems.extend(problem_lines(exc, name, prefix=(name,)))
     if problems:
         raise InputError(f"{where}: invalid parameters:\n" + "\n".join(problems))
 
