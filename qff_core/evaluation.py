@@ -194,7 +194,7 @@ def evaluate_run(run_dir: str | Path, *, seed: int = 0, plots: bool = True, audi
                            "recalibrate": config.recalibrate, "energies_only": config.energies_only,
                            "n_test_scored": len(test_idx), "checkpoint_step": ckpt.step,
                            "executor": json.loads(json.dumps(config.executor.fingerprint(), default=str)),
-                           "min_chunks": executor_info.get("min_chunks")}  # shot noise is seeded per chunk
+                           "min_chunks": executor_info.get("min_chunks")}  # set when shots are seeded per job
     out = run.path / f"evaluation{suffix}.json"
     kept = keep_other_evaluation(out, summary["settings"])
     if kept is not None:

@@ -125,12 +125,11 @@ def test_sampled_forces_on_the_z_axis_are_as_precise_as_off_it():
     assert np.abs(np.asarray(bare)).max() > 1e6 > 1e2 > np.abs(np.asarray(framed)).max()
 
 
-def test_a_huge_shot_count_is_sampled_in_row_blocks_with_bounded_memory(rng):
+def test_a_huge_shot_count_takes_no_more_memory_than_a_small_one(rng):
     """Seen in review: --shots 1e8 held every bitstring of a PUB at once and the kernel killed the machine's largest
-    process at 24 GB. Over ``max_shot_rows`` (made tiny here: one row per sampler call), rows are sampled a block at
-    a time: other draws than one call would give, within their standard errors of the exact values, and a seed
-    still fixes them."""
-    from dataclasses import replace
+    process at 24 GB. Shots are counts drawn from each row's outcome probabilities now: 1e7 shots (the most the
+    settings allow) cost what 100 do, and the estimates tighten as 1/sqrt(shots) around the exact values."""
+    import tracemalloc
 
     from qff_core.execution.registry import get_executor
 
@@ -138,15 +137,101 @@ def test_a_huge_shot_count_is_sampled_in_row_blocks_with_bounded_memory(rng):
     theta = init_parameters(sim.model, seed=4, strategy="random")
     X = random_geometries(sim.model, 3, rng)
     E0, F0 = sim.evaluate(theta, X)
-    whole = get_executor("aer", sim.model, shots=2000, seed=7)
-    blocks = replace(whole, evaluator=replace(whole.evaluator, max_shot_rows=2000))
-    one = whole.run(whole.plan(theta, X, Request(forces=True)))
-    first = blocks.run(blocks.plan(theta, X, Request(forces=True)))
-    again = blocks.run(blocks.plan(theta, X, Request(forces=True)))
-    assert not np.array_equal(first.energies, one.energies)  # the block path drew its own shots
-    assert np.array_equal(first.energies, again.energies) and np.array_equal(first.forces, again.forces)
-    assert np.all(np.abs(first.energies - E0) < N_SIGMA * np.sqrt(first.energies_var))
-    assert np.all(np.abs(first.forces - F0) < N_SIGMA * np.sqrt(first.forces_var))
+    peaks, results = [], []
+    for shots in (100, 10**7):
+        executor = get_executor("aer", sim.model, shots=shots, seed=7)
+        plan = executor.plan(theta, X, Request(forces=True))
+        tracemalloc.start()
+        results.append(executor.run(plan))
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    few, many = results
+    assert peaks[1] < 2 * peaks[0] + 2**20, peaks  # independent of the shot count (bitstrings: ~40 GB here)
+    assert np.all(np.abs(many.energies - E0) < N_SIGMA * np.sqrt(many.energies_var))
+    assert np.all(np.abs(many.forces - F0) < N_SIGMA * np.sqrt(many.forces_var))
+    ratio = np.sqrt(few.energies_var / many.energies_var)
+    assert np.all((ratio > 0.5 * np.sqrt(1e5)) & (ratio < 2 * np.sqrt(1e5))), ratio
+
+
+def test_the_same_seed_gives_the_same_shots_however_the_rows_are_split(rng):
+    """Reproducibility across machines: every row's shots come from (seed, row), so one job, three jobs, or PUBs of
+    five rows two to a job (what another Dask worker count or rows_per_pub gives) draw the same shots, bit for bit,
+    under device noise too; another seed draws others."""
+    from qff_core.execution.qiskit.aer import AerEvaluator
+    from qff_core.execution.shift.fanout import run_plan
+    from qff_core.execution.shift.planner import Batching, plan_shifts
+
+    sim = simulator_for("lih", depth=1)
+    q = compile_qiskit(sim.model)
+    theta = init_parameters(sim.model, seed=4, strategy="random")
+    X = random_geometries(sim.model, 2, rng)
+    splits = [Batching(), Batching(min_chunks=3), Batching(rows_per_pub=5, pubs_per_chunk=2)]
+    for evaluator in (AerEvaluator(shots=1000), AerEvaluator(shots=1000, noise_backend="FakeManilaV2")):
+        program = evaluator.prepare(q)
+        plans = [plan_shifts(q, theta, X, Request(forces=True), split) for split in splits]
+        n = plans[0].n_rows
+        assert [(p.n_pubs, p.n_chunks) for p in plans] == [(1, 1), (3, 3), (-(-n // 5), -(-n // 10))]
+        first, *others = [run_plan(p, evaluator, program, seed=3) for p in plans]
+        for evs, var in others:
+            np.testing.assert_array_equal(evs, first[0])
+            np.testing.assert_array_equal(var, first[1])
+        assert not np.array_equal(run_plan(plans[0], evaluator, program, seed=4)[0], first[0])
+
+
+def test_probability_sampling_draws_what_aers_own_sampler_draws(tmp_path, rng):
+    """Two implementations of one measurement: shots counted from Aer's outcome probabilities (with readout and
+    measurement errors applied by qff) against Aer's SamplerV2 drawing bitstrings with the same noise model, on
+    a noise file with asymmetric per-qubit and default readout errors, a depolarising error on the measurement
+    itself and CX errors. Without readout and measurement errors the probabilities reproduce Aer's exact noisy
+    expectation values to 1e-12."""
+    import json
+
+    from qiskit_aer import AerSimulator
+    from qiskit_aer.noise import NoiseModel, ReadoutError, depolarizing_error
+    from qiskit_aer.primitives import SamplerV2
+
+    from qff_core.execution.qiskit.aer import AerEvaluator, outcome_probabilities
+    from qff_core.execution.qiskit.sampling import outcome_values, with_readout
+
+    sim = simulator_for("lih", depth=1)
+    q = compile_qiskit(sim.model)
+    values = q.bind(init_parameters(sim.model, seed=4, strategy="random"), random_geometries(sim.model, 4, rng))
+    gates, full = (NoiseModel(basis_gates=["cx", "rz", "sx", "x"]) for _ in range(2))
+    for model in (gates, full):
+        model.add_all_qubit_quantum_error(depolarizing_error(0.02, 2), ["cx"])
+    full.add_all_qubit_readout_error(ReadoutError([[0.97, 0.03], [0.08, 0.92]]))
+    full.add_readout_error(ReadoutError([[0.9, 0.1], [0.25, 0.75]]), [1])
+    full.add_all_qubit_quantum_error(depolarizing_error(0.05, 1), ["measure"])
+    files = {}
+    for name, model in (("gates", gates), ("full", full)):
+        files[name] = tmp_path / f"{name}.json"
+        files[name].write_text(json.dumps(model.to_dict(serializable=True)))
+
+    exact = AerEvaluator(noise_backend=str(files["gates"]))
+    (expected, _), = exact.run(exact.prepare(q), [values], seed=None)
+    program = AerEvaluator(shots=100, noise_backend=str(files["gates"])).prepare(q)
+    total = sum(outcome_probabilities(AerSimulator(method="density_matrix", noise_model=gates), g.probabilities, values)
+                @ outcome_values(g.masks, g.coeffs) for g in program.program.groups)
+    assert np.abs(total - expected).max() < 1e-12
+    assert with_readout(np.eye(4), (None, np.array([[0.9, 0.1], [0.25, 0.75]])))[2] == pytest.approx(
+        [0.25, 0, 0.75, 0])  # bit 1 read: a true 1 reads 0 with probability 0.25
+
+    shots = 20000
+    ours = AerEvaluator(shots=shots, noise_backend=str(files["full"]))
+    noisy = ours.prepare(q)
+    (evs, var), = ours.run(noisy, [values], seed=5)
+    aer_evs = aer_var = 0.0
+    sampler = SamplerV2(default_shots=shots, seed=6, options={"backend_options": {"noise_model": full,
+                                                                                   "method": "density_matrix"}})
+    for g in noisy.program.groups:
+        bits = sampler.run([(g.circuit, values)]).result()[0].data.meas.to_bool_array(order="little")
+        per_shot = (1.0 - 2.0 * ((bits[..., None, :] & g.masks).sum(axis=-1) % 2)) @ g.coeffs
+        aer_evs = aer_evs + per_shot.mean(axis=1)
+        aer_var = aer_var + per_shot.var(axis=1, ddof=1) / shots
+    z = (evs - aer_evs) / np.sqrt(var + aer_var)
+    assert np.all(np.abs(z) < N_SIGMA), z
+    assert np.all(np.abs(evs - expected) > 10 * np.sqrt(var))  # the readout and measurement errors did act
+    np.testing.assert_allclose(var, aer_var, rtol=0.1)
 
 
 def test_shift_rules_are_exact_for_their_frequencies():

@@ -37,6 +37,36 @@ class ParameterMap:
 
 
 @dataclass(frozen=True)
+class ShotSeed:
+    """The shot-noise seed of one job: the plan's ``seed`` and the plan row each of the job's PUBs starts at."""
+
+    seed: int
+    starts: tuple[int, ...]
+
+    @classmethod
+    def of(cls, seed: int | ShotSeed | None, values: list[np.ndarray]) -> ShotSeed | None:
+        """``seed`` as a ShotSeed for PUBs ``values``: a plain int numbers their rows from 0, as one plan."""
+        if seed is None or isinstance(seed, ShotSeed):
+            return seed
+        return cls(int(seed), tuple(int(a) for a in np.cumsum([0] + [len(v) for v in values[:-1]])))
+
+    @property
+    def job(self) -> int:
+        """One seed for the whole job (evaluators that cannot seed rows): fixed by the seed and first row."""
+        return int(np.random.SeedSequence([self.seed, self.starts[0] if self.starts else 0]).generate_state(1)[0])
+
+    def rows(self, pub: int, n_rows: int, stream: int = 0) -> list[np.random.Generator]:
+        """A generator for each of PUB ``pub``'s ``n_rows`` rows, from (seed, stream, plan row) alone."""
+        start = self.starts[pub]
+        return [np.random.default_rng([self.seed, stream, start + i]) for i in range(n_rows)]
+
+
+def job_seed(seed: int | ShotSeed | None) -> int | None:
+    """The seed of a whole job (None stays None)."""
+    return seed.job if isinstance(seed, ShotSeed) else seed
+
+
+@dataclass(frozen=True)
 class TrainingArrays:
     """The training set a step draws minibatches from: positions (Angstrom), energies (eV), forces (eV/Angstrom)."""
 
@@ -117,4 +147,5 @@ def generic_training_step(executor: Executor, loss: Loss, optimiser, parameter_m
     return step
 
 
-__all__ = ["Executor", "ParameterMap", "Prediction", "StepFn", "TrainingArrays", "generic_training_step"]
+__all__ = ["Executor", "ParameterMap", "Prediction", "ShotSeed", "StepFn", "TrainingArrays", "generic_training_step",
+           "job_seed"]

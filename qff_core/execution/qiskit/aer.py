@@ -5,7 +5,9 @@
 * shots: Aer's EstimatorV2 does not sample (it adds Gaussian noise of size ``precision``), so
   shots are sampled for real: the observable is split into qubit-wise commuting groups
   (3 for a Heisenberg observable: all-X, all-Y, all-Z), each group's circuit rotates to its
-  basis and measures every qubit, and Aer's SamplerV2 draws ``shots`` bitstrings per row.
+  basis and measures every qubit, Aer computes each row's outcome probabilities (with the
+  device's readout errors) and ``shots`` outcomes are drawn from them, row by row from the
+  row's own seed (``sampling.py``: the shots do not depend on how rows are split into jobs).
   Each shot gives one value of the group's terms; their mean is the estimate and their
   sample variance / shots its variance. Groups are independent, so variances add.
 * noise: ``noise_backend`` names a fake backend of qiskit-ibm-runtime (``fake_torino``,
@@ -17,11 +19,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
 from qff_core.errors import InputError
+from qff_core.execution.base import ShotSeed, job_seed
 from qff_core.execution.qiskit.compiler import IsaProgram, QiskitModel, transpile_for
+from qff_core.execution.qiskit.sampling import (
+    ProbabilityCircuit,
+    outcome_values,
+    probability_circuit,
+    sample_means,
+    with_readout,
+)
 
 
 def fake_backend_names() -> dict[str, str]:
@@ -65,6 +76,7 @@ class MeasuredGroup:
     circuit: object
     masks: np.ndarray  # (terms, n_qubits) bool: which measured bits enter each term's parity
     coeffs: np.ndarray  # (terms,)
+    probabilities: ProbabilityCircuit | None = None  # what Aer runs (``with_probabilities``)
 
 
 @dataclass(frozen=True)
@@ -118,7 +130,7 @@ class AerEvaluator:
     shots: int | None = None
     noise_backend: str | None = None
     threads: int = 1
-    max_shot_rows: int = 2**24  # bindings x shots x measured groups one sampler call may return (``run``)
+    seeds_rows: ClassVar[bool] = True  # each row's shots come from (seed, row): the job split does not change them
 
     def prepare(self, qmodel: QiskitModel) -> AerProgram:
         """Transpile once for the simulated device (with shots, one measured circuit per group), then keep the
@@ -141,7 +153,8 @@ class AerEvaluator:
         else:
             program = SampledProgram(tuple(_measured_group(qmodel, group, backend, basis)
                                            for group in qmodel.observable.group_commuting(qubit_wise=True)))
-        return AerProgram(program) if source is None else _reduce(program, source)
+        prepared = AerProgram(program) if source is None else _reduce(program, source)
+        return prepared if self.shots is None else _with_probabilities(prepared)
 
     def _backend_options(self, noise: dict | None) -> dict:
         opts: dict = {"runtime_parameter_bind_enable": True, "max_parallel_threads": self.threads}
@@ -149,63 +162,61 @@ class AerEvaluator:
             from qff_core.execution.qiskit.noise import noise_model
 
             opts["noise_model"] = noise_model(noise)
-            if self.shots is None:
-                opts["method"] = "density_matrix"
+            opts["method"] = "density_matrix"
+        elif self.shots is not None:
+            opts["method"] = "statevector"
         return opts
 
     def run(self, program: AerProgram, values: list[np.ndarray],
-            seed: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
-        """One primitive job for all PUBs of a chunk: (evs, variances) per PUB. Sampled PUBs whose bitstrings would
-        exceed ``max_shot_rows`` (rows x shots x measured groups; their bitstrings become boolean arrays of that many
-        shots x qubits bytes, the parity sums 8 bytes per shot: ~0.2 GB at the default) are sampled a block of rows
-        at a time, each block seeded from ``seed`` and its position: a huge --shots was an out-of-memory kill."""
-        if self.shots is None or _shot_rows(values, self.shots, program) <= self.max_shot_rows:
-            return self._run(program, values, seed)
-        groups = max(1, len(program.program.groups))
-        block = max(1, self.max_shot_rows // (self.shots * groups))
-        out = []
-        for i, v in enumerate(values):
-            parts = [self._run(program, [v[a:a + block]], None if seed is None else
-                               int(np.random.SeedSequence([seed, i, a]).generate_state(1)[0]))[0]
-                     for a in range(0, len(v), block)]
-            out.append((np.concatenate([e for e, _ in parts]), np.concatenate([w for _, w in parts])))
-        return out
-
-    def _run(self, program: AerProgram, values: list[np.ndarray],
-             seed: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
-        noise, program = program.noise, program.program
+            seed: ShotSeed | int | None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """One primitive job for all PUBs of a chunk: (evs, variances) per PUB. Sampled rows draw their shots from
+        their own seeds (a plain int numbers the rows of ``values`` from 0)."""
+        noise, prepared = program.noise, program.program
         if self.shots is None:
             from qiskit_aer.primitives import EstimatorV2
 
             options = {"backend_options": self._backend_options(noise), "default_precision": 0.0}
             if seed is not None:
-                options["run_options"] = {"seed_simulator": seed}
+                options["run_options"] = {"seed_simulator": job_seed(seed)}
             est = EstimatorV2(options=options)
-            result = est.run([(program.circuit, program.observable, v) for v in values]).result()
+            result = est.run([(prepared.circuit, prepared.observable, v) for v in values]).result()
             return [(np.asarray(r.data.evs), np.asarray(r.data.stds) ** 2) for r in result]
-        from qiskit_aer.primitives import SamplerV2
+        from qiskit_aer import AerSimulator
 
-        sampler = SamplerV2(default_shots=self.shots, seed=seed,
-                            options={"backend_options": self._backend_options(noise)})
-        pubs = [(g.circuit, v) for v in values for g in program.groups]
-        result = sampler.run(pubs).result()
+        seeds = ShotSeed.of(seed, values)
+        simulator = AerSimulator(**self._backend_options(noise))
         out = []
-        k = 0
-        for _ in values:
-            evs = var = 0.0
-            for g in program.groups:
-                bits = result[k].data.meas.to_bool_array(order="little")  # (rows, shots, qubits)
-                k += 1
-                odd = (bits[..., None, :] & g.masks).sum(axis=-1) % 2  # (rows, shots, terms)
-                per_shot = (1.0 - 2.0 * odd) @ g.coeffs  # (rows, shots)
-                evs = evs + per_shot.mean(axis=1)
-                var = var + per_shot.var(axis=1, ddof=1) / self.shots
-            out.append((np.asarray(evs), np.asarray(var)))
+        for p, v in enumerate(values):
+            evs = np.zeros(len(v))
+            var = np.zeros(len(v))
+            for g, group in enumerate(prepared.groups):
+                probabilities = outcome_probabilities(simulator, group.probabilities, v)
+                rngs = (seeds.rows(p, len(v), stream=g) if seeds is not None
+                        else [np.random.default_rng() for _ in range(len(v))])
+                mean, variance = sample_means(probabilities, outcome_values(group.masks, group.coeffs), self.shots,
+                                              rngs)
+                evs += mean
+                var += variance
+            out.append((evs, var))
         return out
 
 
-def _shot_rows(values: list[np.ndarray], shots: int, program: AerProgram) -> int:
-    return sum(len(v) for v in values) * shots * max(1, len(program.program.groups))
+def outcome_probabilities(simulator, circuit: ProbabilityCircuit, rows: np.ndarray) -> np.ndarray:
+    """Outcome probabilities as read out (rows, 2**bits) of each row of parameter values, on an AerSimulator."""
+    qc = circuit.circuit
+    binds = [{param: rows[:, i] for i, param in enumerate(qc.parameters)}]
+    result = simulator.run(qc, parameter_binds=binds, shots=None).result()
+    exact = np.array([result.data(i)["probabilities"] for i in range(len(result.results))]).reshape(len(rows), -1)
+    return with_readout(exact, circuit.readout)
+
+
+def _with_probabilities(program: AerProgram) -> AerProgram:
+    """Each measured group of a sampled program with its probabilities circuit (after reduction: its noise)."""
+    from dataclasses import replace
+
+    groups = tuple(replace(g, probabilities=probability_circuit(g.circuit, program.noise))
+                   for g in program.program.groups)
+    return replace(program, program=SampledProgram(groups))
 
 
 def _measured_group(qmodel: QiskitModel, group, backend, basis_gates: tuple[str, ...] | None = None) -> MeasuredGroup:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from qff_core.errors import EngineError, InputError, TransientError
+from qff_core.execution.base import ShotSeed, job_seed
 from qff_core.execution.qiskit.compiler import IsaProgram, QiskitModel, transpile_for
 
 LOCAL_IDEAL = "aer"
@@ -152,13 +153,13 @@ class IbmEvaluator:
 
         return isinstance(self.backend, AerSimulator) or _is_fake_device(self.backend)
 
-    def submit(self, program: IsaProgram | LocalDeviceProgram, values: list[np.ndarray], seed: int | None):
+    def submit(self, program: IsaProgram | LocalDeviceProgram, values: list[np.ndarray], seed: ShotSeed | int | None):
         """Submit one job for a chunk's PUBs; returns the job."""
         from qiskit_ibm_runtime.executor_estimator import Estimator
 
         options = dict(self.options)
         if seed is not None:
-            options["simulator"] = {**options.get("simulator", {}), "seed_simulator": seed}
+            options["simulator"] = {**options.get("simulator", {}), "seed_simulator": job_seed(seed)}
         mode = self.mode if self.mode is not None else self.backend
         if isinstance(program, LocalDeviceProgram):  # local testing mode on the used qubits of a fake device
             mode, program = program.simulator, program.program
@@ -191,6 +192,6 @@ class IbmEvaluator:
                               "IBM Quantum dashboard") from exc
         return [(np.asarray(r.data.evs), np.asarray(r.data.stds) ** 2) for r in result]
 
-    def run(self, program: IsaProgram, values: list[np.ndarray], seed: int | None):
+    def run(self, program: IsaProgram, values: list[np.ndarray], seed: ShotSeed | int | None):
         """Submit and wait: one job."""
         return self.collect(self.submit(program, values, seed))

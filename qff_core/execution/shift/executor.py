@@ -119,7 +119,9 @@ class ShiftExecutor:
         return replace(self, results=results)
 
     def describe(self) -> dict:
-        info: dict = {"name": self.name, "min_chunks": self.batching.min_chunks}  # with the seed, fixes the shots
+        info: dict = {"name": self.name}
+        if not getattr(self.evaluator, "seeds_rows", False):  # shots seeded per job: the split fixes them too
+            info["min_chunks"] = self.batching.min_chunks
         mode = getattr(self.evaluator, "mode", None)
         if mode is not None:
             info["runtime_mode"] = type(mode).__name__

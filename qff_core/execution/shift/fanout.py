@@ -3,8 +3,10 @@
 The evaluator (an Aer or IBM Runtime adapter) only executes: it gets a prepared program and
 the parameter-value arrays of one chunk's PUBs and returns their expectation values and
 variances. Results are put back in row order, so reassembly never depends on which worker
-ran what. Seeds are derived per chunk from one base seed: the same plan and seed give the
-same numbers on any number of workers.
+ran what. Each job gets a ``ShotSeed``: the base seed and the plan rows its PUBs start at.
+Evaluators that sample row by row (Aer) seed every row from (seed, row), so the same rows and
+seed give the same shots however the rows are split into PUBs, jobs and workers; those that
+seed whole jobs (IBM's local testing mode) give the same shots for the same split.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Protocol, TypeVar, runtime_checkable
 import numpy as np
 
 from qff_core.errors import EngineError, InputError, TransientError
+from qff_core.execution.base import ShotSeed
 from qff_core.execution.shift.journal import ChunkResults, JobJournal, plan_digest
 from qff_core.execution.shift.planner import Plan
 from qff_core.interrupts import raise_if_interrupted
@@ -66,7 +69,7 @@ class Evaluator(Protocol):
         """The program (ISA circuits, measured groups...) this evaluator runs for a compiled model."""
         ...
 
-    def run(self, program, values: list[np.ndarray], seed: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
+    def run(self, program, values: list[np.ndarray], seed: ShotSeed | None) -> list[tuple[np.ndarray, np.ndarray]]:
         """(expectation values, variances) of <O> for each array of rows (rows, n_units)."""
         ...
 
@@ -77,7 +80,7 @@ class RemoteEvaluator(Protocol):
     re-attached by id after an interruption. One that says ``runs_here`` (IBM's local testing mode: its jobs are
     threads of this process) runs its chunks one at a time, like a local evaluator."""
 
-    def submit(self, program, values: list[np.ndarray], seed: int | None):
+    def submit(self, program, values: list[np.ndarray], seed: ShotSeed | None):
         """Submit one job for a chunk's PUBs; returns the job."""
         ...
 
@@ -94,12 +97,7 @@ class RemoteEvaluator(Protocol):
         ...
 
 
-def chunk_seed(seed: int | None, chunk: int) -> int | None:
-    """A reproducible seed for one chunk (None stays None)."""
-    return None if seed is None else int(np.random.SeedSequence([seed, chunk]).generate_state(1)[0])
-
-
-def _run_chunk(evaluator: Evaluator, program, values: list[np.ndarray], seed: int | None,
+def _run_chunk(evaluator: Evaluator, program, values: list[np.ndarray], seed: ShotSeed | None,
                retry: RetryPolicy = NO_RETRY):
     return retry.call(lambda: evaluator.run(program, values, seed))
 
@@ -211,7 +209,7 @@ def run_plan(plan: Plan, evaluator: Evaluator, program, *, client=None, seed: in
     if journal is not None and (client is not None or not remote):
         raise InputError("a job journal needs an evaluator with remote jobs (submit/attach) and no Dask client")
     pieces = [[plan.values[a:b] for a, b in (plan.pubs[p] for p in chunk)] for chunk in plan.chunks]
-    seeds = [chunk_seed(seed, c) for c in range(len(pieces))]
+    seeds = [None if seed is None else ShotSeed(seed, tuple(plan.pubs[p][0] for p in chunk)) for chunk in plan.chunks]
     digest = plan_digest(plan, tag) if journal is not None or results is not None else ""
     done: dict[int, list] = {}
     if results is not None:

@@ -77,7 +77,7 @@ class ChunkResults:
 
     ``namespace`` names the settings that decide the numbers besides the rows (executor, shots, noise,
     mitigation, seed): results of other settings are never reused. A rerun of an interrupted plan runs only the
-    chunks that never finished; chunk seeds depend on the chunk index alone, so it gives the numbers an
+    chunks that never finished; a job's seed depends on its plan rows alone, so it gives the numbers an
     uninterrupted run gives. ``stats`` counts chunks reused and saved in this process.
     """
 
