@@ -706,6 +706,34 @@ def test_two_qubit_gate_counts_on_fake_torino(molecule, capsys):
     assert 0 < t["estimated_fidelity"] < 1 and len(t["layout"]) == {"lih": 2, "h2o": 4}[name]
 
 
+def test_the_transpiler_level_that_model_show_reports_is_the_one_that_runs(rng):
+    """`qff model show --optimization-level 3` reported a layout no run could use: execution always transpiled at
+    level 1. The executors take the level: at 3 the noisy Aer and IBM local-testing programs sit on the qubits the
+    level-3 report names (not level 1's), and exact Aer at level 3 still equals the exact simulator."""
+    from qff_core.execution import ExecutorConfig, open_executor
+    from qff_core.execution.qiskit.aer import fake_backend
+    from qff_core.execution.qiskit.report import transpile_report
+    from qff_core.execution.registry import get_executor
+
+    sim = simulator_for("h2o", depth=1)
+    q = compile_qiskit(sim.model)
+    torino = fake_backend("fake_torino")
+    layouts = {level: sorted(transpile_report(q, torino, optimization_level=level)["layout"]) for level in (1, 3)}
+    assert layouts[1] != layouts[3]
+    for level in (1, 3):
+        for config in (ExecutorConfig(name="aer", noise_backend="fake_torino", optimization_level=level),
+                       ExecutorConfig(name="ibm", backend="fake_torino", optimization_level=level, shots=100)):
+            with open_executor(config, sim.model, seed=1) as executor:
+                assert executor.describe()["device"]["physical_qubits"] == layouts[level], config.name  # recorded
+    theta = init_parameters(sim.model, seed=4, strategy="random")
+    X = random_geometries(sim.model, 2, rng)
+    E, F = get_executor("aer", sim.model, optimization_level=3).energies_forces(theta, X)
+    E0, F0 = sim.evaluate(theta, X)
+    assert np.abs(E - E0).max() < SHIFT_TOL and np.abs(F - F0).max() < SHIFT_TOL
+    with pytest.raises(ValueError, match="the exact executor does not take optimization_level"):
+        ExecutorConfig(name="exact", optimization_level=3)
+
+
 def test_device_noise_on_the_used_qubits_equals_the_full_device(rng):
     """Simulating the qubits a circuit uses with the device noise restricted to them is the same computation as
     simulating the whole (5-qubit) device."""

@@ -194,7 +194,7 @@ def add_executor_args(parser: argparse.ArgumentParser, title: str) -> Any:
     group = parser.add_argument_group(title)
     add_config_flags(group, ExecutorConfig, rename=EXECUTOR_FLAGS,
                      only=("name", "shots", "precision", "seed", "noise_backend", "backend", "instance", "channel",
-                           "token_secret", "resilience_level"),
+                           "token_secret", "resilience_level", "optimization_level"),
                      help={"name": "where circuits run", "seed": "seed of the shot noise (default: --seed)",
                            "noise_backend": "aer: simulate this device's noise: a fake backend (fake_torino, fake_fez, "
                                             "fake_sherbrooke, FakeManilaV2...) or a NoiseModel JSON file"},

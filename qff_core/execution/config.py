@@ -28,7 +28,8 @@ IBM_DEFAULT_PRECISION = 1 / 64
 """EstimatorOptions.default_precision of qiskit-ibm-runtime 0.51 (0.015625, i.e. 4096 shots)."""
 ZNE_NOISE_FACTORS = 3
 """Circuit executions per binding under ZNE: qiskit-ibm-runtime 0.51's DEFAULT_NOISE_FACTORS (1, 3, 5)."""
-CHECKED_OPTIONS = ("shots", "precision", "noise_backend", "backend", "instance", "channel", "token_secret")
+CHECKED_OPTIONS = ("shots", "precision", "noise_backend", "backend", "instance", "channel", "token_secret",
+                   "optimization_level")
 """Options an executor must declare to accept (``ExecutorSpec.options``); the rest apply to any."""
 # Settings that say how to reach, wait for or price the backend, not what is computed: a resumed run may change them.
 _OPERATIONAL = ("instance", "channel", "token_secret", "session_max_time", "retry_attempts", "retry_delays_s",
@@ -78,9 +79,8 @@ class ExecutorConfig(BaseModel):
 
     name: str = Field("exact", description="a registered executor: exact, aer or ibm")
     shots: int | None = Field(None, ge=2, le=10_000_000, description="shots per parameter binding and measured "
-                                                                     "basis (2 to 1e7: a variance needs two; the "
-                                                                     "bitstrings are held in memory); aer: None = "
-                                                                     "exact expectation values")
+                                                                     "basis (2 to 1e7: a variance needs two); aer: "
+                                                                     "None = exact expectation values")
     precision: float | None = Field(None, gt=0, lt=1, description="ibm: target standard error of each expectation "
                                                                  "value (shots = 1/precision^2); default 1/64")
     seed: int | None = Field(None, ge=0, description="seed of the shot noise (aer, ibm local testing mode); "
@@ -88,6 +88,10 @@ class ExecutorConfig(BaseModel):
     noise_backend: str | None = Field(None, description="aer: simulate this device's noise: a fake backend "
                                                         "(fake_torino, FakeManilaV2...) or a NoiseModel JSON file")
     backend: str | None = Field(None, description="ibm: a device of the account, or aer / Fake... (local testing)")
+    optimization_level: Literal[0, 1, 2, 3] | None = Field(
+        None, description="aer, ibm: Qiskit's transpiler level for the device (default 1); higher levels search "
+                          "longer for a layout on better qubits (qff model show --backend B --optimization-level N "
+                          "shows the circuit and its estimated fidelity)")
     instance: str | None = Field(None, description="ibm: instance CRN; default $QISKIT_IBM_INSTANCE or the saved "
                                                    "account's")
     channel: Literal["ibm_quantum_platform", "ibm_cloud"] | None = Field(
@@ -206,6 +210,11 @@ class ExecutorConfig(BaseModel):
                 per = per_rand if isinstance(per_rand, int) else max(64, math.ceil(shots / 32))
                 shots = math.ceil(shots / per) * per
         return shots * self.zne_factors()
+
+    @property
+    def transpiler_level(self) -> int:
+        """The transpiler optimization level circuits are compiled at (1 unless set)."""
+        return 1 if self.optimization_level is None else self.optimization_level
 
     def batching(self, workers: int = 1) -> Batching:
         """PUB and job sizes; ``min_chunks`` defaults to ``workers`` (every Dask worker gets a job)."""

@@ -171,7 +171,8 @@ def _open_exact(config: ExecutorConfig, model: AnyModel, **_context) -> Iterator
 
 
 def _build_aer(model: AnyModel, *, shots: int | None = None, noise_backend: str | None = None, threads: int = 1,
-               batching=None, client=None, seed: int | None = None, retry=None) -> Executor:
+               batching=None, client=None, seed: int | None = None, retry=None,
+               optimization_level: int = 1) -> Executor:
     from qff_core.execution.qiskit.aer import AerEvaluator
     from qff_core.execution.qiskit.compiler import compile_qiskit
     from qff_core.execution.shift.executor import ShiftExecutor
@@ -179,7 +180,8 @@ def _build_aer(model: AnyModel, *, shots: int | None = None, noise_backend: str 
     from qff_core.execution.shift.planner import DEFAULT_BATCHING
 
     qmodel = compile_qiskit(model)
-    evaluator = AerEvaluator(shots=shots, noise_backend=noise_backend, threads=threads)
+    evaluator = AerEvaluator(shots=shots, noise_backend=noise_backend, threads=threads,
+                             optimization_level=optimization_level)
     return ShiftExecutor(name="aer", qmodel=qmodel, evaluator=evaluator, program=evaluator.prepare(qmodel),
                          batching=batching or DEFAULT_BATCHING, client=client, seed=seed, retry=retry or DEFAULT_RETRY)
 
@@ -191,11 +193,13 @@ def _dask_workers(client) -> int:
 @contextmanager
 def _open_aer(config: ExecutorConfig, model: AnyModel, *, client=None, seed=None, **_context) -> Iterator[Executor]:
     yield _build_aer(model, shots=config.shots, noise_backend=config.noise_backend,
-                     batching=config.batching(_dask_workers(client)), client=client, seed=seed, retry=config.retry())
+                     batching=config.batching(_dask_workers(client)), client=client, seed=seed, retry=config.retry(),
+                     optimization_level=config.transpiler_level)
 
 
 def _build_ibm(model: AnyModel, *, backend="aer", options: dict | None = None, mode=None, batching=None,
-               seed: int | None = None, journal: JobJournal | None = None, retry=None, service=None) -> Executor:
+               seed: int | None = None, journal: JobJournal | None = None, retry=None, service=None,
+               optimization_level: int = 1) -> Executor:
     """``backend``: a name for ``ibm_backend`` or a backend object; ``mode``: an open Session/Batch;
     ``service``: the account's QiskitRuntimeService (re-attaches to journalled jobs)."""
     from qff_core.execution.qiskit.compiler import compile_qiskit
@@ -206,7 +210,8 @@ def _build_ibm(model: AnyModel, *, backend="aer", options: dict | None = None, m
 
     qmodel = compile_qiskit(model)
     evaluator = IbmEvaluator(backend=ibm_backend(backend, service=service) if isinstance(backend, str) else backend,
-                             options=dict(options or {"resilience_level": 0}), mode=mode, service=service)
+                             options=dict(options or {"resilience_level": 0}), mode=mode, service=service,
+                             optimization_level=optimization_level)
     return ShiftExecutor(name="ibm", qmodel=qmodel, evaluator=evaluator, program=evaluator.prepare(qmodel),
                          batching=batching or DEFAULT_BATCHING, seed=seed, journal=journal,
                          retry=retry or DEFAULT_RETRY)
@@ -226,7 +231,7 @@ def _open_ibm(config: ExecutorConfig, model: AnyModel, *, journal=None, seed=Non
     with open_runtime_mode(backend, runtime_mode, max_time=config.session_max_time) as mode:
         yield _build_ibm(model, backend=backend, options=config.ibm_options(), mode=mode, batching=config.batching(),
                          seed=seed if local else None, journal=None if local else journal, retry=config.retry(),
-                         service=service)
+                         service=service, optimization_level=config.transpiler_level)
 
 
 def _check_ibm_access(config: ExecutorConfig, token: str | None) -> None:
@@ -257,13 +262,13 @@ register_executor(ExecutorSpec(
 register_executor(ExecutorSpec(
     name="aer", description="parameter shift on qiskit-aer (exact or sampled, optional fake-backend noise)",
     build=_build_aer, open=_open_aer, requires=(("qiskit_aer", "qiskit-aer"),),
-    options=frozenset({"shots", "noise_backend"}), uses_dask=True,
+    options=frozenset({"shots", "noise_backend", "optimization_level"}), uses_dask=True,
     hints=(("precision", "aer samples real shots: give shots instead of precision"),)))
 register_executor(ExecutorSpec(
     name="ibm", description="parameter shift through IBM Runtime's client-side Estimator (Session or Batch)",
     build=_build_ibm, open=_open_ibm,
     requires=(("qiskit_ibm_runtime", "qiskit-ibm-runtime"), ("qiskit_aer", "qiskit-aer")),
-    options=frozenset({"shots", "precision", "backend", "instance", "channel", "token_secret"}),
+    options=frozenset({"shots", "precision", "backend", "instance", "channel", "token_secret", "optimization_level"}),
     required=frozenset({"backend"}), remote=True, qpu=True, check_access=_check_ibm_access,
     hints=(("backend", "a device of your account (ibm_fez...), or aer / FakeManilaV2... for qiskit-ibm-runtime's "
                        "local testing mode"),)))

@@ -130,6 +130,7 @@ class AerEvaluator:
     shots: int | None = None
     noise_backend: str | None = None
     threads: int = 1
+    optimization_level: int = 1  # Qiskit's transpiler level
     seeds_rows: ClassVar[bool] = True  # each row's shots come from (seed, row): the job split does not change them
 
     def prepare(self, qmodel: QiskitModel) -> AerProgram:
@@ -149,9 +150,10 @@ class AerEvaluator:
         backend = AerSimulator() if source is None or source.backend is None else source.backend
         basis = source.basis_gates if source is not None and source.backend is None else None
         if self.shots is None:
-            program = transpile_for(qmodel, None if basis else backend, basis_gates=basis)
+            program = transpile_for(qmodel, None if basis else backend, basis_gates=basis,
+                                    optimization_level=self.optimization_level)
         else:
-            program = SampledProgram(tuple(_measured_group(qmodel, group, backend, basis)
+            program = SampledProgram(tuple(_measured_group(qmodel, group, backend, basis, self.optimization_level)
                                            for group in qmodel.observable.group_commuting(qubit_wise=True)))
         prepared = AerProgram(program) if source is None else _reduce(program, source)
         return prepared if self.shots is None else _with_probabilities(prepared)
@@ -219,7 +221,8 @@ def _with_probabilities(program: AerProgram) -> AerProgram:
     return replace(program, program=SampledProgram(groups))
 
 
-def _measured_group(qmodel: QiskitModel, group, backend, basis_gates: tuple[str, ...] | None = None) -> MeasuredGroup:
+def _measured_group(qmodel: QiskitModel, group, backend, basis_gates: tuple[str, ...] | None = None,
+                    optimization_level: int = 1) -> MeasuredGroup:
     """Template + basis change + measurement of every qubit, transpiled for ``backend``."""
     from qiskit.transpiler import generate_preset_pass_manager
 
@@ -241,10 +244,11 @@ def _measured_group(qmodel: QiskitModel, group, backend, basis_gates: tuple[str,
     from qff_core.execution.qiskit.compiler import TRANSPILER_SEED
 
     if basis_gates:
-        pm = generate_preset_pass_manager(optimization_level=1, basis_gates=list(basis_gates),
+        pm = generate_preset_pass_manager(optimization_level=optimization_level, basis_gates=list(basis_gates),
                                           seed_transpiler=TRANSPILER_SEED)
     else:
-        pm = generate_preset_pass_manager(optimization_level=1, backend=backend, seed_transpiler=TRANSPILER_SEED)
+        pm = generate_preset_pass_manager(optimization_level=optimization_level, backend=backend,
+                                          seed_transpiler=TRANSPILER_SEED)
     isa = pm.run(qc)
     if list(isa.parameters) != list(qmodel.template.parameters):
         raise InputError("transpiling the measured circuit changed its parameters")

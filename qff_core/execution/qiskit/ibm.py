@@ -87,7 +87,7 @@ def _is_fake_device(backend) -> bool:
     return isinstance(backend, FakeBackendV2)
 
 
-def local_device_program(qmodel: QiskitModel, backend) -> LocalDeviceProgram:
+def local_device_program(qmodel: QiskitModel, backend, optimization_level: int = 1) -> LocalDeviceProgram:
     """Transpile for the whole fake device (layout and counts as on it), then reduce to the used qubits with the
     device noise restricted to them: local testing mode on a 133-qubit device otherwise exhausts Aer's memory."""
     from dataclasses import replace
@@ -103,7 +103,7 @@ def local_device_program(qmodel: QiskitModel, backend) -> LocalDeviceProgram:
         reduce_observable,
     )
 
-    full = transpile_for(qmodel, backend)
+    full = transpile_for(qmodel, backend, optimization_level=optimization_level)
     active = active_qubits([full.circuit])
     index = {q: i for i, q in enumerate(active)}
     edges = [[index[a], index[b]] for a, b in backend.coupling_map.get_edges() if a in index and b in index]
@@ -129,6 +129,7 @@ class IbmEvaluator:
     mode: object | None = None
     service: object | None = field(default=None, repr=False)
     job_ids: list = field(default_factory=list, compare=False)
+    optimization_level: int = 1  # Qiskit's transpiler level
 
     def prepare(self, qmodel: QiskitModel) -> IsaProgram | LocalDeviceProgram:
         """ISA circuits are required: transpile for the backend (an ideal AerSimulator: rz/sx/x/cx; a fake device:
@@ -136,13 +137,14 @@ class IbmEvaluator:
         from qiskit_aer import AerSimulator
 
         if isinstance(self.backend, AerSimulator):
-            return transpile_for(qmodel, basis_gates=("rz", "sx", "x", "cx"))
+            return transpile_for(qmodel, basis_gates=("rz", "sx", "x", "cx"),
+                                 optimization_level=self.optimization_level)
         width = getattr(self.backend, "num_qubits", None)
         if width is not None and qmodel.model.n_qubits > width:
             raise InputError(f"the model needs {qmodel.model.n_qubits} qubits; {self.backend.name} has {width}")
         if _is_fake_device(self.backend):
-            return local_device_program(qmodel, self.backend)
-        return transpile_for(qmodel, self.backend)
+            return local_device_program(qmodel, self.backend, self.optimization_level)
+        return transpile_for(qmodel, self.backend, optimization_level=self.optimization_level)
 
     @property
     def runs_here(self) -> bool:

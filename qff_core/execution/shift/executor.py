@@ -122,6 +122,9 @@ class ShiftExecutor:
         info: dict = {"name": self.name}
         if not getattr(self.evaluator, "seeds_rows", False):  # shots seeded per job: the split fixes them too
             info["min_chunks"] = self.batching.min_chunks
+        device = getattr(self.program, "device", None)
+        if device:  # a (fake) device: the physical qubits the circuits were placed on, and their two-qubit gates
+            info["device"] = device
         mode = getattr(self.evaluator, "mode", None)
         if mode is not None:
             info["runtime_mode"] = type(mode).__name__
