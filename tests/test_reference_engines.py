@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from qff_core.errors import CalculationTimeoutError, ConvergenceError, GeometryError, InputError, ResourceError
+from qff_core.errors import (
+    CalculationTimeoutError,
+    ConvergenceError,
+    EngineError,
+    GeometryError,
+    InputError,
+    ResourceError,
+)
 from qff_core.molecules import builtin_molecule
+from qff_core.molecules.spec import make_molecule
 from qff_core.reference import CalculationRequest, found, get_engine
-from qff_core.reference.psi4 import Psi4Engine
-from qff_core.reference.pyscf import PySCFEngine
+from qff_core.reference.psi4 import Psi4Engine, result_from_output
+from qff_core.reference.pyscf import PySCFEngine, basis_key, uses_cartesian_d
 from qff_core.symmetry import random_rotation
 from qff_core.units import BOHR_ANGSTROM, HARTREE_EV
 
@@ -90,6 +102,44 @@ def test_psi4_and_pyscf_agree_for_hf(water_geometries):
 
 
 @pytest.mark.psi4
+@pytest.mark.parametrize("basis", ["6-31g*", "6-311g*", "cc-pvdz"])
+def test_psi4_and_pyscf_agree_across_d_function_conventions(basis, water_geometries):
+    """6-31G* has Cartesian d functions (6 per shell), 6-311G* and cc-pVDZ spherical ones (5): PySCF with the
+    other convention is 4e-4 Eh (6-311G*) to 1e-3 Eh (6-31G*) away from Psi4."""
+    x = water_geometries[0]
+    a = get_engine("psi4").compute(request(x, "hf", basis))
+    b = get_engine("pyscf").compute(request(x, "hf", basis))
+    assert abs(a.energy_hartree - b.energy_hartree) <= HF_ENERGY_TOL_EH
+    assert np.abs(a.gradient_hartree_per_bohr - b.gradient_hartree_per_bohr).max() <= HF_GRADIENT_TOL
+
+
+def psi4_basis_headers() -> dict[str, str]:
+    """Each basis file of the psi4 installed here, by name: the ``cartesian`` or ``spherical`` its header says."""
+    data = os.environ.get("PSIDATADIR") or Path(shutil.which("psi4")).resolve().parents[1] / "share" / "psi4"
+    headers = {}
+    for path in sorted((Path(data) / "basis").glob("*.gbs")):
+        lines = (line.strip().lower() for line in path.read_text(errors="replace").splitlines())
+        header = next((line for line in lines if line in ("cartesian", "spherical")), None)
+        if header:
+            headers[path.stem] = header
+    return headers
+
+
+@pytest.mark.psi4
+def test_pyscf_d_functions_follow_psi4_basis_files():
+    """Every basis set both programs load by one name gets the d functions Psi4's file declares, except DZP:
+    PySCF's is Jorge's, Psi4's Dunning's, two different sets."""
+    from pyscf.gto.basis import ALIAS
+
+    headers = psi4_basis_headers()
+    assert headers["6-31gs"] == "cartesian" and headers["6-311gs"] == "spherical"  # the installation was read
+    shared = {name: header for name, header in headers.items() if basis_key(name) in ALIAS and name != "dzp"}
+    assert len(shared) > 50
+    wrong = {name: header for name, header in shared.items() if uses_cartesian_d(name) != (header == "cartesian")}
+    assert not wrong, f"PySCF would use the other d functions than Psi4's basis files for {wrong}"
+
+
+@pytest.mark.psi4
 def test_psi4_and_pyscf_agree_for_b3lyp_on_matched_grids(water_geometries):
     x = water_geometries[0]
     a = get_engine("psi4").compute(request(x, "b3lyp", "6-31g*", keywords=PSI4_GRID))
@@ -105,6 +155,67 @@ def test_psi4_and_pyscf_agree_for_mp2(water_geometries):
     b = get_engine("pyscf").compute(request(x, "mp2"))
     assert abs(a.energy_hartree - b.energy_hartree) <= HF_ENERGY_TOL_EH
     assert np.abs(a.gradient_hartree_per_bohr - b.gradient_hartree_per_bohr).max() <= HF_GRADIENT_TOL
+
+
+def triplet_water(x: np.ndarray, method: str, basis: str = "sto-3g", **kw) -> CalculationRequest:
+    """Water with two unpaired electrons at geometry ``x``, its charge and multiplicity from a molecule spec."""
+    spec = make_molecule("h2o-triplet", ("O", "H", "H"), x, multiplicity=3)
+    return CalculationRequest.create(spec.symbols, x, method, basis, charge=spec.charge,
+                                     multiplicity=spec.multiplicity, **kw)
+
+
+@pytest.mark.psi4
+@pytest.mark.parametrize(("method", "reference", "energy_tol", "gradient_tol"), [
+    ("hf", "uhf", HF_ENERGY_TOL_EH, HF_GRADIENT_TOL),
+    ("mp2", "uhf", HF_ENERGY_TOL_EH, HF_GRADIENT_TOL),
+    ("b3lyp", "uks", DFT_ENERGY_TOL_EH, DFT_GRADIENT_TOL),
+])
+def test_psi4_and_pyscf_agree_for_open_shells(method, reference, energy_tol, gradient_tol, water_geometries):
+    """A triplet: Psi4's default RHF refused it while PySCF ran UHF; both are unrestricted now, and say so."""
+    x = water_geometries[0]
+    psi4_grid, pyscf_grid = (PSI4_GRID, PYSCF_GRID) if method == "b3lyp" else ({}, {})
+    a = get_engine("psi4").compute(triplet_water(x, method, keywords=psi4_grid))
+    b = get_engine("pyscf").compute(triplet_water(x, method, keywords=pyscf_grid))
+    assert a.provenance["keywords"]["reference"] == b.provenance["reference"] == reference
+    assert abs(a.energy_hartree - b.energy_hartree) <= energy_tol
+    assert np.abs(a.gradient_hartree_per_bohr - b.gradient_hartree_per_bohr).max() <= gradient_tol
+    singlet = get_engine("pyscf").compute(request(x, method, "sto-3g", keywords=pyscf_grid))
+    assert singlet.provenance["reference"] == reference.replace("u", "r", 1)
+    assert a.energy_hartree > singlet.energy_hartree  # water's ground state is the singlet
+
+
+@pytest.mark.psi4
+@pytest.mark.parametrize("key", ["reference", "REFERENCE"])
+def test_psi4_failure_says_psi4s_reason(key, water_geometries):
+    """A reference the user sets wins, even when it cannot work; the error then quotes Psi4's 'Fatal Error'
+    line, not the C++ signature of PsiException that ends each of Psi4's tracebacks."""
+    rhf_triplet = triplet_water(water_geometries[0], "hf", keywords={key: "rhf"})
+    with pytest.raises(EngineError, match=r"\(RuntimeError\): RHF: RHF reference is only for singlets$") as err:
+        get_engine("psi4").compute(rhf_triplet)
+    assert "PsiException" not in str(err.value)
+    with pytest.raises(InputError, match=r"DFT_RADIAL_POINTZ is not a valid option$") as err:
+        get_engine("psi4").compute(request(water_geometries[0], "hf", "sto-3g", keywords={"dft_radial_pointz": 75}))
+    assert "PsiException" not in str(err.value)
+
+
+@pytest.mark.psi4
+def test_psi4_failure_in_process_says_psi4s_reason(tmp_path, water_geometries):
+    """The Python API reports the same traceback as the executable; its failure reads the same."""
+    from test_psi4_modes import API_MODULE, RUN_API, psi4_own_python
+
+    bad = triplet_water(water_geometries[0], "hf", keywords={"reference": "rhf"})
+    document = Psi4Engine(mode="executable").schema_input(bad)
+    (tmp_path / "in.json").write_text(json.dumps([document]))
+    (tmp_path / "scratch").mkdir()
+    python, pythonpath = psi4_own_python(tmp_path)
+    subprocess.run([python, "-c", RUN_API, str(API_MODULE), str(tmp_path / "in.json"), str(tmp_path / "out.json"),
+                    str(tmp_path / "scratch")], cwd=tmp_path, env={**os.environ, "PYTHONPATH": pythonpath},
+                   capture_output=True, text=True, timeout=600)
+    out = json.loads((tmp_path / "out.json").read_text())[0]
+    assert "PsiException" in out["error"]["error_message"]  # what the message used to end with
+    with pytest.raises(EngineError, match=r"RHF reference is only for singlets") as err:
+        result_from_output(out, bad, document, mode="in-process", interface="python API", wall_time_s=0.0)
+    assert "PsiException" not in str(err.value)
 
 
 @pytest.mark.parametrize("engine", ["pyscf", pytest.param("psi4", marks=pytest.mark.psi4)])

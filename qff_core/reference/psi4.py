@@ -12,14 +12,17 @@ Executable: Debian's psi4 1.3.2 runs ``psi4 --json in.json`` with ``"schema_name
 code 0 even on failure: ``success`` tells); newer releases take ``--qcschema``, read from
 ``psi4 --help``. ``fix_com`` and ``fix_orientation`` keep the gradient in the frame of the
 geometry sent. Conventional integrals (``scf_type pk``) unless the request says otherwise, so
-that results agree with PySCF to ~1e-10 Eh. ``timeout_s`` stops the executable; a calculation
-in this process cannot be interrupted, so the in-process mode does not enforce it.
+that results agree with PySCF to ~1e-10 Eh. Open shells (multiplicity > 1) get ``reference uhf``
+(``uks`` for a DFT functional) unless the keywords name a reference: Psi4's default RHF refuses
+them, and PySCF runs UHF/UKS there. ``timeout_s`` stops the executable; a calculation in this
+process cannot be interrupted, so the in-process mode does not enforce it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -41,6 +44,13 @@ MODE_ENV = "QFF_PSI4_MODE"
 MODES = ("auto", "in-process", "executable")
 _INPUT_ERRORS = ("ValidationError", "BasisSetNotFound", "UpgradeHelper", "KeyError", "ValueError", "TypeError")
 _API_LOCK = threading.Lock()  # psi4 keeps global state: one in-process calculation at a time
+WAVEFUNCTION_METHODS = frozenset({
+    "hf", "scf", "mp2", "mp2.5", "mp3", "lccd", "ccd", "cc2", "ccsd", "ccsd(t)", "ccsd(at)", "a-ccsd(t)", "eom-ccsd",
+    "omp2", "omp2.5", "omp3", "olccd", "remp2", "oremp2", "dcft", "dct",
+})
+"""Psi4's gradient methods that are not DFT (its ``proc_table``): open shells run them on a UHF reference."""
+_FATAL_ERROR = re.compile(r"Fatal Error:[ \t]*(.+?)[ \t]*(?:\\n|\n|$)")
+"""Psi4's C++ errors (PsiException) state their reason in a ``Fatal Error:`` line, also inside a repr."""
 SCRATCH_PREFIX = "qff-psi4-"
 """Scratch folders are ``<tmp>/qff-psi4-<pid>-<random>``: those of processes that are gone are removed."""
 
@@ -145,6 +155,7 @@ class Psi4Engine:
             "d_convergence": request.convergence_hartree,
             "maxiter": request.max_iterations,
             **({"mp2_type": "conv"} if request.method == "mp2" else {}),  # psi4 defaults to DF-MP2
+            **open_shell_reference(request),
             **request.keywords,
         }
         return {
@@ -212,6 +223,14 @@ class Psi4Engine:
         return out
 
 
+def open_shell_reference(request: CalculationRequest) -> dict:
+    """``{"reference": "uhf"}`` (``"uks"`` for DFT) for an open shell whose keywords name no reference, else
+    nothing: Psi4's default RHF stops with 'RHF reference is only for singlets', and PySCF runs UHF/UKS there."""
+    if request.multiplicity == 1 or any(key.lower() == "reference" for key in request.keywords):
+        return {}
+    return {"reference": "uhf" if request.method in WAVEFUNCTION_METHODS else "uks"}
+
+
 def result_from_output(out: dict, request: CalculationRequest, document: dict, *, mode: str, interface: str,
                        wall_time_s: float) -> CalculationResult:
     """A result (eV, eV/Angstrom) from psi4's QCSchema output fields, the same for both modes; a
@@ -241,10 +260,28 @@ def result_from_output(out: dict, request: CalculationRequest, document: dict, *
     )
 
 
+def psi4_says(kind: str, message: str) -> str:
+    """Psi4's own reason in a failure's traceback: its ``Fatal Error:`` lines (a C++ error, whose traceback
+    ends in the C++ signature of PsiException), else the lines of the ``kind: ...`` exception, else the last."""
+    fatal = list(dict.fromkeys(_FATAL_ERROR.findall(message)))
+    if fatal:
+        return "; ".join(reason.rstrip(".") for reason in fatal)
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    exception_line = re.compile(rf"(?:[\w.]+\.)?{re.escape(kind)}:\s*(.*)")
+    for i in range(len(lines) - 1, -1, -1):
+        found = exception_line.fullmatch(lines[i])
+        if found:
+            said = " ".join([found.group(1), *lines[i + 1:]]).strip()
+            if said:
+                return said if len(said) <= 1000 else said[:1000] + " ..."
+    return lines[-1] if lines else kind
+
+
 def _raise_for(error: dict, request: CalculationRequest) -> None:
+    """Raise the qff error class for a psi4 failure, with psi4's own reason in the message."""
     kind = str(error.get("error_type", "unknown"))
     message = str(error.get("error_message", "")).strip()
-    last = message.splitlines()[-1] if message else kind
+    last = psi4_says(kind, message)
     if "Convergence" in kind or "could not converge" in message.lower():
         raise ConvergenceError(
             f"psi4 {request.method}/{request.basis}: {last} (raise max_iterations, loosen convergence "

@@ -1,12 +1,15 @@
 """PySCF: HF, DFT (any libxc functional) and MP2 energies with analytic gradients.
 
 In this process when the request has no ``timeout_s``; with one, in a child process that is
-killed when the time is up (``pyscf_process``). Pople basis sets use Cartesian d functions, as
-Psi4 does; without that the two programs differ by ~1e-3 Eh for 6-31G*.
+killed when the time is up (``pyscf_process``). Basis sets use Cartesian or spherical d functions
+as Psi4's basis files say (``uses_cartesian_d``); a mismatch costs ~1e-3 Eh for 6-31G*, 4e-4 Eh
+for 6-311G*. Open shells (multiplicity > 1) are unrestricted, UHF or UKS, as the psi4 engine asks
+of Psi4.
 """
 
 from __future__ import annotations
 
+import re
 import time
 import warnings
 
@@ -40,9 +43,23 @@ def check_keywords(method: str, keywords: dict) -> None:
                              f"e.g. [99, 590]; got {grid!r}")
 
 
+CARTESIAN_BASIS_SETS = frozenset({"dz", "lanl2dz"})
+"""Cartesian sets that PySCF and Psi4 share besides the Pople families, in ``basis_key`` form. Not "dzp": PySCF's
+DZP is Jorge's, a different set from Psi4's (Dunning's), so no d convention makes the two agree."""
+_CARTESIAN_POPLE = re.compile(r"(321|431|631)(?!1)")  # 3-21G, 4-31G, 6-31G...; 6-311G is spherical
+
+
+def basis_key(basis: str) -> str:
+    """A basis name as PySCF looks it up (lower case, no '-', '_' or blanks): '6-31G*' and '631g*' are one set."""
+    return re.sub(r"[-_\s]", "", basis.lower())
+
+
 def uses_cartesian_d(basis: str) -> bool:
-    """Pople basis sets (3-21G, 6-31G*, 6-311G**...) are defined with Cartesian d functions."""
-    return basis.lower().startswith(("3-21", "4-31", "6-31", "6-311"))
+    """Whether ``basis`` is defined with Cartesian d functions, as Psi4's basis file headers say: the 3-21G and
+    6-31G families (and 4-31G, which Psi4 lacks), DZ and LANL2DZ are; 6-311G, Dunning cc, def2 and the rest are
+    spherical."""
+    key = basis_key(basis)
+    return key in CARTESIAN_BASIS_SETS or _CARTESIAN_POPLE.match(key) is not None
 
 
 class PySCFEngine:
@@ -107,6 +124,7 @@ class PySCFEngine:
         except (KeyError, RuntimeError, ValueError) as exc:
             raise InputError(f"PySCF cannot build {request.basis!r} for {request.symbols}: {exc}") from None
         restricted = request.multiplicity == 1
+        reference = ("r" if restricted else "u") + ("hf" if method in WAVEFUNCTION_METHODS else "ks")
         if method in WAVEFUNCTION_METHODS:
             mf = scf.RHF(mol) if restricted else scf.UHF(mol)
         else:
@@ -149,6 +167,7 @@ class PySCFEngine:
                 "interface": "in process" if request.timeout_s is None else "child process",
                 "method": method,
                 "basis": request.basis,
+                "reference": reference,
                 "cartesian_d": uses_cartesian_d(request.basis),
                 "scf_iterations": getattr(mf, "cycles", None),
                 "converged": bool(mf.converged),
