@@ -12,12 +12,13 @@ tasks; nothing here imports Prefect.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from qff_core.errors import InputError, Interrupted, QffError
 from qff_core.interrupts import raise_if_interrupted
@@ -58,16 +59,24 @@ class GenerateConfig(BaseModel):
     temperature_k: float = Field(500.0, gt=0, description="normal-mode sampling temperature (K)")
     max_distance_change: float | None = Field(
         0.25, gt=0, description="normal modes: redraw samples that change an interatomic distance by more than this "
-                                "fraction of the minimum's (soft modes of clusters); None keeps every draw")
+                                "fraction of the minimum's (soft modes of clusters); inf (None in a config file) keeps "
+                                "every draw")
     scan_range_a: tuple[float, float] = (1.2, 2.6)
     seed: int = Field(2024, ge=0, description="seed of the sampler")
     chunk_size: int = Field(8, ge=1, description="samples per Dask task")
     max_iterations: int = Field(100, ge=1, description="SCF iteration limit")
     timeout_s: float | None = Field(600.0, gt=0, description="seconds per calculation; a timeout fails that sample "
-                                                             "only; None: no limit")
+                                                             "only; inf (None in a config file): no limit")
+    allow_stretched: bool = Field(False, description="file sampler: skip the check that the positions are not in "
+                                                     "Bohr (for geometries far from bonding distances on purpose)")
     keywords: dict = Field(default_factory=dict, description="engine options: psi4 option names (psi4 refuses "
                                                              "unknown ones); pyscf knows only grid: [radial, angular]")
     out: str = Field("data/h2o.zarr", description="Zarr dataset path (created, or resumed when it exists)")
+
+    @field_validator("timeout_s", "max_distance_change")
+    @classmethod
+    def _infinite_is_no_limit(cls, value: float | None) -> float | None:
+        return None if value == math.inf else value  # NaN fails gt=0
 
     @model_validator(mode="after")
     def _geometries_only_with_the_file_sampler(self) -> GenerateConfig:
@@ -125,7 +134,7 @@ def _file_geometries(settings: GenerateConfig, molecule: MoleculeSpec, n: int, o
     molecule's order); ``have``: the samples of the dataset, for the message when the file has too few."""
     from qff_core.errors import GeometryError
     from qff_core.interchange import check_not_bohr, read_frames
-    from qff_core.molecules.matching import AtomsMismatchError, match_atoms
+    from qff_core.molecules.matching import AtomsMismatchError, match_atoms, repeated_geometries
     from qff_core.molecules.spec import validate_positions
 
     frames = read_frames(settings.geometries)[:: settings.every]
@@ -142,7 +151,15 @@ def _file_geometries(settings: GenerateConfig, molecule: MoleculeSpec, n: int, o
             out.append(validate_positions(atoms.positions, molecule.n_atoms)[order])
         except (AtomsMismatchError, GeometryError) as exc:
             raise InputError(f"{where}: {exc}") from None
-    check_not_bohr(out, list(molecule.symbols), str(settings.geometries))
+    if not settings.allow_stretched:
+        check_not_bohr(out, list(molecule.symbols), str(settings.geometries))
+    repeats = repeated_geometries(np.stack(out))
+    if repeats:
+        k = min(repeats)
+        raise InputError(f"frame {(offset + k) * settings.every} of {settings.geometries} repeats frame "
+                         f"{(offset + repeats[k]) * settings.every} (up to rotation, translation and permutation; "
+                         f"{len(repeats)} repeated frames in all): computing a copy adds no information; leave the "
+                         "copies out of the file")
     return np.stack(out)
 
 
@@ -326,7 +343,43 @@ def catalog_dataset(dataset: Dataset, catalog_dir: str | Path) -> Path:
     """Write (or replace) the dataset's record in the data catalog; returns the record's path."""
     from qff_core.store.catalog import catalog_record, write_record
 
-    return write_record(catalog_record(dataset), catalog_dir)
+    return write_record(catalog_record(dataset, catalog_dir), catalog_dir)
+
+
+def _sampler_settings(settings: GenerateConfig) -> dict:
+    """The settings that decide which geometries a segment holds."""
+    asked = {"kind": settings.sampler, "seed": settings.seed}
+    if settings.sampler in ("normal_modes", "rotations"):
+        asked |= {"temperature_k": settings.temperature_k}
+    if settings.sampler == "normal_modes":
+        asked |= {"max_distance_change": settings.max_distance_change}
+    if settings.sampler == "bond_scan":
+        asked |= {"scan_range_a": list(settings.scan_range_a)}
+    if settings.sampler == "file":
+        asked = {"kind": "file", "sha256": _sha256(settings.geometries), "every": settings.every}
+    return asked
+
+
+def settings_not_drawn(settings: GenerateConfig) -> str | None:
+    """A note when ``settings`` add no sample to the dataset at ``out`` and none of its samples was drawn with
+    these sampler settings: a rerun at another temperature or seed would otherwise say nothing and change nothing."""
+    path = Path(settings.out)
+    if not (path / "zarr.json").exists():
+        return None
+    dataset = Dataset.open(path)
+    if settings.samples > dataset.n_samples:
+        return None
+    asked = _sampler_settings(settings)
+    segments = dataset.segments()
+    if any(all(seg.get(k) == v for k, v in asked.items()) for seg in segments):
+        return None
+    shown = [k for k in asked if k != "sha256"]
+    held = "; ".join(f"{seg['stop'] - seg['start']} by " + ", ".join(f"{k} {seg.get(k)}" for k in shown)
+                     for seg in segments)
+    wanted = ", ".join(f"{k} {asked[k]}" for k in shown)
+    return (f"{path} holds {dataset.n_samples} samples ({held}); --samples {settings.samples} adds none, so nothing "
+            f"is drawn with {wanted}: --samples counts the dataset's total (raise it to add samples drawn this way, "
+            "or write to a new --out)")
 
 
 def generate(settings: GenerateConfig, *, cluster: ClusterConfig | None = None,

@@ -21,9 +21,9 @@ import numpy as np
 
 from qff_core.errors import InputError
 from qff_core.molecules import BUILTIN_NAMES, MoleculeSpec
-from qff_core.molecules.matching import AtomsMismatchError, formula, match_atoms
+from qff_core.molecules.matching import AtomsMismatchError, formula, match_atoms, repeated_geometries
 from qff_core.reference.base import CalculationResult
-from qff_core.store.dataset import DONE, Dataset, LevelOfTheory, check_writable
+from qff_core.store.dataset import DONE, Dataset, LevelOfTheory, check_writable, dataset_lock
 from qff_core.units import BOHR_ANGSTROM, HARTREE_EV
 
 BOHR_SUSPECT_RATIO = 1.5
@@ -225,6 +225,12 @@ def validate_frames(frames: list, molecule: MoleculeSpec, *, energy_key: str = "
         fos.append(f[order])
     if not allow_stretched:
         check_not_bohr(pos, list(molecule.symbols), source)
+    repeats = repeated_geometries(np.stack(pos))
+    if repeats:
+        k = min(repeats)
+        raise FrameError(f"frame {k} of {source} repeats frame {repeats[k]} (up to rotation, translation and "
+                         f"permutation; {len(repeats)} repeated frames in all): a copy adds no information and can "
+                         "land on both sides of a train/test split; leave the copies out of the file")
     return Frames(np.stack(pos), np.asarray(ens, dtype=np.float64), np.stack(fos))
 
 
@@ -283,7 +289,13 @@ def import_frames(path: str | Path, molecule: MoleculeSpec, out: str | Path, *, 
     out = Path(out)
     if not (out / "zarr.json").exists():
         check_writable(out)
-    else:
+    with dataset_lock(out):  # checked and appended under the lock: two imports of one file add it once
+        return _import_locked(path, frames, sha, molecule, out, level_of_theory, energy_key, forces_key)
+
+
+def _import_locked(path: Path, frames: Frames, sha: str, molecule: MoleculeSpec, out: Path,
+                   level_of_theory: str | None, energy_key: str, forces_key: str) -> dict:
+    if (out / "zarr.json").exists():
         existing = Dataset.open(out)
         computed = dict(existing.group.attrs["level_of_theory"])
         if computed.get("engine") != "imported":

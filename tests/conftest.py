@@ -45,6 +45,9 @@ def pytest_configure(config):
     if worker or "PREFECT_HOME" not in os.environ:
         os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix=f"qff-prefect-{worker or 'main'}-")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # A command run without --catalog records into a temporary catalog, never into the checkout's data_catalog/
+    # (two test datasets once landed there, pointing into /tmp).
+    os.environ["QFF_CATALOG"] = tempfile.mkdtemp(prefix=f"qff-catalog-{worker or 'main'}-")
     # Compiled programs are cached in the checkout (ignored by git): a fresh clone compiles
     # everything once, later runs of the suite skip XLA compilation.
     os.environ.setdefault("QFF_JAX_CACHE_DIR", str(config.rootpath / ".jax_cache"))

@@ -100,6 +100,23 @@ def test_bad_requests_fail_before_anything_is_written(tmp_path, monkeypatch):
 
 
 @pytest.mark.psi4
+def test_a_rerun_that_draws_nothing_says_so_and_limits_take_inf(tmp_path, capsys):
+    """Seen in review: a rerun at another sampler, temperature and seed said "0 to compute" and nothing else, and
+    `--timeout-s inf` ended in a traceback (OverflowError); inf is "no limit" now."""
+    out = tmp_path / "d.zarr"
+    assert generate(capsys, out, "--samples", "2", "--workers", "0")["n_done"] == 2
+    rerun = ["dataset", "generate", "--molecule", "h2o", *FAST, "--out", str(out), "--catalog", str(tmp_path / "c"),
+             "--samples", "2", "--workers", "0", "--timeout-s", "inf"]
+    assert main([*rerun, "--sampler", "rotations", "--temperature-k", "1000", "--seed", "7"]) == 0
+    err = capsys.readouterr().err
+    assert "holds 2 samples (2 by kind normal_modes, seed 2024, temperature_k 500.0); --samples 2 adds none, so " \
+           "nothing is drawn with kind rotations, seed 7, temperature_k 1000.0" in err, err
+    assert main(rerun) == 0 and "adds none" not in capsys.readouterr().err  # the settings it was made with: a resume
+    assert GenerateConfig(timeout_s=float("inf"), max_distance_change=float("inf")).timeout_s is None
+    with pytest.raises(ValueError, match="timeout_s"):
+        GenerateConfig(timeout_s=float("nan"))
+
+
 def test_generate_with_psi4_on_dask(tmp_path, capsys):
     out = tmp_path / "psi4.zarr"
     result = main(["dataset", "generate", "--molecule", "h2o", "--engine", "psi4", "--method", "hf", "--basis",
@@ -121,7 +138,8 @@ def test_catalog_record_follows_the_data(tmp_path, capsys):
     out = tmp_path / "c.zarr"
     first = generate(capsys, out, "--samples", "2", "--workers", "0")
     record = yaml.safe_load(Path(first["catalog_record"]).read_text())
-    assert record["name"] == "c" and record["location"] == str(out) and record["schema_version"] == 1
+    assert record["name"] == "c" and record["schema_version"] == 1
+    assert record["location"] == "c.zarr"  # relative to the folder holding the catalog: the same from any cwd
     assert record["counts"]["n_done"] == 2 and record["checksum"].startswith("sha256:")
     assert record["provenance"]["level_of_theory"]["method"] == "hf"
     assert record["checksum"] == Dataset.open(out).checksum()
@@ -131,7 +149,14 @@ def test_catalog_record_follows_the_data(tmp_path, capsys):
     generate(capsys, out, "--samples", "2", "--workers", "0")  # nothing to compute: the record stays as it was
     assert path.read_text() == before
     generate(capsys, out, "--samples", "3", "--workers", "0")
-    assert catalog_record(Dataset.open(out))["checksum"] != record["checksum"]
+    assert catalog_record(Dataset.open(out), path.parent)["checksum"] != record["checksum"]
+    # Seen in review: a dataset of the same name elsewhere replaced this record. It gets one of its own now.
+    (tmp_path / "elsewhere").mkdir()
+    other = generate(capsys, tmp_path / "elsewhere" / "c.zarr", "--samples", "2", "--workers", "0",
+                     "--catalog", str(path.parent))
+    assert Path(other["catalog_record"]) != path and path.exists()
+    assert yaml.safe_load(path.read_text())["location"] == "c.zarr"
+    assert yaml.safe_load(Path(other["catalog_record"]).read_text())["location"] == "elsewhere/c.zarr"
 
 
 def flow_run_logs(flow_run_id) -> list:

@@ -69,6 +69,29 @@ def test_reopening_checks_the_level_of_theory(tmp_path):
         Dataset.create(path, H2O, LevelOfTheory("pyscf", "b3lyp", "6-31g"))
     with pytest.raises(InputError, match="holds"):
         Dataset.create(path, builtin_molecule("nh3"), HF)
+    # Seen in review: a triplet top-up was mixed into a singlet dataset, 9-10 eV above it, and exported as one.
+    from dataclasses import replace
+
+    with pytest.raises(InputError, match=r"multiplicity 1 \(asked: 3\): another electronic state"):
+        Dataset.create(path, replace(H2O, multiplicity=3), HF)
+    with pytest.raises(InputError, match=r"charge 0 \(asked: 1\), multiplicity 1 \(asked: 2\)"):
+        Dataset.create(path, replace(H2O, charge=1, multiplicity=2), HF)
+    assert Dataset.open(path).n_samples == 2
+
+
+def test_a_writer_keeps_the_segments_another_process_appended(tmp_path):
+    """Seen in review: a process that opened the dataset earlier recorded its results through stale attributes and
+    erased the segment a concurrent top-up had appended (zarr.json is rewritten whole)."""
+    path = tmp_path / "d.zarr"
+    first = Dataset.create(path, H2O, HF, sampler={"kind": "test", "temperature_k": 500.0})
+    first.add_geometries(geometries(2), segment={"kind": "test", "temperature_k": 500.0})
+    other = Dataset.open(path)  # another writer (a separate Zarr group object, as in another process)
+    other.add_geometries(geometries(1, start=0.1), segment={"kind": "test", "temperature_k": 300.0})
+    first.record([(0, synthetic_result(1.0))])
+    first.record([(1, ConvergenceError("not converged"))])
+    segments = [(s["temperature_k"], s["start"], s["stop"]) for s in Dataset.open(path).segments()]
+    assert segments == [(500.0, 0, 2), (300.0, 2, 3)]
+    assert Dataset.open(path).info()["engine_versions"] == ["synthetic 0"]
 
 
 def test_bad_paths_fail_before_any_work(tmp_path):

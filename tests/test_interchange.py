@@ -96,6 +96,8 @@ def _frames_with(problem: str, x: np.ndarray, e: np.ndarray, f: np.ndarray) -> l
         bad.positions[2] = bad.positions[1]
     elif problem == "periodic":
         bad.cell, bad.pbc = np.eye(3) * 10.0, True
+    elif problem == "repeat":  # frame 0 again, moved and with its hydrogens swapped
+        bad.positions = (x[0] + 1.5)[[0, 2, 1]]
     return frames
 
 
@@ -110,6 +112,7 @@ def _frames_with(problem: str, x: np.ndarray, e: np.ndarray, f: np.ndarray) -> l
     ("energy_text", "frame 2 of bad.extxyz: the energy .'energy'. is 'abc', not one number"),
     ("overlap", "frame 2 of bad.extxyz: atoms 1 and 2 are 0.0000 Angstrom apart"),
     ("periodic", "frame 2 of bad.extxyz is periodic"),
+    ("repeat", r"frame 2 of bad.extxyz repeats frame 0 \(up to rotation"),  # seen in review: imported twice
 ])
 def test_bad_frames_are_refused_and_nothing_is_written(h2o, tmp_path, problem, message):
     from ase.io import write
@@ -204,6 +207,33 @@ def test_file_sampler_labels_trajectory_frames_with_a_real_engine(exported, tmp_
     assert np.allclose(e, [frames[k].get_potential_energy() for k in (0, 10, 20, 30)], atol=1e-6)  # same engine
 
 
+def test_file_sampler_takes_stretched_geometries_when_told_and_refuses_repeats(exported, tmp_path):
+    """Seen in review: the Bohr check told `generate` users to pass --allow-stretched, which generate did not have,
+    so a dissociation curve could not be labelled; and a file holding a frame twice computed it twice."""
+    from ase.io import write
+
+    from qff_core.datagen import GenerateConfig, prepare_dataset
+    from qff_core.errors import InputError
+
+    frames = read(exported, "0:2")
+    for atoms in frames:
+        atoms.positions = atoms.positions / 0.529177210903  # every bond 1.9x: Bohr, or a stretch on purpose
+    write(tmp_path / "far.extxyz", frames, format="extxyz")
+    settings = {"molecule": "h2o", "engine": "pyscf", "method": "hf", "basis": "sto-3g", "sampler": "file",
+                "samples": 2}
+    with pytest.raises(InputError, match=r"look like Bohr.*--allow-stretched"):
+        prepare_dataset(GenerateConfig(**settings, geometries=str(tmp_path / "far.extxyz"),
+                                       out=str(tmp_path / "a.zarr")))
+    dataset = prepare_dataset(GenerateConfig(**settings, geometries=str(tmp_path / "far.extxyz"),
+                                             out=str(tmp_path / "b.zarr"), allow_stretched=True))
+    assert dataset.n_samples == 2
+    write(tmp_path / "twice.extxyz", [frames[0], frames[1], frames[0]], format="extxyz")
+    with pytest.raises(InputError, match=r"frame 2 of .*twice.extxyz repeats frame 0"):
+        prepare_dataset(GenerateConfig(**{**settings, "samples": 3}, geometries=str(tmp_path / "twice.extxyz"),
+                                       out=str(tmp_path / "c.zarr"), allow_stretched=True))
+    assert not (tmp_path / "c.zarr").exists()
+
+
 def test_file_sampler_refuses_an_unknown_method_before_writing(exported, tmp_path):
     from qff_core.datagen import GenerateConfig, prepare_dataset
     from qff_core.errors import InputError
@@ -237,6 +267,35 @@ def test_frames_the_dataset_already_holds_are_not_imported_again(exported, tmp_p
     with pytest.raises(FrameError, match=r"1 frames of again.extxyz are samples .* \(frame 1 is sample 1,"):
         import_frames(tmp_path / "again.extxyz", builtin_molecule("h2o"), out)
     assert Dataset.open(out).n_samples == before
+
+
+def _import(path: str, out: str, start) -> None:
+    start.wait()
+    import_frames(path, builtin_molecule("h2o"), out)
+
+
+def test_two_imports_of_one_file_at_once_add_it_once(exported, tmp_path):
+    """Seen in review (1 in 5 tries): both processes passed the "already imported" check before either appended."""
+    import multiprocessing as mp
+
+    from ase.io import write
+
+    frames = read(exported, ":")
+    write(tmp_path / "first.extxyz", frames[:8], format="extxyz")
+    write(tmp_path / "second.extxyz", frames[8:16], format="extxyz")
+    out = tmp_path / "both.zarr"
+    import_frames(tmp_path / "first.extxyz", builtin_molecule("h2o"), out)
+    ctx = mp.get_context("spawn")
+    start = ctx.Event()
+    procs = [ctx.Process(target=_import, args=(str(tmp_path / "second.extxyz"), str(out), start)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    start.set()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    dataset = Dataset.open(out)
+    assert dataset.n_samples == 16 and [s["file"] for s in dataset.segments()] == ["first.extxyz", "second.extxyz"]
 
 
 def test_frames_for_a_computed_dataset_are_computed_at_its_level_by_the_command_it_is_told(h2o, exported, tmp_path,

@@ -52,6 +52,8 @@ def files(tmp_path_factory, lih) -> dict[str, Path]:
                        "no_models.yaml": "pipeline:\n  models: {}\n",
                        "bad_molecule.yaml": "pipeline:\n  dataset: {molecule: xyzzy}\n",
                        "escape.yaml": "pipeline:\n  name: ../escape\n",
+                       "lih_triplet.yaml": "name: lih\nsymbols: [Li, H]\npositions_a: [[0, 0, 0], [0, 0, 1.6]]\n"
+                                           "multiplicity: 3\n",
                        "train_dataset.yaml": "pipeline:\n  train: {dataset: other.zarr}\n",
                        "bad_deploy.yaml": "deployments:\n  - name: retrain-nightly\n    entrypoint: "
                                           "flows/retrain.py:retrain_flow\n    parameters:\n"
@@ -101,6 +103,9 @@ BAD_INPUT = [
                 "--catalog {unwritable} --no-prefect", "cannot write --catalog", "{root}/d.zarr"),
     ("dataset", "dataset generate --engine pyscf --method hf --basis sto-3g --samples 2 --out {unwritable}/d.zarr "
                 "--no-prefect", "cannot write --out", None),
+    # seen in review: a triplet top-up was mixed into the singlet data (9-10 eV above it)
+    ("dataset", "dataset generate --molecule {root}/lih_triplet.yaml --engine pyscf --method hf --basis sto-3g "
+                "--samples 12 --out {lih} --no-prefect", r"holds lih with multiplicity 1 \(asked: 3\)", None),
     ("train", "train --dataset {plain} --run-dir {root}/r2 --no-prefect", "is a file, not a qff dataset", "{root}/r2"),
     ("train", "train --dataset {array} --run-dir {root}/r2 --no-prefect", "is a Zarr array", "{root}/r2"),
     ("train", "train --dataset {lih} --run-dir {unwritable}/r --no-prefect",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from qff_core.cli.common import (
     logger,
     validated,
 )
-from qff_core.datagen import GenerateConfig, preflight
+from qff_core.datagen import GenerateConfig, preflight, settings_not_drawn
 from qff_core.store.catalog import catalog_dir
 
 _SKIP = ("keywords", "scan_range_a")  # set in the --config file
@@ -30,6 +31,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     log = logger(args)
     cluster = cluster_config_from_args(args)  # a bad cluster file fails before any work
     preflight(settings)  # and a bad molecule, path, engine or geometry file before a workflow starts
+    note = settings_not_drawn(settings)
+    if note:  # on stderr, with --json too
+        print(f"qff: note: {note}", file=sys.stderr)
     t0 = time.perf_counter()
     if args.no_prefect:
         from qff_core.datagen import generate

@@ -80,21 +80,38 @@ SAME_GEOMETRY_A = 1e-6
 """Two geometries whose sorted interatomic distances agree to this (Angstrom) are one geometry."""
 
 
+def _fingerprints(x: np.ndarray) -> np.ndarray:
+    """Sorted interatomic distances of each geometry (samples, pairs): equal for equal geometries up to rotation,
+    translation and permutation."""
+    x = np.asarray(x, dtype=np.float64).reshape(-1, *np.shape(x)[-2:])
+    iu = np.triu_indices(x.shape[1], 1)
+    return np.sort(np.array([_distances(g)[iu] for g in x]).reshape(len(x), len(iu[0])), axis=1)
+
+
 def same_geometries(known_a: np.ndarray, new_a: np.ndarray, tol_a: float = SAME_GEOMETRY_A) -> dict[int, int]:
     """``{k: i}``: new geometry ``k`` is known geometry ``i`` up to rotation, translation and permutation of atoms
     (equal sorted interatomic distances). Arrays are (samples, atoms, 3) in Angstrom."""
     from scipy.spatial import cKDTree
 
-    def fingerprints(x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float64).reshape(-1, *np.shape(x)[-2:])
-        iu = np.triu_indices(x.shape[1], 1)
-        return np.sort(np.array([_distances(g)[iu] for g in x]).reshape(len(x), len(iu[0])), axis=1)
-
-    known, new = fingerprints(known_a), fingerprints(new_a)
+    known, new = _fingerprints(known_a), _fingerprints(new_a)
     if known.shape[0] == 0 or new.shape[0] == 0 or known.shape[1] == 0:
         return {}
     distance, index = cKDTree(known).query(new, distance_upper_bound=tol_a, p=np.inf)
     return {int(k): int(i) for k, (d, i) in enumerate(zip(distance, index, strict=True)) if np.isfinite(d)}
+
+
+def repeated_geometries(positions_a: np.ndarray, tol_a: float = SAME_GEOMETRY_A) -> dict[int, int]:
+    """``{k: i}`` with i < k: geometry ``k`` of ``positions_a`` repeats the earlier geometry ``i`` (as in
+    ``same_geometries``)."""
+    from scipy.spatial import cKDTree
+
+    prints = _fingerprints(positions_a)
+    if prints.shape[0] < 2 or prints.shape[1] == 0:
+        return {}
+    repeats: dict[int, int] = {}
+    for i, k in sorted(cKDTree(prints).query_pairs(tol_a, p=np.inf)):
+        repeats[k] = min(repeats.get(k, i), i)
+    return repeats
 
 
 def inverse_order(order: Sequence[int]) -> np.ndarray:
@@ -105,4 +122,4 @@ def inverse_order(order: Sequence[int]) -> np.ndarray:
 
 
 __all__ = ["MAX_ASSIGNMENTS", "SAME_GEOMETRY_A", "AtomsMismatchError", "check_species", "formula", "inverse_order",
-           "match_atoms", "same_geometries"]
+           "match_atoms", "repeated_geometries", "same_geometries"]

@@ -182,6 +182,12 @@ class Dataset:
         attrs = self.group.attrs
         if list(attrs["molecule"]["symbols"]) != list(molecule.symbols):
             raise InputError(f"{self.path} holds {attrs['molecule']['symbols']}, not {list(molecule.symbols)}")
+        held = {k: attrs["molecule"].get(k) for k in ("charge", "multiplicity")}
+        asked = {"charge": molecule.charge, "multiplicity": molecule.multiplicity}
+        if held != asked:
+            differ = ", ".join(f"{k} {held[k]} (asked: {asked[k]})" for k in held if held[k] != asked[k])
+            raise InputError(f"{self.path} holds {attrs['molecule']['name']} with {differ}: another electronic "
+                             "state is another energy surface; refusing to mix them (write to a new --out)")
         if attrs["level_of_theory"] != level.as_dict():
             raise InputError(
                 f"{self.path} was computed at {attrs['level_of_theory']}; refusing to mix in {level.as_dict()} "
@@ -316,7 +322,7 @@ class Dataset:
     def info(self) -> dict:
         """Counts, units and provenance (JSON-ready)."""
         status = self.status()
-        attrs = self.group.attrs.asdict()
+        attrs = self._attrs().asdict()
         return {
             "path": str(self.path),
             "schema_version": attrs["schema_version"],
@@ -336,10 +342,15 @@ class Dataset:
 
     # ------------------------------------------------------------------ writing
 
+    def _attrs(self):
+        """The attributes as on disk now (another process may have appended a segment since this one opened it);
+        written through this fresh copy, they replace zarr.json without losing that process's changes."""
+        return zarr.open_group(str(self.path), mode="r+", use_consolidated=False).attrs
+
     def segments(self) -> list[dict]:
         """How the samples were drawn, one entry per append: sampler settings and the index range
         ``[start, stop)``. A dataset written before segments existed has one, from its ``sampler``."""
-        attrs = self.group.attrs
+        attrs = self._attrs()
         if "segments" in attrs:
             return [dict(seg) for seg in attrs["segments"]]
         sampler = dict(attrs.get("sampler", {}))
@@ -359,7 +370,7 @@ class Dataset:
                 a.resize((start + len(pos), *a.shape[1:]))
             self._array("positions")[start:] = pos
             if segment is not None:
-                self.group.attrs["segments"] = [*segments, {**segment, "start": start, "stop": start + len(pos)}]
+                self._attrs()["segments"] = [*segments, {**segment, "start": start, "stop": start + len(pos)}]
         return np.arange(start, start + len(pos))
 
     def record(self, outcomes: Sequence[tuple[int, CalculationResult | BaseException]]) -> None:
@@ -369,7 +380,8 @@ class Dataset:
         with dataset_lock(self.path):
             energies, forces = self._array("energies"), self._array("forces")
             status, wall, errors = self._array("status"), self._array("wall_time_s"), self._array("errors")
-            versions = list(self.group.attrs.get("engine_versions", []))
+            attrs = self._attrs()
+            versions = list(attrs.get("engine_versions", []))
             for index, outcome in sorted(outcomes, key=lambda o: o[0]):
                 if not 0 <= index < status.shape[0]:
                     raise InputError(f"sample index {index} is outside the dataset (0..{status.shape[0] - 1})")
@@ -385,7 +397,8 @@ class Dataset:
                 else:
                     errors[index] = f"{type(outcome).__name__}: {outcome}"[:2000]
                     status[index] = FAILED
-            self.group.attrs["engine_versions"] = versions
+            if versions != list(attrs.get("engine_versions", [])):
+                attrs["engine_versions"] = versions
             claims = self._claims()
             if claims:
                 self._write_claims({k: v for k, v in claims.items() if int(k) not in {i for i, _ in outcomes}})
