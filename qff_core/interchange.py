@@ -24,7 +24,7 @@ from qff_core.molecules import BUILTIN_NAMES, MoleculeSpec
 from qff_core.molecules.matching import AtomsMismatchError, formula, match_atoms, repeated_geometries
 from qff_core.reference.base import CalculationResult
 from qff_core.store.dataset import DONE, Dataset, LevelOfTheory, check_writable, dataset_lock
-from qff_core.units import BOHR_ANGSTROM, HARTREE_EV
+from qff_core.units import BOHR_ANGSTROM, EV_KCAL_PER_MOL, HARTREE_EV
 
 BOHR_SUSPECT_RATIO = 1.5
 """Every atom's nearest neighbour farther than this multiple of the covalent-radius sum: the
@@ -116,6 +116,8 @@ def read_frames(path: str | Path) -> list:
         frames = read(str(path), index=":", format="extxyz" if path.suffix.lower() in (".xyz", ".extxyz") else None)
     except InputError:
         raise
+    except KeyError as exc:  # ase.Atoms on a symbol that is no element
+        raise InputError(f"{path} holds an unknown element symbol {exc.args[0]!r}") from None
     except Exception as exc:  # ASE raises many kinds on a malformed file
         raise InputError(f"{path} is not a readable .xyz/.extxyz or ASE database: {type(exc).__name__}: {exc}"
                          ) from None
@@ -268,6 +270,28 @@ def check_energies_join(dataset: Dataset, energies_ev: np.ndarray, source: str) 
                          "or into a new dataset")
 
 
+ATOM_ENERGY_HARTREE = {"H": -0.5, "He": -2.862, "Li": -7.433, "Be": -14.573, "B": -24.529, "C": -37.689,
+                       "N": -54.401, "O": -74.809, "F": -99.409, "Ne": -128.547, "Na": -161.859, "Mg": -199.615,
+                       "Al": -241.877, "Si": -288.854, "P": -340.719, "S": -397.505, "Cl": -459.482}
+"""Hartree-Fock energies of the free atoms: a molecule's total energy lies within a few % of their sum."""
+OTHER_UNITS = {"Hartree": 1.0 / HARTREE_EV, "kcal/mol": EV_KCAL_PER_MOL, "kJ/mol": EV_KCAL_PER_MOL * 4.184}
+"""Energy units mistaken for eV, as the factor from eV to them."""
+
+
+def check_energy_unit(energies_ev: np.ndarray, symbols: list[str], source: str) -> None:
+    """FrameError when total energies sit where the molecule's total energy would in another unit (new datasets:
+    an appended file is held against the data it joins). Relative energies (near zero) pass."""
+    if not all(s in ATOM_ENERGY_HARTREE for s in symbols):
+        return
+    atoms_ev = sum(ATOM_ENERGY_HARTREE[s] for s in symbols) * HARTREE_EV
+    median = float(np.median(energies_ev))
+    for unit, factor in OTHER_UNITS.items():
+        if 0.8 < median / (atoms_ev * factor) < 1.25:
+            raise FrameError(f"the energies of {source} (median {median:.4f}) are where {formula(symbols)}'s total "
+                             f"energy lies in {unit} ({atoms_ev * factor:.1f} for its free atoms), not in eV "
+                             f"({atoms_ev:.1f}); convert them to eV (and the forces to eV/Angstrom)")
+
+
 def _level(text: str | None) -> LevelOfTheory:
     """``"B3LYP/6-31G*"`` (anything else: the whole text as the method) as an imported level of theory."""
     text = (text or "unknown").strip()
@@ -280,10 +304,15 @@ def import_frames(path: str | Path, molecule: MoleculeSpec, out: str | Path, *, 
                   energy_key: str = "energy", forces_key: str = "forces", allow_stretched: bool = False) -> dict:
     """A dataset at ``out`` holding the frames of ``path`` (created, or appended to when it exists at the same
     level of theory); nothing is written unless every frame is valid (and, appended, on the dataset's energy
-    scale). A file already imported is not added twice."""
+    scale). A file already imported is not added twice. Without ``level_of_theory``, frames that all state one
+    (as qff's export writes it) give theirs."""
     check_keys(energy_key, forces_key)
     path = Path(path)
-    frames = validate_frames(read_frames(path), molecule, energy_key=energy_key, forces_key=forces_key,
+    raw = read_frames(path)
+    if level_of_theory is None:  # frames qff exported say theirs: one text for all of them
+        said = {str(atoms.info.get("level_of_theory")) for atoms in raw}
+        level_of_theory = said.pop() if len(said) == 1 and "None" not in said else None
+    frames = validate_frames(raw, molecule, energy_key=energy_key, forces_key=forces_key,
                              source=path.name, allow_stretched=allow_stretched)
     sha = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
     out = Path(out)
@@ -295,7 +324,9 @@ def import_frames(path: str | Path, molecule: MoleculeSpec, out: str | Path, *, 
 
 def _import_locked(path: Path, frames: Frames, sha: str, molecule: MoleculeSpec, out: Path,
                    level_of_theory: str | None, energy_key: str, forces_key: str) -> dict:
-    if (out / "zarr.json").exists():
+    if not (out / "zarr.json").exists():
+        check_energy_unit(frames.energies_ev, list(molecule.symbols), path.name)
+    else:
         existing = Dataset.open(out)
         computed = dict(existing.group.attrs["level_of_theory"])
         if computed.get("engine") != "imported":

@@ -125,6 +125,26 @@ def test_bad_frames_are_refused_and_nothing_is_written(h2o, tmp_path, problem, m
     assert not (tmp_path / "bad.zarr").exists()
 
 
+@pytest.mark.parametrize(("unit", "factor"), [("Hartree", 1 / 27.211386245988), ("kcal/mol", 23.060547830619026)])
+def test_a_new_dataset_in_another_energy_unit_is_refused(h2o, tmp_path, unit, factor):
+    """Seen in review: water at -74.96 "eV" (Hartree) became a dataset; appends were checked, new datasets not.
+    Energies relative to a reference (near zero) still import."""
+    from ase.io import write
+
+    x, e, f = Dataset.open(h2o).samples(np.arange(4))
+    frames = [Atoms("OH2", positions=x[k], info={"energy": e[k] * factor}) for k in range(4)]
+    for atoms, forces in zip(frames, f, strict=True):
+        atoms.arrays["forces"] = forces
+    write(tmp_path / "other.extxyz", frames, format="extxyz")
+    with pytest.raises(FrameError, match=f"where H2O's total energy lies in {unit}"):
+        import_frames(tmp_path / "other.extxyz", builtin_molecule("h2o"), tmp_path / "other.zarr")
+    assert not (tmp_path / "other.zarr").exists()
+    for atoms, energy in zip(frames, e - e.min(), strict=True):
+        atoms.info["energy"] = energy
+    write(tmp_path / "relative.extxyz", frames, format="extxyz")
+    assert import_frames(tmp_path / "relative.extxyz", builtin_molecule("h2o"), tmp_path / "rel.zarr")["imported"] == 4
+
+
 def test_energies_on_another_scale_are_not_appended(h2o, exported, tmp_path):
     """Hartree energies (forces in eV/A) appended to an eV dataset: refused, the dataset untouched."""
     from ase.io import write

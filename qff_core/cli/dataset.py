@@ -71,6 +71,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"samples {info['n_samples']}: done {info['n_done']}, failed {info['n_failed']}, pending {info['n_pending']}",
         f"level of theory: {info['level_of_theory']}; engines: {', '.join(info['engine_versions']) or '-'}",
         f"units: {info['units']}",
+        *[f"  samples {seg['start']}-{seg['stop'] - 1}: " + ", ".join(f"{k} {v}" for k, v in seg.items()
+                                                          if k not in ("start", "stop", "minimum", "sha256"))
+          for seg in info["segments"]],
         *[f"  failed sample {i}: {msg}" for i, msg in info["failures"].items()],
         *([f"DAMAGED: {len(info['damaged'])} finished samples hold NaN or infinite numbers (samples "
            f"{', '.join(map(str, info['damaged'][:10]))}{' ...' if len(info['damaged']) > 10 else ''}): a chunk was "
