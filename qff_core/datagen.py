@@ -214,11 +214,48 @@ def prepare_dataset(settings: GenerateConfig) -> Dataset:
         # ``sampler`` describes how the dataset was created; every append (the first too) is a segment of its own
         # with its settings and index range, so a top-up at another temperature is recorded as such.
         dataset = Dataset.create(path, molecule, settings.level(), sampler=sampler)
+        if exists and (new is not None or len(dataset.todo())):
+            check_engine_reproduces(dataset, settings, molecule)
         if new is not None:
             indices = dataset.add_geometries(new, segment=sampler)
             if first is not None:
                 dataset.record([(int(indices[0]), first)])
     return dataset
+
+
+REPRODUCE_TOL_HARTREE = 1e-6
+"""A finished sample recomputed before a top-up or resume must come out within this of its stored energy."""
+
+
+def check_engine_reproduces(dataset: Dataset, settings: GenerateConfig, molecule: MoleculeSpec) -> None:
+    """InputError unless the engine, as installed now, recomputes the dataset's first finished sample: another
+    program version, default or basis convention would put the new samples on another surface under the same
+    level-of-theory label (PySCF's d functions for 6-311G changed once, 4e-4 Hartree)."""
+    from qff_core.store.dataset import DONE
+    from qff_core.units import HARTREE_EV
+
+    done = np.flatnonzero(dataset.status() == DONE)
+    if done.size == 0:
+        return
+    index = int(done[0])
+    positions, energies, _ = dataset.samples([index])
+    engine = get_engine(settings.engine)
+    try:
+        now = engine.compute(settings.request(molecule, positions[0])).energy_ev
+    except InputError:
+        raise
+    except QffError as exc:
+        raise InputError(f"{settings.engine} could not recompute sample {index} of {dataset.path} ({exc}), which "
+                         "it computed before; check the engine before adding samples to this dataset") from None
+    finally:
+        engine.close()
+    stored = float(energies[0])
+    if abs(now - stored) > REPRODUCE_TOL_HARTREE * HARTREE_EV:
+        versions = ", ".join(dataset.info()["engine_versions"]) or "none recorded"
+        raise InputError(f"{settings.engine} now gives {now:.6f} eV for sample {index} of {dataset.path}, stored as "
+                         f"{stored:.6f} eV ({abs(now - stored):.2e} eV apart; a sample is reproduced to "
+                         f"{REPRODUCE_TOL_HARTREE:g} Hartree): the engine changed since the dataset was made (made "
+                         f"with {versions}), and new samples would lie on another surface; write them to a new --out")
 
 
 def _sha256(path: str | Path) -> str:

@@ -117,6 +117,24 @@ def test_a_rerun_that_draws_nothing_says_so_and_limits_take_inf(tmp_path, capsys
         GenerateConfig(timeout_s=float("nan"))
 
 
+def test_a_top_up_is_refused_when_the_engine_no_longer_reproduces_the_data(tmp_path, capsys):
+    """An engine upgrade or convention change (PySCF's 6-311G d functions moved energies by 4e-4 Hartree) must not
+    put new samples on another surface under the same label: a top-up first recomputes a finished sample. Here the
+    stored energy is what moved (by 1e-4 Hartree), which the check cannot tell apart."""
+    import zarr
+
+    out = tmp_path / "d.zarr"
+    assert generate(capsys, out, "--samples", "2", "--workers", "0")["n_done"] == 2
+    assert generate(capsys, out, "--samples", "3", "--workers", "0")["n_done"] == 3  # reproduced: topped up
+    energies = zarr.open_array(str(out / "energies"), mode="r+")
+    energies[0] = energies[0] + 1e-4 * 27.211386245988
+    code = main(["dataset", "generate", "--molecule", "h2o", *FAST, "--out", str(out), "--catalog",
+                 str(tmp_path / "c"), "--samples", "4", "--workers", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "pyscf now gives" in err and "stored as" in err and "write them to a new --out" in err, err
+    assert Dataset.open(out).n_samples == 3
+
+
 def test_generate_with_psi4_on_dask(tmp_path, capsys):
     out = tmp_path / "psi4.zarr"
     result = main(["dataset", "generate", "--molecule", "h2o", "--engine", "psi4", "--method", "hf", "--basis",
