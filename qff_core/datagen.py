@@ -354,7 +354,7 @@ def compute_pending(dataset: Dataset, settings: GenerateConfig, *, client=None,
                 record(future.result())
     except KeyboardInterrupt:
         info = dataset.info()
-        raise Interrupted(f"kept {done} of the {len(todo)} samples this run computed ({info['n_done']} of "
+        raise Interrupted(f"kept the {done} of its {len(todo)} samples this run had finished ({info['n_done']} of "
                           f"{info['n_samples']} done in {dataset.path}); run the same command again to continue"
                           ) from None
     finally:

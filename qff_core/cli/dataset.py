@@ -52,7 +52,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
                                catalog_dir=str(catalog_dir(args.catalog)))
     summary["seconds"] = time.perf_counter() - t0
     busy = f", {summary['busy_elsewhere']} being computed by another process" if summary.get("busy_elsewhere") else ""
-    log(f"computed {summary['computed']} samples in {summary['seconds']:.1f} s ({summary['failed']} failed{busy}); "
+    plural = "" if summary["computed"] == 1 else "s"
+    log(f"computed {summary['computed']} sample{plural} in {summary['seconds']:.1f} s "
+        f"({summary['failed']} failed{busy}); "
         f"the dataset holds {summary['n_done']} done, {summary['n_failed']} failed, {summary['n_pending']} pending "
         f"of {summary['n_samples']}")
     if args.json:
