@@ -45,15 +45,18 @@ def train_segment(run_dir: str, config: dict, resume: bool, steps: int, cluster:
 @flow(name="train-model", log_prints=True)
 def train_model(config: TrainConfig, run_dir: str, resume: bool = False, segment_steps: int = 1000,
                 cluster: dict | None = None, wait: bool = False) -> dict:
-    """Train (or continue) one run to its step budget or early stop; returns the trainer's summary."""
+    """Train (or continue) one run to its step budget or early stop; returns the trainer's summary of the whole
+    flow run (where it started, its wall time), not of the last segment."""
     if segment_steps < 1:
         raise ValueError(f"segment_steps must be at least 1; got {segment_steps}")
     fields = config.model_dump()
-    summary = train_segment(run_dir, fields, resume, segment_steps, cluster, wait)
+    summary = first = train_segment(run_dir, fields, resume, segment_steps, cluster, wait)
+    wall_s = first["wall_time_s"]
     while summary["stop_reason"] is None:
         raise_if_interrupted()
         summary = train_segment(run_dir, fields, True, segment_steps, cluster, wait)
-    return summary
+        wall_s += summary["wall_time_s"]
+    return {**summary, "resumed_from": first["resumed_from"], "wall_time_s": wall_s}
 
 
 @task(name="evaluate-run", retries=TRANSIENT_RETRIES, retry_delay_seconds=TRANSIENT_DELAYS_S,

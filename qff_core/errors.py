@@ -7,6 +7,8 @@ package or memory is missing; try elsewhere. ``ConvergenceError``: change settin
 
 from __future__ import annotations
 
+import logging
+
 
 class QffError(Exception):
     """Base class of every error qff raises on purpose."""
@@ -82,3 +84,22 @@ class ExecutionError(QffError):
 class Interrupted(KeyboardInterrupt):
     """Stopped by the user (Ctrl-C, SIGTERM) after keeping what was done; the message says what was kept and
     how to continue. A KeyboardInterrupt, so nothing that catches Exception swallows it."""
+
+
+class _OwnErrorsWithoutTraceback(logging.Filter):
+    """qff's own errors (bad input, a failed engine) say what to do in one line; a log of them (Prefect's flow and
+    task logs) keeps that line and drops the traceback (89 lines of stderr for an unknown method)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], QffError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def quiet_own_errors(loggers: tuple[str, ...] = ("", "prefect", "prefect.flow_runs", "prefect.task_runs")) -> None:
+    """The filter on every handler of ``loggers`` (by default Prefect's run loggers, console and API), once."""
+    for name in loggers:
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, _OwnErrorsWithoutTraceback) for f in handler.filters):
+                handler.addFilter(_OwnErrorsWithoutTraceback())

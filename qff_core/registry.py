@@ -271,8 +271,22 @@ def set_production(record: ModelRecord, version: int, reason: str) -> None:
     target.history.append(StatusChange(status="production", at=now, reason=reason))
 
 
-def promote(name: str, version: int, reason: str, *, catalog: str | Path | None = None) -> ModelVersion:
-    """Put ``name@version`` in production (the previous production version is archived), with ``reason``."""
+def seen_test_samples(candidate: ModelVersion, production: ModelVersion) -> list[int]:
+    """The production version's pinned test samples that ``candidate``'s run trained or validated on (same
+    dataset): its errors on them are not held-out, so the two versions cannot be compared there."""
+    from qff_core.run import open_run
+
+    if candidate.dataset.get("path") != production.dataset.get("path"):
+        return []
+    split = open_run(candidate.run_dir).split
+    seen = set(np.concatenate([split.train, split.val]).tolist())
+    return sorted(i for i in production.test_indices if i in seen)
+
+
+def promote(name: str, version: int, reason: str, *, catalog: str | Path | None = None,
+            force: bool = False) -> ModelVersion:
+    """Put ``name@version`` in production (the previous production version is archived), with ``reason``. A version
+    whose run trained on the production version's pinned test samples is refused unless ``force``."""
     if not reason.strip():
         raise InputError("say why: --reason TEXT is recorded with the status change")
     with model_lock(name, catalog):
@@ -281,6 +295,19 @@ def promote(name: str, version: int, reason: str, *, catalog: str | Path | None 
         if not (run_dir / "run.json").exists():
             raise RegistryError(f"{name}@{version} points at {run_dir}, which holds no run any more; production would "
                                 "have nothing to serve or retrain from. Restore the run, or promote another version")
+        production = record.production()
+        seen = [] if production is None or production.version == version else \
+            seen_test_samples(record.get(version), production)
+        if seen and not force:
+            shown = ", ".join(map(str, seen[:8])) + (" ..." if len(seen) > 8 else "")
+            raise RegistryError(
+                f"{name}@{version} was trained or validated on {len(seen)} of the {len(production.test_indices)} test "
+                f"samples pinned by production {name}@{production.version} (dataset indices {shown}): its errors "
+                f"there are not held-out and it was scored on another test set ({len(record.get(version).test_indices)}"
+                f" samples), so the two cannot be compared. Retrain from production (`qff retrain --model {name}`, "
+                "which keeps them out), or pass --force to promote it anyway")
+        if seen:
+            reason = f"{reason} (forced: trained on {len(seen)} of production's pinned test samples)"
         set_production(record, version, reason)
         save(record, catalog)
         return record.get(version)

@@ -54,7 +54,8 @@ class RetrainConfig(BaseModel):
     catalog: str | None = Field(None, description="catalog folder (default $QFF_CATALOG, else data_catalog)")
     from_scratch: bool = Field(False, description="start from the initial parameters instead of the production ones")
     steps: int | None = Field(None, ge=1, description="training steps (default: the production run's)")
-    tolerance: float = Field(0.02, ge=0, description="relative tolerance of 'not worse' for promotion")
+    tolerance: float = Field(0.02, ge=0, le=1, description="relative tolerance of 'not worse' for promotion (at most "
+                                                           "1: a candidate up to twice production's error)")
     runs_dir: str | None = Field(None, description="where candidate runs go (default: beside the production run)")
     wait: bool = Field(True, description="wait for a retrain of the same model already running (else exit 2)")
     force: bool = Field(False, description="train a candidate even if a version was already trained on these data")
@@ -96,8 +97,12 @@ def decide(candidate: dict, production: dict, tolerance: float) -> tuple[bool, s
         if c > p * (1 + tolerance):
             return False, (f"{set_name} {metric} {c:.4g} is worse than production's {p:.4g} "
                            f"(tolerance {tolerance:.0%})")
-    return True, "; ".join(f"{s} {m} {float(candidate[s][m]):.4g} vs production {float(production[s][m]):.4g}"
-                           for s, m in PRIMARY_METRICS)
+    def said(s: str, m: str) -> str:
+        c, p = float(candidate[s][m]), float(production[s][m])
+        worse = f" (worse, within the {tolerance:.0%} tolerance)" if c > p else ""
+        return f"{s} {m} {c:.4g} vs production {p:.4g}{worse}"
+
+    return True, "; ".join(said(s, m) for s, m in PRIMARY_METRICS)
 
 
 def retrain(config: RetrainConfig, *, progress: Callable[[dict], None] | None = None,

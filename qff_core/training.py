@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shlex
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -32,7 +33,7 @@ from qff_core.loss import Loss
 from qff_core.metrics import error_metrics
 from qff_core.models import init_parameters
 from qff_core.run import Run, Split, TrainConfig, TrainingData, TrainingError, create_run, open_run
-from qff_core.run.directory import verify_samples
+from qff_core.run.directory import update_resumable_settings, verify_samples
 from qff_core.run.state import HISTORY_KEYS, VAL_KEYS, TrainState, state_from_checkpoint, state_to_checkpoint
 from qff_core.store.checkpoint import latest_checkpoint, read_checkpoint, write_checkpoint
 from qff_core.store.locks import holder_lock
@@ -144,6 +145,10 @@ def _open_or_create(run_dir: Path, config: TrainConfig, resume: bool, split: Spl
     if config.steps != run.config.steps:
         raise TrainingError(f"the run in {run_dir} was planned for {run.config.steps} steps (its learning-rate "
                             f"schedule depends on it); resume with --steps {run.config.steps}")
+    run, changed = update_resumable_settings(run, config)
+    if changed:
+        logger.warning(f"resuming {run_dir} with " + ", ".join(f"{k} {now} (was {was})"
+                                                               for k, (was, now) in changed.items()))
     return run
 
 
@@ -307,8 +312,8 @@ class _Loop:
             _roll_back(state, done[2])
             checkpoint()
             raise Interrupted(f"kept {state.step} of {cfg.steps} steps in {run.path} (checkpoint at step "
-                              f"{state.step}); continue with `qff train --resume --run-dir {run.path}` and the same "
-                              "settings") from None
+                              f"{state.step}); continue with `qff train --resume --run-dir "
+                              f"{shlex.quote(str(run.path))}`") from None
         if state.stop_reason is None and state.step >= cfg.steps:
             state.stop_reason = "completed"
         checkpoint()
@@ -320,7 +325,8 @@ class _Loop:
         return ExecutionError(
             f"step {step + 1} failed on the {self.executor.name} executor ({again}{type(exc).__name__}: {exc}). "
             f"The run is checkpointed at step {step} in {run.checkpoint_dir}; fix the cause, then continue "
-            f"with `qff train --resume --run-dir {run.path}` (jobs already submitted are re-attached, not paid again)")
+            f"with `qff train --resume --run-dir {shlex.quote(str(run.path))}` (jobs already submitted are "
+            "re-attached, not paid again)")
 
     def _validate(self, state: TrainState, params_now: np.ndarray, loss: float, lr: float, resumed_from: int,
                   limit: int) -> None:

@@ -148,6 +148,9 @@ def test_qff_serve_runs_the_same_deployments_without_a_worker(server, tmp_path):
                                  {"config": {"name": "absent", "catalog": str(tmp_path / "catalog")}}, timeout=300)
         assert missing["state"] == "FAILED" and any("no model 'absent'" in line for line in missing["logs"]), \
             json.dumps(missing, indent=1)[-3000:]
+        # seen in review: the flow retried this permanent error after 60 s, each time with a full traceback
+        assert not any("AwaitingRetry" in line or "Traceback" in line for line in missing["logs"]), \
+            json.dumps(missing, indent=1)[-3000:]
     finally:
         served.terminate()
         served.wait(timeout=60)

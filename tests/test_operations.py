@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -201,6 +202,30 @@ def test_only_finished_runs_are_registered_and_only_present_ones_promoted(projec
     assert main(["models", "promote", "cut@2", "--reason", "test", *c]) == 2
     assert "holds no run any more" in capsys.readouterr().err
     assert main(["models", "promote", "cut@1", "--reason", "test", *c]) == 0
+
+
+def test_a_version_trained_on_productions_test_samples_is_not_promoted_unforced(project, tmp_path, capsys):
+    """Seen in review: a run with another split (seed) was registered and promoted by hand over production,
+    although it had trained on production's pinned test samples and was scored on another test set; the list
+    did not say how many geometries each version was scored on."""
+    from qff_core.run import TrainConfig
+    from qff_core.training import train
+
+    c = ["--catalog", str(tmp_path / "catalog")]
+    assert main(["models", "register", str(project["run"]), "--name", "lih", "--promote", *c]) == 0
+    cfg = TrainConfig(dataset=str(project["data"]), model={"depth": 1}, steps=5, batch_size=8, test_size=6,
+                      val_size=3, eval_every=5, checkpoint_every=5, seed=99)
+    train(tmp_path / "other", cfg)
+    assert main(["models", "register", str(tmp_path / "other"), "--name", "lih", *c]) == 0
+    capsys.readouterr()
+    assert main(["models", "promote", "lih@2", "--reason", "looks better", *c]) == 2
+    assert re.search(r"lih@2 was trained or validated on \d+ of the 6 test samples pinned by production lih@1",
+                     capsys.readouterr().err)
+    assert main(["models", "list", *c]) == 0
+    assert re.search(r"n_test.*\n.*lih\s+1\s+production.*\s6\s", capsys.readouterr().out)
+    assert main(["models", "promote", "lih@2", "--reason", "looks better", "--force", *c, "--json"]) == 0
+    reason = json.loads(capsys.readouterr().out)["history"][-1]["reason"]
+    assert reason.startswith("looks better (forced: trained on ") and "pinned test samples" in reason
 
 
 def test_registry_input_that_used_to_end_in_tracebacks(project, tmp_path, capsys):

@@ -119,7 +119,7 @@ def test_train_flow_in_segments_equals_one_plain_run(tmp_path, prefect_server, h
                       eval_every=5, checkpoint_every=5)
     flow_summary = train_model(cfg.model_dump(), str(tmp_path / "flow"), segment_steps=4)  # segments 4, 4, 2
     train(tmp_path / "plain", cfg)
-    assert flow_summary["step"] == 10 and flow_summary["resumed_from"] == 8
+    assert flow_summary["step"] == 10 and flow_summary["resumed_from"] == 0  # the flow's, not its last segment's
     a = read_checkpoint(latest_checkpoint(tmp_path / "flow" / "checkpoints")).arrays
     b = read_checkpoint(latest_checkpoint(tmp_path / "plain" / "checkpoints")).arrays
     assert all(np.array_equal(a[k], b[k]) for k in ("params", "opt_params", "history/loss"))

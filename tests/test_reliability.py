@@ -52,6 +52,8 @@ def files(tmp_path_factory, lih) -> dict[str, Path]:
                        "no_models.yaml": "pipeline:\n  models: {}\n",
                        "bad_molecule.yaml": "pipeline:\n  dataset: {molecule: xyzzy}\n",
                        "escape.yaml": "pipeline:\n  name: ../escape\n",
+                       "empty.yaml": "# nothing yet\n",
+                       "cost_nothing.yaml": "executor: {name: aer, shots: 100}\n",
                        "lih_triplet.yaml": "name: lih\nsymbols: [Li, H]\npositions_a: [[0, 0, 0], [0, 0, 1.6]]\n"
                                            "multiplicity: 3\n",
                        "train_dataset.yaml": "pipeline:\n  train: {dataset: other.zarr}\n",
@@ -83,6 +85,13 @@ BAD_INPUT = [
     ("config", "train --config {root}/missing.yaml --dataset {lih} --run-dir {root}/r1", "cannot read the config",
      "{root}/r1"),
     ("config", "train --config {root}/broken.yaml --dataset {lih} --run-dir {root}/r1", "not valid YAML", "{root}/r1"),
+    ("config", "cost --config {root}/cost_nothing.yaml", "nothing to price in .*give a train: section", None),
+    # seen in review: a candidate 101x worse than production would have been promoted
+    ("config", "retrain --model lih --tolerance 100 --catalog {root}/cat", "tolerance.*less than or equal to 1",
+     "{root}/cat"),
+    # seen in review: an empty file ran the whole default pipeline (psi4, 120 samples, two trainings)
+    ("config", "pipeline --config {root}/empty.yaml --out-dir {root}/o1 --no-prefect", "is empty .or only comments.",
+     "{root}/o1"),
     ("config", "train --config {root}/list.yaml --dataset {lih} --run-dir {root}/r1", "must hold a mapping",
      "{root}/r1"),
     ("config", "train --config {root}/scalar.yaml --dataset {lih} --run-dir {root}/r1", "must hold a mapping",

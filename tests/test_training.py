@@ -86,6 +86,27 @@ def test_resume_in_pieces_is_bit_for_bit(dataset, tmp_path):
     assert whole["best_step"] == second["best_step"]
 
 
+def test_resume_needs_only_the_run_dir_and_takes_new_guards(dataset, tmp_path, capsys):
+    """Seen in review: --eval-every and --patience given with --resume were dropped without a word (the run kept
+    validating every 25 steps and ran 237 validations past its best), and a resume needed every original flag.
+    The run's settings come from run.json now; the guards given are applied, said and recorded; other settings
+    still have to match."""
+    run = tmp_path / "run"
+    first = train(run, config(dataset, steps=30, eval_every=3), stop_after=12)
+    assert first["step"] == 12
+    assert main(["train", "--resume", "--run-dir", str(run), "--eval-every", "5", "--patience", "1",
+                 "--no-prefect", "--json"]) == 0
+    out = capsys.readouterr()
+    assert "with patience 1 (was None), eval_every 5 (was 3)" in out.err
+    arrays = read_checkpoint(latest_checkpoint(run / "checkpoints")).arrays
+    steps = arrays["history/val_step"].tolist()
+    assert steps[:4] == [3, 6, 9, 12] and all(s % 5 == 0 for s in steps[4:]) and len(steps) > 4
+    recorded = json.loads((run / "run.json").read_text())["config"]
+    assert (recorded["eval_every"], recorded["patience"]) == (5, 1)
+    assert main(["train", "--resume", "--run-dir", str(run), "--force-weight", "1", "--no-prefect"]) == 2
+    assert "force_weight: 10.0 in the run, 1.0 now" in capsys.readouterr().err
+
+
 def test_sigkill_then_resume_gives_identical_parameters(dataset, tmp_path):
     n = 40
     cmd = [sys.executable, "-m", "qff_core.cli", "train", "--dataset", dataset, "--depth", "2", "--steps", str(2 * n),

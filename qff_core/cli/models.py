@@ -42,13 +42,14 @@ def cmd_list(args: argparse.Namespace) -> int:
             rows[name] = [summary(v) for v in load(name, args.catalog).versions]
         except QffError as exc:  # one unreadable record does not hide the others
             broken.append(str(exc))
-    lines = [f"{'model':<16}{'ver':>4}  {'status':<11}{'params':>7}  {'E MAE rot':>10}  {'F MAE rot':>10}  updated"]
+    lines = [f"{'model':<16}{'ver':>4}  {'status':<11}{'params':>7}  {'E MAE rot':>10}  {'F MAE rot':>10}  "
+             f"{'n_test':>6}  updated"]
     for name, versions in rows.items():
         for s in sorted(versions, key=lambda s: (s["status"] != "production", -s["version"])):
             missing = "" if s["run_exists"] else "  (run missing)"
             lines.append(f"{name:<16}{s['version']:>4}  {s['status']:<11}{s['n_parameters']:>7}  "
                          f"{s['energy_mae_rot_kcal_mol']:>10.4f}  {s['forces_mae_rot_kcal_mol_a']:>10.4f}  "
-                         f"{s['updated']}{missing}")
+                         f"{s['n_test']:>6}  {s['updated']}{missing}")
     if not rows and not broken:
         lines = ["no models registered; register one with `qff models register RUN --name NAME`"]
     emit(args, rows, "\n".join(lines))
@@ -83,7 +84,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
     name, version = parse_ref(args.ref)
     if version is None:
         raise InputError("say which version: NAME@VERSION (see `qff models list`)")
-    v = promote(name, version, args.reason, catalog=args.catalog)
+    v = promote(name, version, args.reason, catalog=args.catalog, force=args.force)
     emit(args, v.model_dump(mode="json"), f"{name}@{v.version} is in production: {args.reason}")
     return 0
 
@@ -141,6 +142,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     pro = models.add_parser("promote", help="put NAME@VERSION in production (the previous one is archived)")
     pro.add_argument("ref")
     pro.add_argument("--reason", required=True, help="why: recorded with the status change")
+    pro.add_argument("--force", action="store_true",
+                     help="promote a version that trained on production's pinned test samples (said in the record)")
     _catalog(pro)
     pro.set_defaults(func=cmd_promote)
 

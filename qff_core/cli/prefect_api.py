@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import logging
 import os
 import signal
 import socket
@@ -24,7 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import ParamSpec, TypeVar
 
-from qff_core.errors import QffError, ResourceError
+from qff_core.errors import QffError, ResourceError, quiet_own_errors
 from qff_core.interrupts import deferred_interrupts, interrupted
 
 P = ParamSpec("P")
@@ -85,31 +84,12 @@ def prefect_api(startup_timeout_s: float = 180.0) -> Iterator[str]:
         log.close()
 
 
-class _OwnErrorsWithoutTraceback(logging.Filter):
-    """qff's own errors (bad input, a failed engine) end the command with one line that says what to do; Prefect's
-    log of them keeps its one-line message and drops the traceback (89 lines of stderr for an unknown method)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], QffError):
-            record.exc_info = None
-            record.exc_text = None
-        return True
-
-
-def _quiet_own_errors() -> None:
-    """The filter on every handler of Prefect's run loggers (the console's and the API's), once."""
-    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):
-        for handler in logging.getLogger(name).handlers:
-            if not any(isinstance(f, _OwnErrorsWithoutTraceback) for f in handler.filters):
-                handler.addFilter(_OwnErrorsWithoutTraceback())
-
-
 def run_flow(flow: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
     """Call a Prefect flow from a command, Ctrl-C-safe: while Prefect's engine runs an interrupt is only recorded,
     and it is raised inside the flow's tasks (``interruptible``) or by the flow's own checks. Ctrl-C landing while
     Prefect creates a task run would otherwise make its crash handler fail ("Task run is not set", seen in CI); an
     error Prefect still makes of an interrupt is the interrupt again."""
-    _quiet_own_errors()
+    quiet_own_errors()
     try:
         with deferred_interrupts():
             return flow(*args, **kwargs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from qff_core.cli.model import add_model_flags
 from qff_core.errors import InputError, Interrupted
 from qff_core.models import ModelConfig
 from qff_core.run import TrainConfig
+from qff_core.run.directory import stored_config
 
 CONFIG_SECTIONS = frozenset({"dataset", "evaluate", "executor", "model", "pipeline", "qpu_time", "retrain", "train"})
 """Top-level keys of a sectioned config file (one file may hold the settings of several commands)."""
@@ -34,8 +36,14 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     top-level ``executor:`` and ``qpu_time:``) with flags on top."""
     loaded = load_config(args.config)
     values = {**config_section(args.config, "train"), **given_values(args, TrainConfig)}
-    values["executor"] = executor_values(args, values, loaded, top_level="train" in loaded)
-    values["model"] = {**dict(values.get("model") or {}), **given_values(args, ModelConfig)}
+    executor = executor_values(args, values, loaded, top_level="train" in loaded)
+    model = {**dict(values.get("model") or {}), **given_values(args, ModelConfig)}
+    stored = stored_config(args.run_dir) if getattr(args, "resume", False) else None
+    if stored is not None:  # --resume starts from the run's own settings; what is given changes them (or is refused)
+        executor = {**(stored.get("executor") or {}), **executor}
+        model = {**(stored.get("model") or {}), **model}
+        values = {**stored, **values}
+    values["executor"], values["model"] = executor, model
     if "dataset" not in values:
         raise InputError("say which data to train on: --dataset PATH (or `dataset:` in --config)")
     return validated(TrainConfig, values, "training settings")
@@ -91,8 +99,8 @@ def _kept(run_dir: Path, steps: int) -> str:
 
     latest = latest_checkpoint(Path(run_dir) / "checkpoints")
     done = 0 if latest is None else read_checkpoint(latest).step
-    return (f"kept {done} of {steps} steps in {run_dir}; continue with `qff train --resume --run-dir {run_dir}` and "
-            "the same settings")
+    return (f"kept {done} of {steps} steps in {run_dir}; continue with `qff train --resume --run-dir "
+            f"{shlex.quote(str(run_dir))}`")
 
 
 def cmd_cost(args: argparse.Namespace) -> int:
@@ -106,6 +114,9 @@ def cmd_cost(args: argparse.Namespace) -> int:
     if unknown:  # a misspelt qpu_time: would be priced with the default QPU-time model, silently
         raise InputError(f"{args.config}: unknown top-level {', '.join(unknown)}; the sections qff reads are "
                          f"{', '.join(sorted(CONFIG_SECTIONS))}")
+    if not loaded.keys() & {"train", "evaluate", "dataset"} and getattr(args, "dataset", None) is None:
+        raise InputError(f"nothing to price in {args.config}: give a train: section (or a flat file with dataset:) for "
+                         "qff train, or an evaluate: section (run_dir:) for qff evaluate")
     priced: dict = {}
     lines = []
     if "train" in loaded or "evaluate" not in loaded:

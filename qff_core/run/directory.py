@@ -13,6 +13,7 @@ changed is refused (``DatasetChangedError``), never silently read. Samples appen
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -261,6 +262,39 @@ def open_run(path: str | Path) -> Run:
     return Run(path, config, model, split, Normalisation(**info["normalisation"]), info)
 
 
+def stored_config(path: str | Path) -> dict | None:
+    """The settings the run at ``path`` was created with (its dataset resolved where it can be), or None when
+    ``path`` holds no readable run: what ``--resume`` starts from."""
+    path = Path(path)
+    try:
+        info = json.loads((path / "run.json").read_text())
+        config = dict(info["config"])
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return None
+    with contextlib.suppress(InputError, KeyError, TypeError):  # else as recorded: opening the run says what is gone
+        config["dataset"] = str(_resolve_dataset(path, info["dataset"]))
+    return config
+
+
+RESUMABLE_SETTINGS = ("patience", "keep_checkpoints", "checkpoint_every", "eval_every", "max_qpu_seconds")
+"""Settings a resumed run takes from the command (and records): how it reports, saves and is guarded."""
+
+
+def update_resumable_settings(run: Run, config: TrainConfig) -> tuple[Run, dict]:
+    """``run`` with the resumable settings of ``config`` (recorded in run.json), and {setting: (was, now)} of
+    those that changed."""
+    changed = {k: (getattr(run.config, k), getattr(config, k)) for k in RESUMABLE_SETTINGS
+               if getattr(run.config, k) != getattr(config, k)}
+    if not changed:
+        return run, {}
+    info = {**run.info, "config": {**run.info["config"], **{k: now for k, (_, now) in changed.items()}}}
+    tmp = run.path / "run.json.tmp"
+    tmp.write_text(json.dumps(info, indent=2))
+    os.replace(tmp, run.path / "run.json")
+    updated = run.config.model_copy(update={k: now for k, (_, now) in changed.items()})
+    return Run(run.path, updated, run.model, run.split, run.norm, info), changed
+
+
 def create_run(path: str | Path, config: TrainConfig, split: Split | None = None) -> Run:
     """Write ``run.json`` and ``split.zarr`` for a new run (atomically, so a killed start leaves none).
     ``split``: explicit dataset indices (finished samples) instead of the seeded split of ``config``."""
@@ -317,5 +351,6 @@ def create_run(path: str | Path, config: TrainConfig, split: Split | None = None
     return Run(path, resolved, model, split, norm, info)
 
 
-__all__ = ["DatasetChangedError", "Normalisation", "Run", "Split", "TrainingData", "TrainingError", "create_run",
-           "dataset_location", "make_split", "molecule_of", "open_run", "parameter_map", "verify_samples"]
+__all__ = ["RESUMABLE_SETTINGS", "DatasetChangedError", "Normalisation", "Run", "Split", "TrainingData",
+           "TrainingError", "create_run", "dataset_location", "make_split", "molecule_of", "open_run", "parameter_map",
+           "stored_config", "update_resumable_settings", "verify_samples"]
