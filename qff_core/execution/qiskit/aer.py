@@ -186,6 +186,7 @@ class AerEvaluator:
         from qiskit_aer import AerSimulator
 
         seeds = ShotSeed.of(seed, values)
+        unseeded = np.random.default_rng() if seeds is None else None  # one stream for every row
         simulator = AerSimulator(**self._backend_options(noise))
         out = []
         for p, v in enumerate(values):
@@ -193,8 +194,7 @@ class AerEvaluator:
             var = np.zeros(len(v))
             for g, group in enumerate(prepared.groups):
                 probabilities = outcome_probabilities(simulator, group.probabilities, v)
-                rngs = (seeds.rows(p, len(v), stream=g) if seeds is not None
-                        else [np.random.default_rng() for _ in range(len(v))])
+                rngs = seeds.rows(p, len(v), stream=g) if seeds is not None else [unseeded] * len(v)
                 mean, variance = sample_means(probabilities, outcome_values(group.masks, group.coeffs), self.shots,
                                               rngs)
                 evs += mean
