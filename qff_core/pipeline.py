@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from qff_core.datagen import GenerateConfig
 from qff_core.distributed import ClusterConfig, LocalClusterConfig
@@ -61,6 +61,20 @@ class PipelineConfig(BaseModel):
     cluster: ClusterConfig | None = Field(None, description="where the Dask workers come from instead (a "
                                                             "deploy/dask/*.yaml: SLURM or PBS jobs, a scheduler)")
     output_dir: str | None = Field(None, description="default: runs/<name>-<timestamp>")
+
+    @field_validator("train")
+    @classmethod
+    def _train_settings_are_valid(cls, train: dict) -> dict:
+        """The ``train:`` settings on their own, so that their problems are reported with the other fields'."""
+        from pydantic import ValidationError
+
+        try:
+            TrainConfig.model_validate({**train, "dataset": "-", "model": {}})
+        except ValidationError as exc:
+            raise ValueError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+                                       if e["loc"] and e["loc"][0] not in ("dataset", "model"))
+                             or str(exc)) from None
+        return train
 
     @model_validator(mode="after")
     def _every_training_config_is_valid(self) -> PipelineConfig:

@@ -53,6 +53,7 @@ def files(tmp_path_factory, lih) -> dict[str, Path]:
                        "bad_molecule.yaml": "pipeline:\n  dataset: {molecule: xyzzy}\n",
                        "escape.yaml": "pipeline:\n  name: ../escape\n",
                        "empty.yaml": "# nothing yet\n",
+                       "two_problems.yaml": "pipeline:\n  workers: 0\n  train: {learning_rate: fast}\n",
                        "cost_nothing.yaml": "executor: {name: aer, shots: 100}\n",
                        "lih_triplet.yaml": "name: lih\nsymbols: [Li, H]\npositions_a: [[0, 0, 0], [0, 0, 1.6]]\n"
                                            "multiplicity: 3\n",
@@ -86,6 +87,9 @@ BAD_INPUT = [
      "{root}/r1"),
     ("config", "train --config {root}/broken.yaml --dataset {lih} --run-dir {root}/r1", "not valid YAML", "{root}/r1"),
     ("config", "cost --config {root}/cost_nothing.yaml", "nothing to price in .*give a train: section", None),
+    # seen in review: only the first layer's problem was reported (workers), the train: one after a rerun
+    ("config", "pipeline --config {root}/two_problems.yaml --out-dir {root}/o2 --no-prefect",
+     r"train: learning_rate: Input should be a valid number.*\n\s+workers: Input should be greater", "{root}/o2"),
     # seen in review: a candidate 101x worse than production would have been promoted
     ("config", "retrain --model lih --tolerance 100 --catalog {root}/cat", "tolerance.*less than or equal to 1",
      "{root}/cat"),
