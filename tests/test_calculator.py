@@ -276,6 +276,29 @@ def test_bussi_heats_the_vibrations_to_the_target_not_three_times_it(trained_h2o
     assert 150 < summary["mean_temperature_k"] < 450  # over the 3 vibrational degrees of freedom
 
 
+@pytest.mark.parametrize("molecule", ["h2o", "lih", "nh3"])
+def test_start_velocities_hold_the_target_temperature_in_the_vibrations(molecule):
+    """Seen in review: ASE's Stationary and ZeroRotation keep the temperature counted over 3N by default, so the
+    start put 3N/2 kT into the 3N - 6 vibrations: a 300 K NVE run of water started at ~900 K. Projected out without
+    rescaling, the vibrations hold (3N - 6)/2 kT on average (3N - 5 for a diatomic), with no momentum or rotation."""
+    from ase.units import kB
+
+    from qff_core.md import start_velocities
+    from qff_core.molecules import builtin_molecule
+
+    spec = builtin_molecule(molecule)
+    kinetic = []
+    for seed in range(400):
+        atoms = Atoms(spec.symbols, positions=spec.positions_a)
+        start_velocities(atoms, 300.0, np.random.default_rng(seed))
+        kinetic.append(atoms.get_kinetic_energy())
+        assert np.abs(atoms.get_momenta().sum(axis=0)).max() < 1e-12
+        assert np.abs(atoms.get_angular_momentum()).max() < 1e-12
+    vibrations = 3 * len(atoms) - (5 if len(atoms) == 2 else 6)
+    ratio = np.mean(kinetic) / (vibrations / 2 * kB * 300.0)
+    assert 0.85 < ratio < 1.15, ratio  # 400 draws: a few % of noise; 3N/(3N - 6) = 3 for water before
+
+
 def test_md_stops_when_the_molecule_comes_apart(trained_h2o, tmp_path):
     """A distance beyond max_distance_factor x its start stops the run (a tight factor makes it happen at once)."""
     with pytest.raises(MDBlowUpError, match="came apart"):
