@@ -211,7 +211,8 @@ def run_md(config: MDConfig, *, calc=None, progress: Callable[[int, int], None] 
            plot: bool = True) -> dict:
     """Integrate ``config.steps`` steps; returns the summary (frames, energy drift, mean temperature, timing).
 
-    ``calc``: a ``QFFCalculator`` already open (default: one of ``config.run_dir``). Raises
+    ``calc``: a ``QFFCalculator`` already open (default: one of ``config.run_dir``), or any ASE calculator of the
+    molecule (scripts/nve_reference_control.py drives a harmonic reference surface with it). Raises
     MDBlowUpError after writing the frames so far when the trajectory blows up.
     """
     from qff_core.calculator import QFFCalculator
@@ -270,9 +271,10 @@ def _integrate(config: MDConfig, calc, progress: Callable[[int, int], None] | No
                     write(step, e_pot)  # the frame that stopped it, for the post-mortem
                     written[1] = 1
                 raise
-            if calc.last_outside:
+            outside = getattr(calc, "last_outside", None)  # a QFFCalculator's; any ASE calculator can drive run_md
+            if outside:
                 if not trace["outside"]:
-                    logger.warning(f"step {step} left the model's training domain ({'; '.join(calc.last_outside[:3])}"
+                    logger.warning(f"step {step} left the model's training domain ({'; '.join(outside[:3])}"
                                    "): energies and forces there are extrapolated; the summary counts such steps")
                 trace["outside"].append(step)
             trace["time_fs"].append(step * config.timestep_fs)
