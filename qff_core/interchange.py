@@ -178,17 +178,20 @@ def _looks_like_bohr(symbols, positions_a: np.ndarray) -> bool:
     return bool(np.all(ratio.min(axis=1) > BOHR_SUSPECT_RATIO))
 
 
-def check_not_bohr(frames_positions_a: list[np.ndarray], symbols, source: str) -> None:
+def check_not_bohr(frames_positions_a: list[np.ndarray], symbols, source: str, *, first_frame: int = 0,
+                   override: str | None = "--allow-stretched") -> None:
     """FrameError when positions look like Bohr. With three or more atoms one frame tells (a stretched geometry
     rarely moves every atom away from every neighbour); a diatomic's frame has one distance, and a bond scan
-    legitimately stretches it, so there the file is judged as a whole: refused when most frames look stretched."""
+    legitimately stretches it, so there the file is judged as a whole: refused when most frames look stretched.
+    ``first_frame``: the file's number of the first frame given; ``override``: the flag that skips the check."""
     stretched = [k for k, x in enumerate(frames_positions_a) if _looks_like_bohr(symbols, x)]
     if not stretched or (len(symbols) == 2 and 2 * len(stretched) <= len(frames_positions_a)):
         return
     many = f" (and {len(stretched) - 1} more frames)" if len(stretched) > 1 else ""
-    raise FrameError(f"frame {stretched[0]}{many} of {source}: every atom is over {BOHR_SUSPECT_RATIO}x its "
-                     f"bonding distance from its nearest neighbour; the positions look like Bohr. Convert them to "
-                     f"Angstrom (multiply by {BOHR_ANGSTROM}), or pass --allow-stretched if they are right")
+    escape = f", or pass {override} if they are right" if override else ""
+    raise FrameError(f"frame {first_frame + stretched[0]}{many} of {source}: every atom is over {BOHR_SUSPECT_RATIO}x "
+                     f"its bonding distance from its nearest neighbour; the positions look like Bohr (or a molecule "
+                     f"split across a periodic cell). Convert them to Angstrom (multiply by {BOHR_ANGSTROM}){escape}")
 
 
 def validate_frames(frames: list, molecule: MoleculeSpec, *, energy_key: str = "energy",

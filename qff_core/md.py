@@ -104,9 +104,13 @@ def start_atoms(config: MDConfig, calc):
     frames = read_frames(config.start)
     last = frames[-1]
     symbols = last.get_chemical_symbols()
+    if np.any(last.pbc):
+        raise InputError(f"the start geometry (the last frame of {config.start}) is periodic (pbc "
+                         f"{last.pbc.tolist()}): qff models isolated molecules; write the molecule, whole, without a "
+                         "cell")
     try:
         positions = validate_positions(last.positions, len(symbols))
-        check_not_bohr([positions], symbols, config.start)
+        check_not_bohr([positions], symbols, config.start, first_frame=len(frames) - 1, override=None)
     except (GeometryError, QffError) as exc:
         raise InputError(f"the start geometry (the last frame of {config.start}): {exc}") from None
     return Atoms(symbols=symbols, positions=positions)
@@ -137,13 +141,27 @@ class NoRigidMotion:
         return {"name": "NoRigidMotion", "kwargs": {}}
 
 
-def _integrator(config: MDConfig, atoms):
+def rotation_free(calc) -> bool:
+    """Whether ``calc``'s forces keep a molecule's zero rotation: a QFF model that is rotation-invariant (not the
+    generic model, no symmetry-breaking gates); any other calculator is assumed to be a physical surface."""
+    run = getattr(calc, "run", None)
+    if run is None:
+        return True
+    model = run.config.model
+    return model.model != "generic" and model.symmetry_breaking == "off"
+
+
+def _integrator(config: MDConfig, atoms, rigid_free: bool = True):
     from ase import units
 
     dt = config.timestep_fs * units.fs
     rng = np.random.default_rng([config.seed, 1])
-    if config.ensemble != "langevin":
+    if config.ensemble != "langevin" and rigid_free:
         atoms.set_constraint(NoRigidMotion())  # momentum and angular momentum stay zero: vibrations only
+    elif config.ensemble != "langevin":  # forces with a torque spin the molecule up: count the rotation too
+        from ase.constraints import FixCom
+
+        atoms.set_constraint(FixCom())
     if config.ensemble == "nve":
         from ase.md.verlet import VelocityVerlet
 
@@ -204,7 +222,8 @@ def _check_frame(atoms, energy_ev: float, step: int, start_distances: np.ndarray
         k = int(np.argmax(d / start_distances))
         raise MDBlowUpError(f"step {step}: an interatomic distance grew from {start_distances[k]:.3f} to {d[k]:.3f} A "
                             f"(over {factor}x): the molecule came apart, outside the model's training domain; use a "
-                            "lower temperature, or teach the model these geometries (qff active-learn)")
+                            "smaller time step (over 1 fs for hydrogen's vibrations is large) or a lower temperature, "
+                            "or teach the model these geometries (qff active-learn)")
 
 
 def run_md(config: MDConfig, *, calc=None, progress: Callable[[int, int], None] | None = None,
@@ -244,7 +263,11 @@ def _integrate(config: MDConfig, calc, progress: Callable[[int, int], None] | No
         logger.warning(f"a {config.timestep_fs} fs time step is large for hydrogen's vibrations (above "
                        f"{H_TIMESTEP_WARNING_FS} fs the energy is rarely conserved)")
     start_velocities(atoms, config.temperature_k, np.random.default_rng(config.seed))
-    dyn = _integrator(config, atoms)
+    rigid_free = rotation_free(calc)
+    if not rigid_free and config.ensemble != "langevin":
+        logger.warning("the model is not rotation-invariant: its forces can turn the molecule, so temperatures count "
+                       "3N - 3 degrees of freedom (rotation included), not the 3N - 6 vibrations")
+    dyn = _integrator(config, atoms, rigid_free)
     start_distances = _pair_distances(atoms)
     trace: dict[str, list[float]] = {"time_fs": [], "potential_ev": [], "kinetic_ev": [], "temperature_k": [],
                                      "outside": []}  # steps outside the training domain

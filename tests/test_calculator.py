@@ -299,6 +299,26 @@ def test_start_velocities_hold_the_target_temperature_in_the_vibrations(molecule
     assert 0.85 < ratio < 1.15, ratio  # 400 draws: a few % of noise; 3N/(3N - 6) = 3 for water before
 
 
+def test_a_model_that_can_turn_the_molecule_counts_its_rotation(trained_h2o, h2o, tmp_path, caplog):
+    """Seen in review: the generic model's forces have a torque (up to 0.67 eV), so a molecule started without
+    rotation spins up; counted over the 3N - 6 vibrations, that rotation was reported and thermostatted as heat.
+    Such a model is counted over 3N - 3 (and says so); a rotation-invariant one over 3N - 6."""
+    import logging
+
+    from qff_core.md import rotation_free
+    from qff_core.run import TrainConfig
+    from qff_core.training import train
+
+    generic = tmp_path / "generic"
+    train(generic, TrainConfig(dataset=h2o, model={"model": "generic", "depth": 1}, steps=5, batch_size=8,
+                               test_size=4, val_size=4, eval_every=5, checkpoint_every=5))
+    assert rotation_free(QFFCalculator(trained_h2o)) and not rotation_free(QFFCalculator(generic))
+    with caplog.at_level(logging.WARNING, logger="qff_core"):
+        run_md(MDConfig(run_dir=str(generic), ensemble="bussi", steps=4, temperature_k=100,
+                        out=str(tmp_path / "g.extxyz"), max_distance_factor=None), plot=False)
+    assert "count 3N - 3 degrees of freedom" in caplog.text
+
+
 def test_md_stops_when_the_molecule_comes_apart(trained_h2o, tmp_path):
     """A distance beyond max_distance_factor x its start stops the run (a tight factor makes it happen at once)."""
     with pytest.raises(MDBlowUpError, match="came apart"):
@@ -354,12 +374,18 @@ def test_md_refuses_a_bad_start_before_touching_the_trajectory_file(trained_h2o,
 
     out = tmp_path / "earlier.extxyz"
     out.write_text("an earlier trajectory\n")
+    water = [[0, 0, 0.117], [0, 0.757, -0.467], [0, -0.757, -0.467]]
+    wrapped = Atoms("OH2", positions=np.add(water, [0, 4.9, 0]), cell=[5.0] * 3, pbc=True)
+    wrapped.wrap()  # seen in review: a molecule split across the cell was called Bohr, with a flag md lacks
     cases = [(Atoms("OH2", positions=[[0, 0, 0], [0, 0, 0.3], [0, 0.9, 0.2]]), InputError, "0.300 A apart"),
-             (Atoms("NH3", positions=[[0, 0, 0], [0, 0, 1], [0, 1, 0], [1, 0, 0]]), AtomsMismatchError, "H3N")]
+             (Atoms("NH3", positions=[[0, 0, 0], [0, 0, 1], [0, 1, 0], [1, 0, 0]]), AtomsMismatchError, "H3N"),
+             (wrapped, InputError, r"is periodic \(pbc \[True, True, True\]\)"),
+             ([Atoms("OH2", positions=water), Atoms("OH2", positions=np.array(water) / 0.529177210903)], InputError,
+              r"frame 1 of .*start.extxyz: .*look like Bohr.*multiply by 0.529177210903\)$")]
     for atoms, error, message in cases:
-        write(tmp_path / "start.xyz", atoms)
+        write(tmp_path / "start.extxyz", atoms)
         with pytest.raises(error, match=message):
-            run_md(MDConfig(run_dir=trained_h2o, steps=5, start=str(tmp_path / "start.xyz"), out=str(out)),
+            run_md(MDConfig(run_dir=trained_h2o, steps=5, start=str(tmp_path / "start.extxyz"), out=str(out)),
                    plot=False)
         assert out.read_text() == "an earlier trajectory\n"
 
