@@ -20,8 +20,8 @@ def load_mapping(path: str | Path, what: str = "settings file") -> dict:
     except yaml.YAMLError as exc:
         raise InputError(f"the {what} {path} is not valid YAML: {exc}") from exc
     if loaded is None:
-        raise InputError(f"the {what} {path} is empty (or only comments); write the settings in it, or leave it "
-                         "out to use the defaults")
+        raise InputError(f"the {what} {path} is empty (or only comments); write the settings in it (where the "
+                         "file is optional, leaving it out uses the defaults)")
     if not isinstance(loaded, dict):
         raise InputError(f"the {what} {path} must hold a mapping of settings")
     return loaded

@@ -27,7 +27,8 @@ class TrainConfig(BaseModel):
     model: ModelConfig = Field(default_factory=ModelConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig,
                                      description="where circuits run: exact, aer or ibm, with their options")
-    steps: int = Field(2000, ge=1, description="Adam steps in total (a resumed run continues to this)")
+    steps: int = Field(2000, ge=1, description="Adam steps in total (the learning-rate schedule depends on it: a "
+                                               "resumed run keeps its own)")
     batch_size: int = Field(128, ge=1, description="geometries per minibatch")
     learning_rate: float = Field(1e-2, gt=0, description="initial learning rate")
     final_learning_rate: float = Field(1e-4, gt=0, description="learning rate at the last step")
