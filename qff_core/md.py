@@ -17,6 +17,7 @@ target (3x for water). Langevin's random kicks reach rotations too: 3N - 3 (the 
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import time
@@ -277,11 +278,13 @@ def _integrate(config: MDConfig, calc, progress: Callable[[int, int], None] | No
         written = [0, 0]  # frames written; 1 when the last is the frame that stopped a blow-up
 
         def write(step: int, e_pot: float) -> None:
-            written[0] += 1
-            write_frame(fh, atoms.get_chemical_symbols(), atoms.positions, e_pot, atoms.get_forces(),
+            frame = io.StringIO()  # one write of a whole frame: an interrupt never leaves half of one in the file
+            write_frame(frame, atoms.get_chemical_symbols(), atoms.positions, e_pot, atoms.get_forces(),
                         info={"time_fs": float(step * config.timestep_fs),
                               "temperature_k": float(atoms.get_temperature())})
+            fh.write(frame.getvalue())
             fh.flush()
+            written[0] += 1
 
         def record() -> None:
             raise_if_interrupted()
@@ -304,7 +307,7 @@ def _integrate(config: MDConfig, calc, progress: Callable[[int, int], None] | No
             trace["potential_ev"].append(float(e_pot))
             trace["kinetic_ev"].append(float(atoms.get_kinetic_energy()))
             trace["temperature_k"].append(float(atoms.get_temperature()))
-            if step % config.write_every == 0:
+            if step % config.write_every == 0 or step == config.steps:  # the last step too: a --start continues it
                 write(step, e_pot)
             if progress is not None and (step % max(1, config.steps // 20) == 0 or step == config.steps):
                 progress(step, config.steps)
@@ -361,13 +364,18 @@ def _fitted_drift_ev(total_ev: np.ndarray) -> float:
     return float(np.polyfit(steps, total_ev, 1)[0] * (total_ev.size - 1))
 
 
+def _n_frames(config: MDConfig) -> int:
+    """Frames a finished run writes: every ``write_every``-th step from 0, and the last step."""
+    return len(range(0, config.steps + 1, config.write_every)) + (1 if config.steps % config.write_every else 0)
+
+
 def _summary(config: MDConfig, trace: dict, wall_s: float, out: Path, plot: bool) -> dict:
     total = np.asarray(trace["potential_ev"]) + np.asarray(trace["kinetic_ev"])
     temperature = np.asarray(trace["temperature_k"])
     simulated_ns = config.steps * config.timestep_fs * 1e-6
     summary = {
         "run_dir": config.run_dir, "ensemble": config.ensemble, "timestep_fs": config.timestep_fs,
-        "steps": config.steps, "n_frames": len(range(0, config.steps + 1, config.write_every)),
+        "steps": config.steps, "n_frames": _n_frames(config),
         "trajectory": str(out), "energy_drift_ev": float(total[-1] - total[0]),
         "energy_drift_fit_ev": _fitted_drift_ev(total),
         "energy_fluctuation_ev": float(total.std()),

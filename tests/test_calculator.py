@@ -207,10 +207,13 @@ def test_nve_conserves_energy_and_writes_the_trajectory(trained_h2o, tmp_path):
 
 def test_qff_md_and_vibrations_commands(trained_h2o, tmp_path, capsys):
     out = tmp_path / "langevin.extxyz"
-    assert main(["md", trained_h2o, "--ensemble", "langevin", "--steps", "40", "--temperature-k", "300",
+    assert main(["md", trained_h2o, "--ensemble", "langevin", "--steps", "45", "--temperature-k", "300",
                  "--out", str(out), "--write-every", "10", "--quiet", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["n_frames"] == 5 and summary["ns_per_day"] > 0 and summary["mean_temperature_k"] > 0
+    assert summary["n_frames"] == 6 and summary["ns_per_day"] > 0 and summary["mean_temperature_k"] > 0
+    from ase.io import read  # seen in review: the last step was dropped when --write-every does not divide --steps
+
+    assert [a.info["time_fs"] for a in read(out, ":")] == [0.0, 5.0, 10.0, 15.0, 20.0, 22.5]
     assert main(["vibrations", trained_h2o, "--json"]) == 0
     vib = json.loads(capsys.readouterr().out)
     assert len(vib["wavenumbers_cm1"]) == 3 and vib["minimum"]["max_force_ev_per_a"] < 1e-5
