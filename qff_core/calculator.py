@@ -92,6 +92,13 @@ class QFFCalculator(Calculator):
         """The model's molecule spec."""
         return self.run.model.molecule
 
+    @property
+    def rotation_invariant(self) -> bool:
+        """The model's energy is invariant under rotations (not the generic model, no symmetry-breaking gates): its
+        forces then keep a molecule's zero rotation."""
+        model = self.run.config.model
+        return model.model != "generic" and model.symmetry_breaking == "off"
+
     def reference_atoms(self) -> Atoms:
         """An ``Atoms`` of the model's molecule at the dataset's minimum (the sampler's), else the spec's geometry."""
         return Atoms(symbols=list(self.molecule.symbols), positions=reference_positions(self.run))

@@ -145,11 +145,7 @@ class NoRigidMotion:
 def rotation_free(calc) -> bool:
     """Whether ``calc``'s forces keep a molecule's zero rotation: a QFF model that is rotation-invariant (not the
     generic model, no symmetry-breaking gates); any other calculator is assumed to be a physical surface."""
-    run = getattr(calc, "run", None)
-    if run is None:
-        return True
-    model = run.config.model
-    return model.model != "generic" and model.symmetry_breaking == "off"
+    return bool(getattr(calc, "rotation_invariant", True))
 
 
 def _integrator(config: MDConfig, atoms, rigid_free: bool = True):

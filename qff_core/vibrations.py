@@ -91,7 +91,8 @@ def vibrations(config: VibrationsConfig, *, calc=None) -> dict:
         outside = list(calc.last_outside)  # at the minimum
     if not converged:
         raise InputError(f"the model's minimum was not found within {config.max_steps} BFGS steps (largest force "
-                         f"{fmax:.2e} eV/A); its surface may have no minimum near the dataset's. Train longer")
+                         f"{fmax:.2e} eV/A); raise --max-steps, or, if it was generous, its surface may have no "
+                         "minimum near the dataset's: train longer")
     work = Path(tempfile.mkdtemp(prefix="qff-vib-"))
     try:
         vib = Vibrations(atoms, name=str(work / "vib"), delta=config.delta_a, nfree=4)
@@ -109,10 +110,15 @@ def vibrations(config: VibrationsConfig, *, calc=None) -> dict:
     reference_minimum = sampler.get("minimum", {}).get("positions_a")
     level = calc.run.dataset().group.attrs.get("level_of_theory", {})
     warnings: list[str] = []
-    if np.max(np.abs(zeros)) > ZERO_MODE_WARNING_CM1:
+    if np.max(np.abs(zeros)) > ZERO_MODE_WARNING_CM1 and not calc.rotation_invariant:
         warnings.append(f"the translations and rotations are not at zero frequency ({np.max(np.abs(zeros)):.0f} "
                         f"cm-1): the {calc.run.model.kind} model's surface is not rotation-invariant, and its "
                         "wavenumbers mix vibrations with rotations")
+    elif np.max(np.abs(zeros)) > ZERO_MODE_WARNING_CM1:  # an invariant surface: the point or the step is at fault
+        warnings.append(f"the translations and rotations are not at zero frequency ({np.max(np.abs(zeros)):.0f} "
+                        f"cm-1) although the model is rotation-invariant: the geometry is not a stationary point to "
+                        f"the accuracy needed (largest force {fmax:.1e} eV/A: lower --fmax-ev-per-a), or --delta-a "
+                        f"({config.delta_a} A) is too large for a harmonic estimate")
     if outside:
         warnings.append(f"the model's minimum lies outside its training domain ({'; '.join(outside)}): its surface "
                         "there is extrapolated")

@@ -322,6 +322,18 @@ def test_a_model_that_can_turn_the_molecule_counts_its_rotation(trained_h2o, h2o
     assert "count 3N - 3 degrees of freedom" in caplog.text
 
 
+def test_vibrations_away_from_a_stationary_point_blame_the_point_not_the_invariance(trained_h2o):
+    """Seen in review: a loose --fmax-ev-per-a left the geometry off the minimum, and the non-zero rotation modes
+    were blamed on the model's rotation invariance, which is exact."""
+    from qff_core.vibrations import VibrationsConfig, vibrations
+
+    loose = vibrations(VibrationsConfig(run_dir=trained_h2o, fmax_ev_per_a=10.0))  # no BFGS step at all
+    tight = vibrations(VibrationsConfig(run_dir=trained_h2o))
+    assert loose["minimum"]["max_force_ev_per_a"] > 1e-3
+    assert any("although the model is rotation-invariant" in w for w in loose["warnings"]), loose["warnings"]
+    assert not any("zero frequency" in w for w in tight["warnings"]), tight["warnings"]
+
+
 def test_md_stops_when_the_molecule_comes_apart(trained_h2o, tmp_path):
     """A distance beyond max_distance_factor x its start stops the run (a tight factor makes it happen at once)."""
     with pytest.raises(MDBlowUpError, match="came apart"):
