@@ -133,8 +133,8 @@ def _file_geometries(settings: GenerateConfig, molecule: MoleculeSpec, n: int, o
     """Frames ``offset .. offset + n`` of every ``every``-th frame of ``settings.geometries`` (atoms mapped onto the
     molecule's order); ``have``: the samples of the dataset, for the message when the file has too few."""
     from qff_core.errors import GeometryError
-    from qff_core.interchange import check_not_bohr, read_frames
-    from qff_core.molecules.matching import AtomsMismatchError, match_atoms, repeated_geometries
+    from qff_core.interchange import check_no_repeats, check_not_bohr, read_frames
+    from qff_core.molecules.matching import AtomsMismatchError, match_atoms
     from qff_core.molecules.spec import validate_positions
 
     frames = read_frames(settings.geometries)[:: settings.every]
@@ -153,13 +153,8 @@ def _file_geometries(settings: GenerateConfig, molecule: MoleculeSpec, n: int, o
             raise InputError(f"{where}: {exc}") from None
     if not settings.allow_stretched:
         check_not_bohr(out, list(molecule.symbols), str(settings.geometries))
-    repeats = repeated_geometries(np.stack(out))
-    if repeats:
-        k = min(repeats)
-        raise InputError(f"frame {(offset + k) * settings.every} of {settings.geometries} repeats frame "
-                         f"{(offset + repeats[k]) * settings.every} (up to rotation, translation and permutation; "
-                         f"{len(repeats)} repeated frames in all): computing a copy adds no information; leave the "
-                         "copies out of the file")
+    check_no_repeats(np.stack(out), str(settings.geometries),
+                     (offset + np.arange(len(out))) * settings.every)
     return np.stack(out)
 
 

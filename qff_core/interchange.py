@@ -230,13 +230,21 @@ def validate_frames(frames: list, molecule: MoleculeSpec, *, energy_key: str = "
         fos.append(f[order])
     if not allow_stretched:
         check_not_bohr(pos, list(molecule.symbols), source)
-    repeats = repeated_geometries(np.stack(pos))
-    if repeats:
-        k = min(repeats)
-        raise FrameError(f"frame {k} of {source} repeats frame {repeats[k]} (up to rotation, translation and "
-                         f"permutation; {len(repeats)} repeated frames in all): a copy adds no information and can "
-                         "land on both sides of a train/test split; leave the copies out of the file")
+    check_no_repeats(np.stack(pos), source)
     return Frames(np.stack(pos), np.asarray(ens, dtype=np.float64), np.stack(fos))
+
+
+def check_no_repeats(positions_a: np.ndarray, source: str, frame_numbers: np.ndarray | None = None) -> None:
+    """FrameError when a file's frames repeat one another (up to rotation, translation and permutation): a copy
+    adds no information and can land on both sides of a train/test split. ``frame_numbers``: the file's number of
+    each frame given (default 0, 1, ...)."""
+    repeats = repeated_geometries(positions_a)
+    if repeats:
+        number = np.arange(len(positions_a)) if frame_numbers is None else np.asarray(frame_numbers)
+        k = min(repeats)
+        raise FrameError(f"frame {number[k]} of {source} repeats frame {number[repeats[k]]} (up to rotation, "
+                         f"translation and permutation; {len(repeats)} repeated frames in all): a copy adds no "
+                         "information and can land on both sides of a train/test split; leave the copies out")
 
 
 def check_not_duplicates(dataset: Dataset, positions_a: np.ndarray, source: str) -> None:
@@ -367,5 +375,5 @@ def _counts(dataset: Dataset) -> dict:
 
 
 __all__ = ["BOHR_SUSPECT_RATIO", "ENERGY_OFFSET_LIMIT_EV", "RESERVED_KEYS", "FrameError", "Frames",
-           "check_energies_join", "check_keys", "check_not_bohr", "check_not_duplicates", "export_extxyz",
-           "import_frames", "read_frames", "validate_frames", "write_frame"]
+           "check_energies_join", "check_keys", "check_no_repeats", "check_not_bohr", "check_not_duplicates",
+           "export_extxyz", "import_frames", "read_frames", "validate_frames", "write_frame"]

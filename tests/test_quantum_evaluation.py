@@ -100,8 +100,11 @@ def test_ctrl_c_in_a_circuit_evaluation_says_how_many_chunks_were_kept(trained, 
 
     run = tmp_path / "run"
     shutil.copytree(trained, run)
-    cfg = write_eval_config(tmp_path / "eval.yaml", run, {"name": "aer", "shots": 20000, "seed": 5,
-                                                          "rows_per_pub": 2}, sets=["test", "rotated"])
+    # Device noise (a density matrix per binding): shots drawn from probabilities are so cheap that a noiseless
+    # evaluation could end before the signal arrives.
+    cfg = write_eval_config(tmp_path / "eval.yaml", run, {"name": "aer", "shots": 20000, "seed": 5, "rows_per_pub": 2,
+                                                          "noise_backend": "FakeManilaV2"},
+                            sets=["test", "rotated"])
     cmd = [sys.executable, "-m", "qff_core.cli", "evaluate", "--config", str(cfg), "--workers", "0", "--no-prefect",
            "--no-plots", "--json"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))

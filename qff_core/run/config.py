@@ -13,8 +13,9 @@ from qff_core.run.label_noise import NOISE_SEED_OFFSET
 
 # Settings a resumed run may change: the budget, how often it reports and saves, how it is guarded.
 # The dataset is compared by the checksum of the samples the run uses, not by how its path was typed.
-_NOT_FINGERPRINTED = ("dataset", "steps", "patience", "keep_checkpoints", "checkpoint_every", "eval_every",
-                      "max_qpu_seconds")
+RESUMABLE_SETTINGS = ("patience", "keep_checkpoints", "checkpoint_every", "eval_every", "max_qpu_seconds")
+"""Settings a resumed run takes from the command (and records): how it reports, saves and is guarded."""
+_NOT_FINGERPRINTED = ("dataset", "steps", *RESUMABLE_SETTINGS)
 
 
 class TrainConfig(BaseModel):
@@ -95,4 +96,4 @@ class TrainConfig(BaseModel):
         return self
 
 
-__all__ = ["TrainConfig"]
+__all__ = ["RESUMABLE_SETTINGS", "TrainConfig"]

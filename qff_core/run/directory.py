@@ -28,7 +28,7 @@ from qff_core.execution.base import ParameterMap, TrainingArrays
 from qff_core.models import build_model
 from qff_core.models.fragment import AnyModel
 from qff_core.molecules import MoleculeSpec
-from qff_core.run.config import TrainConfig
+from qff_core.run.config import RESUMABLE_SETTINGS, TrainConfig
 from qff_core.run.label_noise import noisy_labels
 from qff_core.store.checkpoint import Checkpoint, checkpoint_at, latest_checkpoint, read_checkpoint
 from qff_core.store.dataset import DONE, Dataset
@@ -262,6 +262,13 @@ def open_run(path: str | Path) -> Run:
     return Run(path, config, model, split, Normalisation(**info["normalisation"]), info)
 
 
+def _write_info(path: Path, info: dict) -> None:
+    """``run.json`` written beside its name and renamed into place: a killed write leaves the old one."""
+    tmp = path / "run.json.tmp"
+    tmp.write_text(json.dumps(info, indent=2))
+    os.replace(tmp, path / "run.json")
+
+
 def stored_config(path: str | Path) -> dict | None:
     """The settings the run at ``path`` was created with (its dataset resolved where it can be), or None when
     ``path`` holds no readable run: what ``--resume`` starts from."""
@@ -276,10 +283,6 @@ def stored_config(path: str | Path) -> dict | None:
     return config
 
 
-RESUMABLE_SETTINGS = ("patience", "keep_checkpoints", "checkpoint_every", "eval_every", "max_qpu_seconds")
-"""Settings a resumed run takes from the command (and records): how it reports, saves and is guarded."""
-
-
 def update_resumable_settings(run: Run, config: TrainConfig) -> tuple[Run, dict]:
     """``run`` with the resumable settings of ``config`` (recorded in run.json), and {setting: (was, now)} of
     those that changed."""
@@ -288,9 +291,7 @@ def update_resumable_settings(run: Run, config: TrainConfig) -> tuple[Run, dict]
     if not changed:
         return run, {}
     info = {**run.info, "config": {**run.info["config"], **{k: now for k, (_, now) in changed.items()}}}
-    tmp = run.path / "run.json.tmp"
-    tmp.write_text(json.dumps(info, indent=2))
-    os.replace(tmp, run.path / "run.json")
+    _write_info(run.path, info)
     updated = run.config.model_copy(update={k: now for k, (_, now) in changed.items()})
     return Run(run.path, updated, run.model, run.split, run.norm, info), changed
 
@@ -344,13 +345,11 @@ def create_run(path: str | Path, config: TrainConfig, split: Split | None = None
         "split": split.counts(),
         "normalisation": norm.__dict__,
     }
-    tmp = path / "run.json.tmp"
-    tmp.write_text(json.dumps(info, indent=2))
-    os.replace(tmp, path / "run.json")
+    _write_info(path, info)
     resolved = config.model_copy(update={"dataset": str(Path(config.dataset).resolve())})
     return Run(path, resolved, model, split, norm, info)
 
 
-__all__ = ["RESUMABLE_SETTINGS", "DatasetChangedError", "Normalisation", "Run", "Split", "TrainingData",
+__all__ = ["DatasetChangedError", "Normalisation", "Run", "Split", "TrainingData",
            "TrainingError", "create_run", "dataset_location", "make_split", "molecule_of", "open_run", "parameter_map",
            "stored_config", "update_resumable_settings", "verify_samples"]

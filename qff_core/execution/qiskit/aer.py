@@ -77,6 +77,7 @@ class MeasuredGroup:
     masks: np.ndarray  # (terms, n_qubits) bool: which measured bits enter each term's parity
     coeffs: np.ndarray  # (terms,)
     probabilities: ProbabilityCircuit | None = None  # what Aer runs (``with_probabilities``)
+    outcome_values: np.ndarray | None = None  # one shot's value for each outcome index, computed once
 
 
 @dataclass(frozen=True)
@@ -161,9 +162,7 @@ class AerEvaluator:
     def _backend_options(self, noise: dict | None) -> dict:
         opts: dict = {"runtime_parameter_bind_enable": True, "max_parallel_threads": self.threads}
         if noise is not None:
-            from qff_core.execution.qiskit.noise import noise_model
-
-            opts["noise_model"] = noise_model(noise)
+            opts["noise_model"] = _noise_model_of(noise)
             opts["method"] = "density_matrix"
         elif self.shots is not None:
             opts["method"] = "statevector"
@@ -195,12 +194,30 @@ class AerEvaluator:
             for g, group in enumerate(prepared.groups):
                 probabilities = outcome_probabilities(simulator, group.probabilities, v)
                 rngs = seeds.rows(p, len(v), stream=g) if seeds is not None else [unseeded] * len(v)
-                mean, variance = sample_means(probabilities, outcome_values(group.masks, group.coeffs), self.shots,
-                                              rngs)
+                mean, variance = sample_means(probabilities, group.outcome_values, self.shots, rngs)
                 evs += mean
                 var += variance
             out.append((evs, var))
         return out
+
+
+_NOISE_MODELS: dict[int, tuple[dict, object]] = {}
+"""id of a program's noise dict -> (that dict, its NoiseModel): the dict is kept, so its id is not reused."""
+
+
+def _noise_model_of(noise: dict):
+    """The NoiseModel of a program's noise dict, built once per process and program (``from_dict`` builds every
+    error anew: it cost more than simulating a small chunk)."""
+    from qff_core.execution.qiskit.noise import noise_model
+
+    held = _NOISE_MODELS.get(id(noise))
+    if held is not None and held[0] is noise:
+        return held[1]
+    if len(_NOISE_MODELS) >= 8:
+        _NOISE_MODELS.clear()
+    model = noise_model(noise)
+    _NOISE_MODELS[id(noise)] = (noise, model)
+    return model
 
 
 def outcome_probabilities(simulator, circuit: ProbabilityCircuit, rows: np.ndarray) -> np.ndarray:
@@ -216,8 +233,8 @@ def _with_probabilities(program: AerProgram) -> AerProgram:
     """Each measured group of a sampled program with its probabilities circuit (after reduction: its noise)."""
     from dataclasses import replace
 
-    groups = tuple(replace(g, probabilities=probability_circuit(g.circuit, program.noise))
-                   for g in program.program.groups)
+    groups = tuple(replace(g, probabilities=probability_circuit(g.circuit, program.noise),
+                           outcome_values=outcome_values(g.masks, g.coeffs)) for g in program.program.groups)
     return replace(program, program=SampledProgram(groups))
 
 
